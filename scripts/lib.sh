@@ -33,3 +33,25 @@ ensure_deps() {
     (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error)
   fi
 }
+
+# go_install MODULE@VERSION: build a Go command into tools/cache/bin (Go from /usr/local/go, PATH, or Debian).
+go_install() {
+  export PATH="$PATH:/usr/local/go/bin"
+  if ! command -v go >/dev/null; then
+    log "installing Go from Debian's packages"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go >/dev/null
+  fi
+  log "building $1 with go install (a few minutes the first time)"
+  mkdir -p "$CACHE/bin"
+  GOBIN="$CACHE/bin" go install "$1"
+}
+
+# ensure_fga: build the OpenFGA CLI (pinned in tools/fga/go.mod) into tools/cache/bin once.
+ensure_fga() {
+  local bin="$CACHE/bin/fga" stamp
+  stamp="$(sha256sum "$ROOT/tools/fga/go.mod" | cut -c1-16)"
+  if [ ! -x "$bin" ] || [ "$(cat "$bin.version" 2>/dev/null)" != "$stamp" ]; then
+    (cd "$ROOT/tools/fga" && go_install github.com/openfga/cli/cmd/fga) >&2
+    echo "$stamp" >"$bin.version"
+  fi
+}

@@ -11,7 +11,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 OPENFGA_VERSION="${OPENFGA_VERSION:-v1.18.3}"
 DB_NAME="publishing"
-[ "${1:-}" = "--db" ] && DB_NAME="$2"
+FRESH=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --db) DB_NAME="$2"; shift 2 ;;
+    --fresh) FRESH=1; shift ;;
+    *) echo "usage: scripts/services.sh [--db NAME] [--fresh]" >&2; exit 2 ;;
+  esac
+done
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
@@ -51,6 +58,7 @@ DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'openfga') THEN CREATE ROLE openfga LOGIN PASSWORD 'openfga'; END IF;
 END \$\$;
 SQL
+  if [ "$FRESH" = 1 ]; then $su -d postgres -c "DROP DATABASE IF EXISTS \"$DB_NAME\" WITH (FORCE)" >/dev/null; fi
   for db in "$DB_NAME:catalog_owner" "openfga:openfga"; do
     local name="${db%%:*}" owner="${db##*:}"
     if [ -z "$($su -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$name'")" ]; then
@@ -80,10 +88,10 @@ ensure_redis() {
 # ---------- OpenFGA ----------
 openfga_bin() {
   local bin="$CACHE/bin/openfga"
-  if [ ! -x "$bin" ] || ! "$bin" version 2>&1 | grep -q "${OPENFGA_VERSION#v}"; then
-    command -v go >/dev/null || apt_install golang-go
-    log "building OpenFGA $OPENFGA_VERSION with go install (a few minutes the first time)"
-    GOBIN="$CACHE/bin" GOFLAGS=-mod=mod go install "github.com/openfga/openfga/cmd/openfga@$OPENFGA_VERSION"
+  # `openfga version` says `dev` for go-installed builds, so a stamp file records the version.
+  if [ ! -x "$bin" ] || [ "$(cat "$bin.version" 2>/dev/null)" != "$OPENFGA_VERSION" ]; then
+    go_install "github.com/openfga/openfga/cmd/openfga@$OPENFGA_VERSION" >&2
+    echo "$OPENFGA_VERSION" >"$bin.version"
   fi
   echo "$bin"
 }

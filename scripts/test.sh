@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# `npm test`: set up everything the tests need on a fresh machine, then type-check, run the OpenFGA
+# model tests and the tap suites against real PostgreSQL, Redis and OpenFGA.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+ensure_node
+ensure_deps
+ensure_fga
+export PATH="$CACHE/bin:$PATH"
+
+log "type-check (tsc)"
+node node_modules/typescript/bin/tsc -p tsconfig.json
+
+if command -v docker-compose >/dev/null; then
+  log "docker-compose.yml"; docker-compose config -q
+fi
+
+eval "$(bash scripts/services.sh --db publishing_test --fresh)"
+export OPENFGA_STORE_NAME="test-${OPENFGA_STORE_NAME:-music-publishing}"
+export PG_ADMIN_URL="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+node scripts/keys.ts "$DATA"
+
+log "OpenFGA model tests (fga model test)"
+node policies/src/cli.ts test
+
+log "tap suites"
+set +e
+node node_modules/.bin/tap "$@" 2>&1 | tee "$DATA/tap.log"
+rc=${PIPESTATUS[0]}
+set -e
+node scripts/tap-summary.ts "$DATA/tap.log"
+exit "$rc"
