@@ -1,0 +1,129 @@
+/**
+ * End-to-end behaviour of the assembled stack beyond the role matrix: the issue's acceptance call,
+ * identity straight to the catalog API, the decision cache, and revocation across sidecar processes.
+ */
+import t from 'tap';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { SignJWT, calculateJwkThumbprint, exportJWK, importPKCS8 } from 'jose';
+import { DATA_DIR, startStack, tokenFor, type Stack } from './stack.ts';
+import { PUBLISHER_IDS } from './policy.ts';
+import { USERS } from '../../migrations/seed/demo.ts';
+
+let stack: Stack;
+t.before(async () => {
+  stack = await startStack({ sidecars: 2 });
+});
+t.teardown(() => stack?.stop());
+
+const userId = (email: string): string => USERS.find((u) => u.email === email)!.id;
+
+async function get(base: string, path: string, email: string | null, publisher?: string): Promise<Response> {
+  const headers: Record<string, string> = {};
+  if (email) headers.authorization = `Bearer ${await tokenFor(email)}`;
+  if (publisher) headers['x-publisher-id'] = publisher;
+  return fetch(`${base}${path}`, { headers });
+}
+
+/** Sum of the sidecar's `sidecar_decisions_total` samples whose labels match `source`. */
+async function decisions(base: string, source: string): Promise<number> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith('sidecar_decisions_total{') && l.includes(`source="${source}"`))
+    .reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
+}
+
+t.test('acceptance: viewer@dmp lists DMP works; the same call for Songtrust is 403', async (t) => {
+  const base = stack.sidecars[0]!.url;
+  const dmp = await get(base, '/api/v1/works', 'viewer@dmp.example', PUBLISHER_IDS.dmp);
+  t.equal(dmp.status, 200);
+  const body = (await dmp.json()) as { items: { publisher_id: string }[] };
+  t.ok(body.items.length > 0 && body.items.every((w) => w.publisher_id === PUBLISHER_IDS.dmp));
+  const st = await get(base, '/api/v1/works', 'viewer@dmp.example', PUBLISHER_IDS.songtrust);
+  t.equal(st.status, 403);
+  t.match(st.headers.get('content-type'), /application\/problem\+json/);
+});
+
+t.test('users/me lists the caller with memberships', async (t) => {
+  const res = await get(stack.sidecars[0]!.url, '/api/v1/users/me', 'multi@example.com');
+  t.equal(res.status, 200);
+  const me = (await res.json()) as { email: string; memberships: { slug: string; role: string }[] };
+  t.equal(me.email, 'multi@example.com');
+  t.same(
+    me.memberships.map((m) => `${m.slug}:${m.role}`).sort(),
+    ['dmp:viewer', 'spirit:editor'],
+  );
+});
+
+t.test('the catalog API trusts only a valid identity assertion', async (t) => {
+  const api = stack.api.url;
+  const noAssertion = await fetch(`${api}/api/v1/works`, { headers: { 'x-publisher-id': PUBLISHER_IDS.dmp, 'x-user-id': userId('admin@dmp.example') } });
+  t.equal(noAssertion.status, 401, 'plain identity headers are not trusted');
+
+  const key = await importPKCS8(readFileSync(join(DATA_DIR, 'sidecar-signing-key.pem'), 'utf8'), 'ES256', { extractable: true });
+  const { d: _d, ...pub } = await exportJWK(key);
+  const assertion = async (sub: string, publisherId: string) =>
+    new SignJWT({ publisher_id: publisherId, scope: 'catalog', request_id: randomUUID() })
+      .setProtectedHeader({ alg: 'ES256', kid: await calculateJwkThumbprint(pub), typ: 'JWT' })
+      .setIssuer('urn:music-publishing:sidecar')
+      .setAudience('catalog-api')
+      .setSubject(sub)
+      .setIssuedAt()
+      .setExpirationTime('60s')
+      .setJti(randomUUID())
+      .sign(key);
+
+  // A DMP admin asks, in DMP's context, for a Songtrust work: RLS hides it.
+  const songtrustWorks = await get(stack.sidecars[0]!.url, '/api/v1/works?limit=1', 'sysadmin@example.com', PUBLISHER_IDS.songtrust);
+  const foreignId = ((await songtrustWorks.json()) as { items: { id: string }[] }).items[0]!.id;
+  const res = await fetch(`${api}/api/v1/works/${foreignId}`, {
+    headers: { 'x-identity-assertion': await assertion(userId('admin@dmp.example'), PUBLISHER_IDS.dmp) },
+  });
+  t.equal(res.status, 404, "publisher A's assertion cannot read B's row");
+  const own = await fetch(`${api}/api/v1/works?limit=1`, {
+    headers: { 'x-identity-assertion': await assertion(userId('admin@dmp.example'), PUBLISHER_IDS.dmp) },
+  });
+  t.equal(own.status, 200, 'the same assertion reads its own publisher');
+});
+
+t.test('the second identical request is decided from the cache', async (t) => {
+  const base = stack.sidecars[0]!.url;
+  const path = `/api/v1/works?limit=1&probe=${randomUUID()}`;
+  await get(base, path, 'editor@dmp.example', PUBLISHER_IDS.dmp);
+  const pdpBefore = await decisions(base, 'pdp');
+  const lruBefore = await decisions(base, 'lru');
+  const res = await get(base, path, 'editor@dmp.example', PUBLISHER_IDS.dmp);
+  t.equal(res.status, 200);
+  t.equal(await decisions(base, 'pdp'), pdpBefore, 'no OpenFGA check');
+  t.equal(await decisions(base, 'lru'), lruBefore + 1, 'served from the in-process cache');
+});
+
+t.test('removing a membership denies the next request on every sidecar', async (t) => {
+  const [a, b] = stack.sidecars as [Stack['sidecars'][0], Stack['sidecars'][0]];
+  const editor = userId('editor@dmp.example');
+  for (const s of [a, b]) {
+    t.equal((await get(s.url, '/api/v1/works?limit=1', 'editor@dmp.example', PUBLISHER_IDS.dmp)).status, 200, `allowed on ${s.url}`);
+    t.equal((await get(s.url, '/api/v1/works?limit=1', 'editor@dmp.example', PUBLISHER_IDS.dmp)).status, 200, `cached on ${s.url}`);
+  }
+  const del = await fetch(`${a.url}/api/v1/members/${editor}`, {
+    method: 'DELETE',
+    headers: { authorization: `Bearer ${await tokenFor('admin@dmp.example')}`, 'x-publisher-id': PUBLISHER_IDS.dmp },
+  });
+  t.equal(del.status, 204, 'admin removes the editor');
+  t.equal((await get(b.url, '/api/v1/works?limit=1', 'editor@dmp.example', PUBLISHER_IDS.dmp)).status, 403, 'denied on the other sidecar');
+  t.equal((await get(a.url, '/api/v1/works?limit=1', 'editor@dmp.example', PUBLISHER_IDS.dmp)).status, 403, 'denied on the first sidecar');
+
+  const put = await fetch(`${a.url}/api/v1/members/${editor}`, {
+    method: 'PUT',
+    headers: {
+      authorization: `Bearer ${await tokenFor('admin@dmp.example')}`,
+      'x-publisher-id': PUBLISHER_IDS.dmp,
+      'content-type': 'application/json',
+    },
+    body: JSON.stringify({ role: 'editor' }),
+  });
+  t.ok(put.status === 200 || put.status === 201, `membership restored (${put.status})`);
+  t.equal((await get(b.url, '/api/v1/works?limit=1', 'editor@dmp.example', PUBLISHER_IDS.dmp)).status, 200, 'allowed again');
+});
