@@ -1,0 +1,127 @@
+/**
+ * Writes and deletes relationship tuples in OpenFGA, then bumps the decision-cache epochs
+ * (policies/src/epochs.ts) so no sidecar serves a decision the change invalidated.
+ *
+ * Sources: OpenFGA Write API (https://openfga.dev/api/service#/Relationship%20Tuples/Write):
+ * at most 100 tuple changes per request, `writes.on_duplicate: "ignore"` and
+ * `deletes.on_missing: "ignore"` make a request idempotent (OpenFGA ≥ v1.10; the SDK 0.9.7 exposes
+ * them as `conflict.onDuplicateWrites` / `conflict.onMissingDeletes`).
+ */
+import {
+  ClientWriteRequestOnDuplicateWrites,
+  ClientWriteRequestOnMissingDeletes,
+  type OpenFgaClient,
+  type TupleKey,
+  type TupleKeyWithoutCondition,
+} from '@openfga/sdk';
+import type { Redis, Cluster } from 'ioredis';
+import { epochKeysToBump } from './epochs.ts';
+
+/** OpenFGA's limit of tuple changes (writes + deletes) in one Write request. */
+export const MAX_TUPLES_PER_WRITE = 100;
+
+export type { TupleKey };
+
+type Change = { op: 'write'; tuple: TupleKey } | { op: 'delete'; tuple: TupleKeyWithoutCondition };
+
+const tupleId = (t: { user: string; relation: string; object: string }) => `${t.object}#${t.relation}@${t.user}`;
+
+/**
+ * Applies relationship changes for one OpenFGA store and model.
+ * Construct once per process with `{fga, redis, storeId, modelId}`; `redis: null` means no decision
+ * cache is deployed (then there is nothing to invalidate).
+ */
+export class RelationshipWriter {
+  readonly fga: OpenFgaClient;
+  readonly redis: Redis | Cluster | null;
+  readonly storeId: string;
+  readonly modelId: string;
+
+  constructor(opts: { fga: OpenFgaClient; redis: Redis | Cluster | null; storeId: string; modelId: string }) {
+    this.fga = opts.fga;
+    this.redis = opts.redis;
+    this.storeId = opts.storeId;
+    this.modelId = opts.modelId;
+  }
+
+  /**
+   * Write and delete tuples idempotently, in requests of ≤ 100 changes (each request is atomic in
+   * OpenFGA; the whole call is not), then INCR every epoch key from `epochKeysToBump`.
+   * Writing an existing tuple or deleting a missing one succeeds (no-op). Duplicates in the input
+   * are collapsed. Writes are validated against `modelId`.
+   *
+   * Epochs are bumped after the writes (a decision computed before a write but cached afterwards
+   * lands under the old epoch, which nobody reads any more) — also when a later chunk fails, for
+   * the chunks already applied.
+   * @throws Error when the same tuple is both written and deleted (order would be ambiguous; send
+   *   them in two calls); the SDK's FgaApiError when OpenFGA rejects a request (e.g. a tuple invalid
+   *   for the model) or is unreachable; the Redis error when the epochs cannot be bumped. Redis
+   *   failure is an error, not a warning: the tuples are in OpenFGA but cached decisions would stay
+   *   stale until their TTL, so the caller (the outbox relay) must retry — which is safe, because
+   *   the write is idempotent.
+   */
+  async write({ writes = [], deletes = [] }: { writes?: TupleKey[]; deletes?: TupleKey[] }): Promise<void> {
+    const changes = dedupe(writes, deletes);
+    const applied: Change[] = [];
+    let failure: unknown;
+    for (let i = 0; i < changes.length; i += MAX_TUPLES_PER_WRITE) {
+      const chunk = changes.slice(i, i + MAX_TUPLES_PER_WRITE);
+      try {
+        await this.writeChunk(chunk);
+      } catch (err) {
+        failure = err;
+        break;
+      }
+      applied.push(...chunk);
+    }
+    await this.bumpEpochs(applied);
+    if (failure !== undefined) throw failure;
+  }
+
+  private async writeChunk(chunk: Change[]): Promise<void> {
+    const writes = chunk.flatMap((c) => (c.op === 'write' ? [c.tuple] : []));
+    const deletes = chunk.flatMap((c) => (c.op === 'delete' ? [c.tuple] : []));
+    await this.fga.write(
+      { writes, deletes },
+      {
+        storeId: this.storeId,
+        authorizationModelId: this.modelId,
+        conflict: {
+          onDuplicateWrites: ClientWriteRequestOnDuplicateWrites.Ignore,
+          onMissingDeletes: ClientWriteRequestOnMissingDeletes.Ignore,
+        },
+      },
+    );
+  }
+
+  private async bumpEpochs(applied: Change[]): Promise<void> {
+    if (this.redis === null || applied.length === 0) return;
+    const keys = epochKeysToBump(
+      this.storeId,
+      applied.map((c) => c.tuple),
+    );
+    // Separate INCRs (not MULTI): the keys may live in different Redis Cluster slots.
+    const redis = this.redis;
+    await Promise.all(keys.map((k) => redis.incr(k)));
+  }
+}
+
+function dedupe(writes: TupleKey[], deletes: TupleKey[]): Change[] {
+  const seen = new Map<string, Change['op']>();
+  const out: Change[] = [];
+  for (const t of writes) {
+    const id = tupleId(t);
+    if (seen.has(id)) continue;
+    seen.set(id, 'write');
+    out.push({ op: 'write', tuple: t });
+  }
+  for (const t of deletes) {
+    const id = tupleId(t);
+    const prev = seen.get(id);
+    if (prev === 'write') throw new Error(`tuple ${id} is both written and deleted in one call; send them in order, in two calls`);
+    if (prev) continue;
+    seen.set(id, 'delete');
+    out.push({ op: 'delete', tuple: { user: t.user, relation: t.relation, object: t.object } });
+  }
+  return out;
+}
