@@ -1,0 +1,125 @@
+/**
+ * 0003 — row-level security for the publisher schema (docs/CONTRACTS.md, "Database roles and RLS
+ * context"). ENABLE + FORCE on every publisher-scoped table (the owner is subject to it too), the
+ * policies read the per-transaction settings `app.publisher_id`, `app.user_id`, `app.access_scope`
+ * (`publisher` | `own` | empty) through `(select nullif(current_setting(…, true), '')…)`, so they are
+ * evaluated once per statement and an unset context (`''` after a transaction) matches nothing.
+ *
+ * Grants to `catalog_app`: SELECT/INSERT/UPDATE on the catalog tables (no DELETE: soft delete),
+ * DELETE only on the link tables `user_publishers` and `work_songwriters`; `users` is updatable only
+ * in its profile columns (never `is_system_admin`). `catalog_app` owns nothing.
+ */
+import { Migration } from '@mikro-orm/migrations';
+
+/** `(select …)`-wrapped readers of the RLS context, as the policies use them. */
+export const CTX = {
+  publisher: `(select nullif(current_setting('app.publisher_id', true), '')::uuid)`,
+  user: `(select nullif(current_setting('app.user_id', true), '')::uuid)`,
+  scope: `(select nullif(current_setting('app.access_scope', true), ''))`,
+} as const;
+
+/** Tables with ENABLE + FORCE row-level security after this migration. */
+export const RLS_TABLES = ['publishers', 'users', 'user_publishers', 'works', 'songwriters', 'recordings', 'work_songwriters'] as const;
+
+const CATALOG = ['works', 'songwriters', 'recordings'] as const;
+
+/** A catalog row is visible/writable: context publisher and (scope publisher, or scope own and owned). */
+const catalogRow = (t: string) => `${t}.publisher_id = ${CTX.publisher} and (
+    ${CTX.scope} = 'publisher'
+    or (${CTX.scope} = 'own' and ${t}.owner_user_id = ${CTX.user}))`;
+
+/** Writes under scope own must also keep the row live: a creator cannot soft-delete. */
+const catalogWrite = (t: string) => `${t}.publisher_id = ${CTX.publisher} and (
+    ${CTX.scope} = 'publisher'
+    or (${CTX.scope} = 'own' and ${t}.owner_user_id = ${CTX.user} and ${t}.deleted_at is null))`;
+
+const workSongwriterRow = `work_songwriters.publisher_id = ${CTX.publisher} and (
+    ${CTX.scope} = 'publisher'
+    or (${CTX.scope} = 'own' and exists (
+      select 1 from works w where w.id = work_songwriters.work_id and w.publisher_id = work_songwriters.publisher_id
+        and w.owner_user_id = ${CTX.user})))`;
+
+/** Creates the publisher policies and the app role's grants; `down` removes them. */
+export class Migration0003Rls extends Migration {
+  override name = '0003_rls';
+
+  /** ENABLE + FORCE RLS, policies, grants. */
+  up(): void {
+    for (const t of RLS_TABLES) this.addSql(`alter table ${t} enable row level security; alter table ${t} force row level security;`);
+
+    for (const t of CATALOG) {
+      this.addSql(`
+create policy ${t}_select on ${t} for select using (${catalogRow(t)});
+create policy ${t}_insert on ${t} for insert with check (${catalogWrite(t)});
+create policy ${t}_update on ${t} for update using (${catalogRow(t)}) with check (${catalogWrite(t)});
+grant select, insert, update on ${t} to catalog_app;
+`);
+    }
+    this.addSql(`
+create policy work_songwriters_select on work_songwriters for select using (${workSongwriterRow});
+create policy work_songwriters_insert on work_songwriters for insert with check (${workSongwriterRow});
+create policy work_songwriters_update on work_songwriters for update using (${workSongwriterRow}) with check (${workSongwriterRow});
+create policy work_songwriters_delete on work_songwriters for delete using (${workSongwriterRow});
+grant select, insert, update, delete on work_songwriters to catalog_app;
+
+create policy user_publishers_select on user_publishers for select using (
+  user_publishers.user_id = ${CTX.user}
+  or (user_publishers.publisher_id = ${CTX.publisher} and ${CTX.scope} = 'publisher'));
+create policy user_publishers_insert on user_publishers for insert with check (
+  user_publishers.publisher_id = ${CTX.publisher} and ${CTX.scope} = 'publisher');
+create policy user_publishers_update on user_publishers for update
+  using (user_publishers.publisher_id = ${CTX.publisher} and ${CTX.scope} = 'publisher')
+  with check (user_publishers.publisher_id = ${CTX.publisher} and ${CTX.scope} = 'publisher');
+create policy user_publishers_delete on user_publishers for delete using (
+  user_publishers.publisher_id = ${CTX.publisher} and ${CTX.scope} = 'publisher');
+grant select, insert, update, delete on user_publishers to catalog_app;
+
+create policy publishers_select on publishers for select using (
+  publishers.id = ${CTX.publisher}
+  or exists (select 1 from user_publishers m where m.publisher_id = publishers.id and m.user_id = ${CTX.user}));
+create policy publishers_insert on publishers for insert with check (
+  publishers.id = ${CTX.publisher} and ${CTX.scope} = 'publisher');
+create policy publishers_update on publishers for update
+  using (publishers.id = ${CTX.publisher} and ${CTX.scope} = 'publisher')
+  with check (publishers.id = ${CTX.publisher} and ${CTX.scope} = 'publisher');
+grant select, insert, update on publishers to catalog_app;
+grant select on tenants to catalog_app;
+
+create policy users_select on users for select using (
+  users.id = ${CTX.user}
+  or exists (select 1 from user_publishers m where m.user_id = users.id and m.publisher_id = ${CTX.publisher}));
+create policy users_insert on users for insert with check (
+  ${CTX.publisher} is not null and ${CTX.scope} = 'publisher');
+create policy users_update on users for update
+  using (users.id = ${CTX.user}
+    or (${CTX.scope} = 'publisher'
+        and exists (select 1 from user_publishers m where m.user_id = users.id and m.publisher_id = ${CTX.publisher})))
+  with check (users.id = ${CTX.user}
+    or (${CTX.scope} = 'publisher'
+        and exists (select 1 from user_publishers m where m.user_id = users.id and m.publisher_id = ${CTX.publisher})));
+grant select on users to catalog_app;
+grant insert (id, email, display_name, status, created_by, updated_by) on users to catalog_app;
+grant update (email, display_name, status, updated_at, updated_by, deleted_at) on users to catalog_app;
+`);
+  }
+
+  /** Drop the policies and grants; legacy tables keep RLS enabled (not forced), new tables lose it. */
+  override down(): void {
+    for (const t of CATALOG) {
+      this.addSql(`drop policy ${t}_select on ${t}; drop policy ${t}_insert on ${t}; drop policy ${t}_update on ${t};`);
+    }
+    this.addSql(`
+drop policy work_songwriters_select on work_songwriters; drop policy work_songwriters_insert on work_songwriters;
+drop policy work_songwriters_update on work_songwriters; drop policy work_songwriters_delete on work_songwriters;
+drop policy user_publishers_select on user_publishers; drop policy user_publishers_insert on user_publishers;
+drop policy user_publishers_update on user_publishers; drop policy user_publishers_delete on user_publishers;
+drop policy publishers_select on publishers; drop policy publishers_insert on publishers; drop policy publishers_update on publishers;
+drop policy users_select on users; drop policy users_insert on users; drop policy users_update on users;
+revoke all on publishers, users, user_publishers, works, songwriters, recordings, work_songwriters, tenants from catalog_app;
+`);
+    for (const t of RLS_TABLES) {
+      const legacy = (['publishers', ...CATALOG] as readonly string[]).includes(t);
+      this.addSql(`alter table ${t} no force row level security;${legacy ? '' : ` alter table ${t} disable row level security;`}`);
+    }
+  }
+}

@@ -1,0 +1,151 @@
+/**
+ * 0004 — the relationship outbox (docs/CONTRACTS.md, "Database schema …", `authz_outbox`).
+ *
+ * Triggers record every relationship change in the same transaction as the change itself, as
+ * OpenFGA tuple operations (`object#relation@subject`), delivered in id order by the catalog API's
+ * relay (`catalog-api/src/outbox/`):
+ *
+ * - `user_publishers` insert → write `publisher:<p>#<role>@user:<u>`; update of role/keys → delete
+ *   the old tuple, write the new one; delete → delete the tuple.
+ * - `users.is_system_admin` (and `deleted_at`): becomes an effective admin → write
+ *   `system:platform#admin@user:<u>`; stops being one → delete it.
+ * - `works`, `songwriters`, `recordings`: a live row (deleted_at IS NULL) has
+ *   `<type>:<id>#publisher@publisher:<p>` and, when owned, `<type>:<id>#owner@user:<u>`; insert writes
+ *   them, a change of publisher_id/owner_user_id deletes the old and writes the new, a soft delete
+ *   (deleted_at set) deletes them, an undelete writes them again, a hard delete deletes them.
+ *
+ * The trigger functions are SECURITY DEFINER (owned by catalog_owner, `SET search_path`), so the
+ * app role needs no INSERT on the outbox; it may SELECT it and UPDATE the delivery columns.
+ * Each change also sends `NOTIFY authz_outbox` (delivered at commit) for a listening relay.
+ */
+import { Migration } from '@mikro-orm/migrations';
+
+/** Creates the outbox and its triggers; `down` drops them (pending rows are lost). */
+export class Migration0004AuthzOutbox extends Migration {
+  override name = '0004_authz_outbox';
+
+  /** Outbox table, trigger functions, triggers, grants. */
+  up(): void {
+    this.addSql(`
+create table authz_outbox (
+  id bigserial primary key,
+  operation text not null constraint authz_outbox_operation_check check (operation in ('write', 'delete')),
+  object text not null,
+  relation text not null,
+  subject text not null,
+  created_at timestamptz not null default now(),
+  delivered_at timestamptz,
+  attempts integer not null default 0,
+  last_error text
+);
+create index authz_outbox_pending_idx on authz_outbox (id) where delivered_at is null;
+grant select on authz_outbox to catalog_app;
+grant update (delivered_at, attempts, last_error) on authz_outbox to catalog_app;
+
+create function authz_outbox_emit(op text, obj text, rel text, subj text) returns void
+language plpgsql security definer set search_path = public, pg_temp as $$
+begin
+  insert into authz_outbox (operation, object, relation, subject) values (op, obj, rel, subj);
+  perform pg_notify('authz_outbox', '');
+end $$;
+revoke all on function authz_outbox_emit(text, text, text, text) from public;
+
+create function authz_outbox_membership() returns trigger
+language plpgsql security definer set search_path = public, pg_temp as $$
+begin
+  if tg_op in ('UPDATE', 'DELETE') then
+    if tg_op = 'DELETE' or (old.publisher_id, old.user_id, old.role) is distinct from (new.publisher_id, new.user_id, new.role) then
+      perform authz_outbox_emit('delete', 'publisher:' || old.publisher_id, old.role, 'user:' || old.user_id);
+    end if;
+  end if;
+  if tg_op = 'INSERT' then
+    perform authz_outbox_emit('write', 'publisher:' || new.publisher_id, new.role, 'user:' || new.user_id);
+  elsif tg_op = 'UPDATE' then
+    if (old.publisher_id, old.user_id, old.role) is distinct from (new.publisher_id, new.user_id, new.role) then
+      perform authz_outbox_emit('write', 'publisher:' || new.publisher_id, new.role, 'user:' || new.user_id);
+    end if;
+  end if;
+  return null;
+end $$;
+revoke all on function authz_outbox_membership() from public;
+create trigger user_publishers_authz_outbox after insert or update or delete on user_publishers
+  for each row execute function authz_outbox_membership();
+
+create function authz_outbox_system_admin() returns trigger
+language plpgsql security definer set search_path = public, pg_temp as $$
+declare
+  was boolean := false;
+  is_now boolean := false;
+begin
+  if tg_op in ('UPDATE', 'DELETE') then was := old.is_system_admin and old.deleted_at is null; end if;
+  if tg_op in ('INSERT', 'UPDATE') then is_now := new.is_system_admin and new.deleted_at is null; end if;
+  if was and not is_now then
+    perform authz_outbox_emit('delete', 'system:platform', 'admin', 'user:' || old.id);
+  elsif is_now and not was then
+    perform authz_outbox_emit('write', 'system:platform', 'admin', 'user:' || new.id);
+  end if;
+  return null;
+end $$;
+revoke all on function authz_outbox_system_admin() from public;
+create trigger users_authz_outbox after insert or update of is_system_admin, deleted_at or delete on users
+  for each row execute function authz_outbox_system_admin();
+
+-- TG_ARGV[0] is the OpenFGA type of the table's rows (work, songwriter, recording).
+create function authz_outbox_catalog() returns trigger
+language plpgsql security definer set search_path = public, pg_temp as $$
+declare
+  typ text := tg_argv[0];
+  prev_t text[] := '{}';
+  next_t text[] := '{}';
+  t text;
+begin
+  if tg_op in ('UPDATE', 'DELETE') then
+    if old.deleted_at is null then
+      prev_t := array['publisher' || chr(10) || 'publisher:' || old.publisher_id];
+      if old.owner_user_id is not null then prev_t := prev_t || ('owner' || chr(10) || 'user:' || old.owner_user_id); end if;
+    end if;
+  end if;
+  if tg_op in ('INSERT', 'UPDATE') then
+    if new.deleted_at is null then
+      next_t := array['publisher' || chr(10) || 'publisher:' || new.publisher_id];
+      if new.owner_user_id is not null then next_t := next_t || ('owner' || chr(10) || 'user:' || new.owner_user_id); end if;
+    end if;
+  end if;
+  foreach t in array prev_t loop
+    if not (t = any (next_t)) then
+      perform authz_outbox_emit('delete', typ || ':' || old.id, split_part(t, chr(10), 1), split_part(t, chr(10), 2));
+    end if;
+  end loop;
+  foreach t in array next_t loop
+    if not (t = any (prev_t)) then
+      perform authz_outbox_emit('write', typ || ':' || new.id, split_part(t, chr(10), 1), split_part(t, chr(10), 2));
+    end if;
+  end loop;
+  return null;
+end $$;
+revoke all on function authz_outbox_catalog() from public;
+create trigger works_authz_outbox after insert or update of publisher_id, owner_user_id, deleted_at or delete on works
+  for each row execute function authz_outbox_catalog('work');
+create trigger songwriters_authz_outbox after insert or update of publisher_id, owner_user_id, deleted_at or delete on songwriters
+  for each row execute function authz_outbox_catalog('songwriter');
+create trigger recordings_authz_outbox after insert or update of publisher_id, owner_user_id, deleted_at or delete on recordings
+  for each row execute function authz_outbox_catalog('recording');
+`);
+  }
+
+  /** Drop the triggers, functions and the outbox table. */
+  override down(): void {
+    this.addSql(`
+drop trigger recordings_authz_outbox on recordings;
+drop trigger songwriters_authz_outbox on songwriters;
+drop trigger works_authz_outbox on works;
+drop trigger users_authz_outbox on users;
+drop trigger user_publishers_authz_outbox on user_publishers;
+drop function authz_outbox_catalog();
+drop function authz_outbox_system_admin();
+drop function authz_outbox_membership();
+drop function authz_outbox_emit(text, text, text, text);
+drop table authz_outbox;
+`);
+  }
+}

@@ -1,0 +1,88 @@
+/**
+ * Test helpers for the migration suites: throw-away databases prepared like scripts/services.sh
+ * does (owned by catalog_owner, public schema owned by it, USAGE for catalog_app, pgcrypto), and
+ * connections as the owner, the app role (with an RLS context) and the superuser.
+ * Superuser URL: `PG_ADMIN_URL` [postgres://postgres@127.0.0.1:5432/postgres].
+ */
+import pg from 'pg';
+
+export const ADMIN_URL = process.env.PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+/** `url` with its database name replaced, and user/password when given. */
+export function withDb(url: string, db: string, user?: string): string {
+  const u = new URL(url);
+  u.pathname = `/${db}`;
+  if (user) {
+    u.username = user;
+    u.password = user;
+  }
+  return u.toString();
+}
+
+/** A throw-away database and the URLs of the three roles. */
+export type TestDb = { name: string; ownerUrl: string; appUrl: string; adminUrl: string; drop: () => Promise<void> };
+
+/** Run one statement as the superuser on `url`. */
+export async function adminQuery<T extends pg.QueryResultRow = any>(url: string, sql: string, params: unknown[] = []): Promise<pg.QueryResult<T>> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return await c.query<T>(sql, params);
+  } finally {
+    await c.end();
+  }
+}
+
+/**
+ * Create a fresh database `publishing_migtest_<tag>_<pid>` owned by catalog_owner.
+ * @throws when the superuser cannot connect (PostgreSQL not running).
+ */
+export async function createTestDb(tag: string): Promise<TestDb> {
+  const name = `publishing_migtest_${tag}_${process.pid}`;
+  await adminQuery(ADMIN_URL, `drop database if exists "${name}" with (force)`);
+  await adminQuery(ADMIN_URL, `create database "${name}" owner catalog_owner`);
+  const adminUrl = withDb(ADMIN_URL, name);
+  await adminQuery(
+    adminUrl,
+    `revoke all on schema public from public; alter schema public owner to catalog_owner;
+     grant usage on schema public to catalog_app; create extension if not exists pgcrypto`,
+  );
+  return {
+    name,
+    adminUrl,
+    ownerUrl: withDb(ADMIN_URL, name, 'catalog_owner'),
+    appUrl: withDb(ADMIN_URL, name, 'catalog_app'),
+    drop: async () => {
+      await adminQuery(ADMIN_URL, `drop database if exists "${name}" with (force)`);
+    },
+  };
+}
+
+/** RLS context of one transaction (empty strings = unset). */
+export type Ctx = { publisher?: string; user?: string; scope?: 'publisher' | 'own' | '' };
+
+/**
+ * Run `fn` inside a transaction on `url` whose first statement sets the RLS context (as the catalog
+ * API does), then roll back (unless `commit`). Errors from `fn` propagate after the rollback.
+ */
+export async function inTx<T>(url: string, ctx: Ctx | null, fn: (c: pg.Client) => Promise<T>, commit = false): Promise<T> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query('begin');
+    if (ctx) {
+      await c.query(
+        `select set_config('app.publisher_id', $1, true), set_config('app.user_id', $2, true), set_config('app.access_scope', $3, true)`,
+        [ctx.publisher ?? '', ctx.user ?? '', ctx.scope ?? ''],
+      );
+    }
+    const out = await fn(c);
+    await c.query(commit ? 'commit' : 'rollback');
+    return out;
+  } catch (err) {
+    await c.query('rollback').catch(() => undefined);
+    throw err;
+  } finally {
+    await c.end();
+  }
+}

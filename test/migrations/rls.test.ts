@@ -1,0 +1,258 @@
+/**
+ * The migrated + seeded schema against real PostgreSQL: roles and ownership, row-level security as
+ * `catalog_app` per context, check constraints, the share-sum trigger, the authz outbox triggers,
+ * and the seed (idempotent, ≥ 1,000 works, valid identifiers).
+ */
+import t from 'tap';
+import type pg from 'pg';
+import { migrateUp } from '../../migrations/migrate.ts';
+import { seed } from '../../migrations/seed/run.ts';
+import { MEMBERSHIPS, PUBLISHERS, USERS, publisherId, userId } from '../../migrations/seed/demo.ts';
+import { isValidIpiNameNumber, isValidIsrc, isValidIswc, makeIswc, ipiNameCheckDigits, iswcCheckDigit } from '../../migrations/seed/identifiers.ts';
+import { RLS_TABLES } from '../../migrations/0003_rls.ts';
+import { adminQuery, createTestDb, inTx, type Ctx, type TestDb } from './db.ts';
+
+const DMP = publisherId('dmp');
+const SONGTRUST = publisherId('songtrust');
+const SPIRIT = publisherId('spirit');
+const C1 = userId('creator1@songtrust.example');
+const C2 = userId('creator2@songtrust.example');
+const ADMIN = userId('admin@dmp.example');
+const TABLES = [...RLS_TABLES, 'tenants'];
+
+let db: TestDb;
+t.before(async () => {
+  db = await createTestDb('rls');
+  await migrateUp(db.ownerUrl);
+});
+t.teardown(async () => {
+  await db?.drop();
+});
+const admin = async (sql: string, params: unknown[] = []) => (await adminQuery(db.adminUrl, sql, params)).rows;
+const app = <T>(ctx: Ctx | null, fn: (c: pg.Client) => Promise<T>) => inTx(db.appUrl, ctx, fn);
+const count = async (c: pg.Client, table: string, where = 'true') =>
+  Number((await c.query(`select count(*) as n from ${table} where ${where}`)).rows[0].n);
+
+t.test('identifier helpers', async (t) => {
+  t.equal(iswcCheckDigit('034524680'), 1, 'T-034.524.680-1');
+  t.equal(makeIswc(34524680), 'T0345246801');
+  t.ok(isValidIswc('T0345246801'));
+  t.notOk(isValidIswc('T0345246802'));
+  t.equal(ipiNameCheckDigits('000141073'), '38');
+  t.ok(isValidIpiNameNumber('00014107338'));
+  t.notOk(isValidIpiNameNumber('00014107339'));
+  t.ok(isValidIsrc('USRC17607839'));
+  t.notOk(isValidIsrc('US-RC1-76-07839'));
+  t.throws(() => iswcCheckDigit('12'));
+});
+
+t.test('seed: ≥ 1000 works, valid identifiers and shares, idempotent', async (t) => {
+  const started = Date.now();
+  const first = await seed(db.ownerUrl);
+  t.notOk(first.skipped);
+  t.ok(first.works >= 1000, `${first.works} works`);
+  t.ok(Date.now() - started < 15_000, 'seeded within seconds');
+  const again = await seed(db.ownerUrl);
+  t.ok(again.skipped, 'second run skips');
+  t.equal(Number((await admin('select count(*) as n from works'))[0].n), first.works, 'no duplicates');
+  t.equal(Number((await admin('select count(*) as n from users'))[0].n), USERS.length);
+  t.equal(Number((await admin('select count(*) as n from user_publishers'))[0].n), MEMBERSHIPS.length);
+  t.same((await admin('select id, slug, name, type from publishers order by id')).map((r) => r.slug), PUBLISHERS.map((p) => p.slug));
+
+  const iswcs = (await admin('select iswc from works where iswc is not null')).map((r) => r.iswc as string);
+  t.ok(iswcs.length > 500 && iswcs.every(isValidIswc), 'every ISWC has a valid check digit');
+  const ipis = (await admin('select ipi_name_number as v from songwriters where ipi_name_number is not null')).map((r) => r.v as string);
+  t.ok(ipis.length > 100 && ipis.every(isValidIpiNameNumber), 'every IPI name number passes mod 101');
+  const isrcs = (await admin('select isrc from recordings')).map((r) => r.isrc as string);
+  t.ok(isrcs.every(isValidIsrc), 'ISRCs are well-formed');
+  t.equal(new Set(isrcs).size, isrcs.length, 'ISRCs are unique');
+  const over = await admin(`select work_id from work_songwriters group by work_id
+    having sum(performance_share) > 100 or sum(mechanical_share) > 100 or sum(sync_share) > 100`);
+  t.equal(over.length, 0, 'share sums ≤ 100');
+  const perWork = await admin(`select min(n)::int as lo, max(n)::int as hi from (select count(*) as n from work_songwriters group by work_id) x`);
+  t.same(perWork[0], { lo: 1, hi: 3 });
+  t.equal(Number((await admin('select count(*) as n from works w where not exists (select 1 from work_songwriters ws where ws.work_id = w.id)'))[0].n), 0, 'every work has songwriters');
+  const owners = await admin(`select owner_user_id, count(*)::int as n from works where publisher_id = $1 group by 1 order by 1`, [SONGTRUST]);
+  t.same(owners.map((r) => r.owner_user_id), [C1, C2], 'both creators own songtrust works');
+  t.ok(Number((await admin(`select count(*) as n from authz_outbox`))[0].n) > first.works, 'outbox filled by triggers');
+  t.equal(Number((await admin(`select count(*) as n from authz_outbox where object = 'system:platform'`))[0].n), 1, 'system admin tuple');
+});
+
+t.test('roles: catalog_app is NOSUPERUSER NOBYPASSRLS and owns nothing; FORCE RLS everywhere', async (t) => {
+  const [role] = await admin(`select rolsuper, rolbypassrls from pg_roles where rolname = 'catalog_app'`);
+  t.same(role, { rolsuper: false, rolbypassrls: false });
+  const owned = await admin(`select c.relname from pg_class c join pg_roles r on r.oid = c.relowner where r.rolname = 'catalog_app'
+    union all select p.proname from pg_proc p join pg_roles r on r.oid = p.proowner where r.rolname = 'catalog_app'
+    union all select n.nspname from pg_namespace n join pg_roles r on r.oid = n.nspowner where r.rolname = 'catalog_app'`);
+  t.same(owned, [], 'owns nothing');
+  const rls = await admin(`select relname, relrowsecurity, relforcerowsecurity from pg_class
+    where relname = any($1) and relkind = 'r' order by relname`, [[...RLS_TABLES]]);
+  t.equal(rls.length, RLS_TABLES.length);
+  for (const r of rls) t.ok(r.relrowsecurity && r.relforcerowsecurity, `${r.relname}: ENABLE + FORCE`);
+  const del = await admin(`select table_name from information_schema.role_table_grants
+    where grantee = 'catalog_app' and privilege_type = 'DELETE' order by 1`);
+  t.same(del.map((r) => r.table_name), ['user_publishers', 'work_songwriters'], 'no DELETE on catalog tables');
+  const definers = await admin(`select p.proname, r.rolname, p.proconfig from pg_proc p join pg_roles r on r.oid = p.proowner
+    where p.prosecdef and p.pronamespace = 'public'::regnamespace order by 1`);
+  t.ok(definers.length >= 4);
+  for (const d of definers) {
+    t.equal(d.rolname, 'catalog_owner', `${d.proname} owned by catalog_owner`);
+    t.match(d.proconfig, [/^search_path=/], `${d.proname} sets search_path`);
+  }
+});
+
+t.test('RLS: no context → zero rows in every table', async (t) => {
+  for (const ctx of [null, {}, { publisher: DMP }, { publisher: DMP, user: ADMIN }] as (Ctx | null)[]) {
+    await app(ctx, async (c) => {
+      for (const table of TABLES) {
+        const n = await count(c, table);
+        // with a user but no scope, a user sees their own user row, memberships and publishers
+        if (ctx && 'user' in ctx && ['users', 'user_publishers', 'publishers', 'tenants'].includes(table)) t.ok(n <= 1, `${table}: own rows only`);
+        else t.equal(n, table === 'publishers' || table === 'tenants' ? (ctx && 'publisher' in ctx ? 1 : 0) : 0, `${JSON.stringify(ctx)} ${table}`);
+      }
+    });
+  }
+  // the owner is subject to FORCE RLS as well
+  await inTx(db.ownerUrl, null, async (c) => t.equal(await count(c, 'works'), 0, 'owner without context sees nothing'));
+});
+
+t.test('RLS: scope publisher sees exactly its publisher; scope own only owned rows', async (t) => {
+  const total = async (pub: string, table: string) => Number((await admin(`select count(*) as n from ${table} where publisher_id = $1`, [pub]))[0].n);
+  await app({ publisher: DMP, user: ADMIN, scope: 'publisher' }, async (c) => {
+    for (const table of ['works', 'songwriters', 'recordings', 'work_songwriters', 'user_publishers']) {
+      t.equal(await count(c, table), await total(DMP, table), `${table}: all of dmp`);
+      t.equal(await count(c, table, `publisher_id <> '${DMP}'`), 0, `${table}: nothing else`);
+    }
+    t.same((await c.query('select id from publishers')).rows.map((r) => r.id), [DMP]);
+    const members = (await c.query('select id from users order by id')).rows.map((r) => r.id);
+    t.same(members, MEMBERSHIPS.filter((m) => m.publisherId === DMP).map((m) => m.userId).sort(), 'users: members of dmp');
+  });
+  await app({ publisher: SONGTRUST, user: C1, scope: 'own' }, async (c) => {
+    const owned = Number((await admin(`select count(*) as n from works where owner_user_id = $1`, [C1]))[0].n);
+    t.ok(owned > 0);
+    t.equal(await count(c, 'works'), owned, 'creator sees own works only');
+    t.equal(await count(c, 'works', `owner_user_id is distinct from '${C1}'`), 0);
+    t.equal(await count(c, 'recordings', `owner_user_id is distinct from '${C1}'`), 0);
+    t.equal(await count(c, 'songwriters', `owner_user_id is distinct from '${C1}'`), 0);
+    const ws = Number((await admin(`select count(*) as n from work_songwriters ws join works w on w.id = ws.work_id where w.owner_user_id = $1`, [C1]))[0].n);
+    t.equal(await count(c, 'work_songwriters'), ws, 'work_songwriters of own works');
+    t.same((await c.query('select user_id from user_publishers')).rows, [{ user_id: C1 }], 'own membership only');
+  });
+  // multi@example.com: publishers they are a member of
+  await app({ user: userId('multi@example.com') }, async (c) => {
+    t.same((await c.query('select id from publishers order by id')).rows.map((r) => r.id), [DMP, SPIRIT]);
+  });
+});
+
+t.test('RLS: writes outside the context are rejected', async (t) => {
+  const pub = { publisher: DMP, user: ADMIN, scope: 'publisher' as const };
+  await t.rejects(app(pub, (c) => c.query(`insert into works (publisher_id, title) values ($1, 'x')`, [SPIRIT])), /row-level security/, 'other publisher_id');
+  await t.rejects(app(pub, (c) => c.query(`update works set publisher_id = $1 where publisher_id = $2`, [SPIRIT, DMP])), /row-level security/, 'move to other publisher');
+  await app(pub, async (c) => {
+    const r = await c.query(`update works set title = 'hijack' where publisher_id = $1`, [SPIRIT]);
+    t.equal(r.rowCount, 0, 'cannot update rows of another publisher');
+    const ins = await c.query(`insert into works (publisher_id, title, iswc) values ($1, 'New', 'T0345246801') returning id`, [DMP]);
+    t.equal(ins.rowCount, 1, 'own publisher insert works');
+  });
+  await t.rejects(app(pub, (c) => c.query(`delete from works`)), /permission denied/, 'no DELETE privilege');
+  const own = { publisher: SONGTRUST, user: C1, scope: 'own' as const };
+  await t.rejects(app(own, (c) => c.query(`insert into works (publisher_id, owner_user_id, title) values ($1, $2, 'x')`, [SONGTRUST, C2])), /row-level security/, 'creator cannot create for someone else');
+  await t.rejects(app(own, (c) => c.query(`insert into works (publisher_id, title) values ($1, 'x')`, [SONGTRUST])), /row-level security/, 'creator cannot create unowned');
+  await t.rejects(app(own, (c) => c.query(`update works set owner_user_id = $1 where owner_user_id = $2`, [C2, C1])), /row-level security/, 'creator cannot give away');
+  await t.rejects(app(own, (c) => c.query(`update works set deleted_at = now() where owner_user_id = $1`, [C1])), /row-level security/, 'creator cannot soft-delete');
+  await app(own, async (c) => {
+    t.equal((await c.query(`insert into works (publisher_id, owner_user_id, title) values ($1, $2, 'mine')`, [SONGTRUST, C1])).rowCount, 1, 'creator creates own');
+    t.equal((await c.query(`update works set title = 'x' where owner_user_id = $1`, [C2])).rowCount, 0, 'cannot touch others');
+  });
+  await t.rejects(app(pub, (c) => c.query(`update users set is_system_admin = true where id = $1`, [ADMIN])), /permission denied/, 'no is_system_admin escalation');
+  await t.rejects(app(pub, (c) => c.query(`insert into authz_outbox (operation, object, relation, subject) values ('write','a','b','c')`)), /permission denied/, 'outbox: no INSERT');
+  await app(pub, async (c) => {
+    t.ok((await c.query(`update authz_outbox set delivered_at = now(), attempts = attempts + 1 where id = (select min(id) from authz_outbox)`)).rowCount === 1, 'relay may mark delivered');
+  });
+});
+
+t.test('check constraints and the share-sum trigger', async (t) => {
+  const pub = { publisher: DMP, user: ADMIN, scope: 'publisher' as const };
+  const bad = async (sql: string, params: unknown[], re: RegExp, msg: string) => t.rejects(app(pub, (c) => c.query(sql, params)), re, msg);
+  await bad(`insert into works (publisher_id, title, iswc) values ($1, 'x', 'T-034.524.680-1')`, [DMP], /works_iswc_check/, 'ISWC must be normalised');
+  await bad(`insert into works (publisher_id, title, iswc) values ($1, 'x', 'T03452468')`, [DMP], /works_iswc_check/, 'ISWC length');
+  await bad(`insert into recordings (publisher_id, title, isrc) values ($1, 'x', 'us-rc1-76-07839')`, [DMP], /recordings_isrc_check/, 'ISRC');
+  await bad(`insert into songwriters (publisher_id, last_name, ipi_name_number) values ($1, 'x', '123')`, [DMP], /songwriters_ipi_name_number_check/, 'IPI');
+  await bad(`update publishers set slug = 'Bad Slug' where id = $1`, [DMP], /publishers_slug_check/, 'slug');
+  await bad(`update publishers set type = 'huge' where id = $1`, [DMP], /publishers_type_check/, 'publisher type enum');
+  await bad(`update user_publishers set role = 'owner' where publisher_id = $1`, [DMP], /user_publishers_role_check/, 'role enum');
+  const [work] = await admin(`select work_id, count(*)::int as n from work_songwriters where publisher_id = $1 group by 1 having count(*) = 1 limit 1`, [DMP]);
+  const [sw] = await admin(`select id from songwriters where publisher_id = $1 and id not in (select songwriter_id from work_songwriters where work_id = $2) limit 1`, [DMP, work.work_id]);
+  await bad(
+    `insert into work_songwriters (work_id, songwriter_id, publisher_id, role, performance_share) values ($1, $2, $3, 'C', 100.5)`,
+    [work.work_id, sw.id, DMP],
+    /work_songwriters_performance_share_check/,
+    'share ≤ 100',
+  );
+  await bad(
+    `insert into work_songwriters (work_id, songwriter_id, publisher_id, role, performance_share) values ($1, $2, $3, 'XX', 1)`,
+    [work.work_id, sw.id, DMP],
+    /work_songwriters_role_check/,
+    'CWR role',
+  );
+  const [cur] = await admin(`select performance_share::float as p from work_songwriters where work_id = $1`, [work.work_id]);
+  const room = 100 - cur.p;
+  await bad(
+    `insert into work_songwriters (work_id, songwriter_id, publisher_id, role, performance_share) values ($1, $2, $3, 'C', $4)`,
+    [work.work_id, sw.id, DMP, room + 0.01],
+    /exceed 100/,
+    'share sum > 100 rejected',
+  );
+  await app(pub, async (c) => {
+    await c.query(`insert into work_songwriters (work_id, songwriter_id, publisher_id, role, performance_share) values ($1, $2, $3, 'C', $4)`, [work.work_id, sw.id, DMP, room]);
+    t.pass('share sum = 100 accepted');
+  });
+  const [foreign] = await admin(`select id from songwriters where publisher_id = $1 limit 1`, [SPIRIT]);
+  await bad(
+    `insert into work_songwriters (work_id, songwriter_id, publisher_id, role) values ($1, $2, $3, 'C')`,
+    [work.work_id, foreign.id, DMP],
+    /work_songwriters_songwriter_fkey/,
+    'songwriter of another publisher (composite foreign key)',
+  );
+  await bad(
+    `insert into work_songwriters (work_id, songwriter_id, publisher_id, role) values ($1, $2, $3, 'C')`,
+    [work.work_id, foreign.id, SPIRIT],
+    /row-level security/,
+    'link row of another publisher (RLS)',
+  );
+});
+
+t.test('outbox: membership insert/update/delete, work insert/owner change/soft delete', async (t) => {
+  const since = Number((await admin('select coalesce(max(id), 0) as m from authz_outbox'))[0].m);
+  const rows = async () =>
+    (await admin('select operation, object, relation, subject from authz_outbox where id > $1 order by id', [since])).map(
+      (r) => `${r.operation} ${r.object}#${r.relation}@${r.subject}`,
+    );
+  const pub = { publisher: SPIRIT, user: userId('owner@spirit.example'), scope: 'publisher' as const };
+  const u = userId('viewer@dmp.example');
+  let workId = '';
+  await inTx(db.appUrl, pub, async (c) => {
+    await c.query(`insert into user_publishers (publisher_id, user_id, role) values ($1, $2, 'viewer')`, [SPIRIT, u]);
+    await c.query(`update user_publishers set role = 'editor' where publisher_id = $1 and user_id = $2`, [SPIRIT, u]);
+    await c.query(`delete from user_publishers where publisher_id = $1 and user_id = $2`, [SPIRIT, u]);
+    workId = (await c.query(`insert into works (publisher_id, title) values ($1, 'Outbox') returning id`, [SPIRIT])).rows[0].id;
+    await c.query(`update works set owner_user_id = $1 where id = $2`, [pub.user, workId]);
+    await c.query(`update works set owner_user_id = $1 where id = $2`, [userId('multi@example.com'), workId]);
+    await c.query(`update works set title = 'no relationship change' where id = $1`, [workId]);
+    await c.query(`update works set deleted_at = now() where id = $1`, [workId]);
+  }, true);
+  const p = `publisher:${SPIRIT}`;
+  const w = `work:${workId}`;
+  t.same(await rows(), [
+    `write ${p}#viewer@user:${u}`,
+    `delete ${p}#viewer@user:${u}`,
+    `write ${p}#editor@user:${u}`,
+    `delete ${p}#editor@user:${u}`,
+    `write ${w}#publisher@${p}`,
+    `write ${w}#owner@user:${pub.user}`,
+    `delete ${w}#owner@user:${pub.user}`,
+    `write ${w}#owner@user:${userId('multi@example.com')}`,
+    `delete ${w}#publisher@${p}`,
+    `delete ${w}#owner@user:${userId('multi@example.com')}`,
+  ]);
+});
