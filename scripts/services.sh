@@ -66,7 +66,7 @@ SQL
       $su -d postgres -c "CREATE DATABASE \"$name\" OWNER $owner" >/dev/null
     fi
   done
-  $su -d "$DB_NAME" -c "REVOKE ALL ON SCHEMA public FROM PUBLIC; ALTER SCHEMA public OWNER TO catalog_owner; GRANT USAGE ON SCHEMA public TO catalog_app; CREATE EXTENSION IF NOT EXISTS pgcrypto" >/dev/null
+  $su -d "$DB_NAME" -c "SET client_min_messages = warning; REVOKE ALL ON SCHEMA public FROM PUBLIC; ALTER SCHEMA public OWNER TO catalog_owner; GRANT USAGE ON SCHEMA public TO catalog_app; CREATE EXTENSION IF NOT EXISTS pgcrypto" >/dev/null
   DATABASE_URL="postgres://catalog_app:catalog_app@$PG_HOST:$PG_PORT/$DB_NAME"
   DATABASE_OWNER_URL="postgres://catalog_owner:catalog_owner@$PG_HOST:$PG_PORT/$DB_NAME"
   OPENFGA_DATASTORE_URI="${OPENFGA_DATASTORE_URI:-postgres://openfga:openfga@$PG_HOST:$PG_PORT/openfga?sslmode=disable}"
