@@ -1,0 +1,256 @@
+/**
+ * Assembles the sidecar (policy enforcement point) as a Fastify instance:
+ * - every request: request id, then the canonical-path check on the raw target (global hook);
+ * - `/healthz`, `/readyz`, `/metrics`, `/.well-known/jwks.json`: the sidecar's own endpoints;
+ * - `/ext-authz[/*]`: the decision only (Envoy ext_authz HTTP service, nginx auth_request, Traefik
+ *   forwardAuth);
+ * - everything else: the pipeline (pipeline.ts) in the route's onRequest hook — before any body
+ *   handling — then forward.ts streams to the upstream.
+ * Every error is `application/problem+json` (RFC 9457), including Fastify's own 400/404/413/415
+ * and Node's client errors.
+ */
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { Redis } from 'ioredis';
+import { deployModel, loadModel } from '../../policies/src/model.ts';
+import { loadRouteRules, validateRoutesAgainstModel } from '../../policies/src/routes.ts';
+import type { SidecarConfig } from './config.ts';
+import { createAssertionSigner } from './identity/assertion.ts';
+import { createMetrics } from './metrics.ts';
+import { createDecisionCache } from './pdp/decision-cache.ts';
+import { createOpenFgaPdp } from './pdp/openfga.ts';
+import { runPipeline, type PipelineDeps, type PipelineResult } from './pipeline.ts';
+import { ProblemError, kindForStatus, problemBody, sendProblem } from './problem.ts';
+import { createJwtAuthenticator } from './stages/authenticate.ts';
+import { checkCanonicalPath } from './stages/canonical-path.ts';
+import { createForwarder, hasBody } from './stages/forward.ts';
+import { requestIdFrom } from './stages/mutate-headers.ts';
+import { compileRoutes } from './stages/route.ts';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    sidecarRequestId: string;
+    pipeline: PipelineResult | null;
+  }
+}
+
+/** Methods the proxy route accepts (Fastify's supported set; others get a problem+json 404). */
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'TRACE', 'QUERY'];
+const EXT_AUTHZ = '/ext-authz';
+const METHOD_TOKEN = /^[A-Z]{1,20}$/;
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return Promise.race([p, new Promise<T>((_, rej) => setTimeout(() => rej(new Error('timeout')), ms).unref())]);
+}
+
+function oneHeader(req: FastifyRequest, name: string): string | undefined {
+  const v = req.headers[name];
+  if (Array.isArray(v)) throw new ProblemError(400, 'bad-request', `${name} must be sent once.`);
+  return v;
+}
+
+/**
+ * Build the sidecar: deploy the policies' model (written only when changed) and pin its id, load
+ * and validate the route rules against it, connect Redis (lazily; a down Redis only degrades),
+ * load the assertion signing key, and register all routes. Does not listen.
+ * @param config from `loadConfig()` (config.ts).
+ * @returns the Fastify instance; `close()` also closes the upstream pool and Redis.
+ * @throws when OpenFGA is unreachable at start (the model cannot be pinned), the route rules are
+ *   invalid or name relations missing from the model, or the JWKS file/signing key is unreadable.
+ */
+export async function buildSidecar(config: SidecarConfig): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: { level: config.logLevel },
+    genReqId: (req) => requestIdFrom(req.headers),
+    return503OnClosing: true,
+    bodyLimit: config.upstream.bodyLimitBytes,
+    routerOptions: { ignoreTrailingSlash: false, ignoreDuplicateSlashes: false, caseSensitive: true },
+    clientErrorHandler: (err, socket) => {
+      // Node's parser rejected the request (bad request line/headers): answer RFC 9457 and close.
+      if (!socket.writable) return socket.destroy(err);
+      const code = (err as { code?: string }).code;
+      const status = code === 'HPE_HEADER_OVERFLOW' ? 431 : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+      const body = JSON.stringify(problemBody(status, 'bad-request', 'The request could not be parsed.'));
+      socket.end(
+        `HTTP/1.1 ${status} Bad Request\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+    },
+    frameworkErrors: (err, req, reply) => {
+      // Fastify's router rejects malformed URLs (bad %-escapes) before our hooks: report the
+      // canonical-path verdict when there is one, so the kind is the same either way.
+      try {
+        checkCanonicalPath(req.raw.url);
+      } catch (canonical) {
+        if (canonical instanceof ProblemError) return void sendProblem(reply, canonical, req.id);
+      }
+      const status = (err as { statusCode?: number }).statusCode ?? 400;
+      void sendProblem(reply, new ProblemError(status, kindForStatus(status), 'The request could not be routed.'), req.id);
+    },
+  });
+  const log = app.log;
+
+  // --- dependencies --------------------------------------------------------------------------
+  const { storeId, modelId, written } = await deployModel({
+    apiUrl: config.openfga.apiUrl,
+    storeName: config.openfga.storeName,
+    ...(config.openfga.modelFile ? { modelFile: config.openfga.modelFile } : {}),
+  });
+  log.info({ storeId, modelId, written }, 'authorization model pinned');
+  const rules = loadRouteRules(config.routesFile);
+  validateRoutesAgainstModel(rules, loadModel(config.openfga.modelFile));
+  const routes = compileRoutes(rules);
+
+  const redis = new Redis(config.redis.url, {
+    lazyConnect: true,
+    commandTimeout: config.redis.commandTimeoutMs,
+    connectTimeout: 1000,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    retryStrategy: (times) => Math.min(times * 200, 2000),
+  });
+  redis.on('error', () => {
+    /* reported once per outage by the decision cache / readyz */
+  });
+  await redis.connect().catch((err: Error) => log.warn({ err: { message: err.message } }, 'redis not reachable at start; deciding without the cache'));
+
+  const metrics = createMetrics();
+  const pdp = createOpenFgaPdp({ apiUrl: config.openfga.apiUrl, storeId, modelId, timeoutMs: config.openfga.timeoutMs });
+  const cache = createDecisionCache({ redis, pdp, storeId, modelId, ttlMs: config.cache.ttlMs, maxEntries: config.cache.maxEntries, metrics, log });
+  const signer = await createAssertionSigner({
+    keyFile: config.assertion.signingKeyFile,
+    issuer: config.assertion.issuer,
+    audience: config.assertion.audience,
+    warn: (m) => log.warn(m),
+  });
+  const authenticators = [createJwtAuthenticator(config.jwt)]; // an LDAP/AD authenticator joins here later
+  const forwarder = createForwarder(config.upstream);
+  const deps: PipelineDeps = { routes, authenticators, cache, signer };
+
+  app.addHook('onClose', async () => {
+    await forwarder.close().catch(() => undefined);
+    redis.disconnect();
+  });
+
+  // --- errors --------------------------------------------------------------------------------
+  app.setErrorHandler((err, request, reply) => {
+    if (err instanceof ProblemError) {
+      if (err.status >= 500) request.log.warn({ kind: err.kind, cause: (err.cause as Error | undefined)?.message }, err.message);
+      return sendProblem(reply, err, request.id);
+    }
+    const e = err as { statusCode?: number; message?: string };
+    const status = e.statusCode && e.statusCode >= 400 && e.statusCode < 600 ? e.statusCode : 500;
+    if (status >= 500) request.log.error({ err }, 'unhandled error');
+    const detail = status >= 500 ? 'An internal error occurred.' : (e.message ?? 'Bad request.');
+    return sendProblem(reply, new ProblemError(status, kindForStatus(status), detail), request.id);
+  });
+  app.setNotFoundHandler((request, reply) =>
+    sendProblem(reply, new ProblemError(404, 'not-found', 'No route rule matches this method and path.'), request.id),
+  );
+
+  // --- bodies: never parsed, never buffered: the raw stream is forwarded -----------------------
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
+
+  // --- every request: request id + canonical target --------------------------------------------
+  app.decorateRequest('sidecarRequestId', '');
+  app.decorateRequest('pipeline', null);
+  app.addHook('onRequest', async (request, reply) => {
+    request.sidecarRequestId = request.id;
+    reply.header('x-request-id', request.id);
+    checkCanonicalPath(request.raw.url);
+  });
+
+  const pipelineFor = (request: FastifyRequest, reply: FastifyReply, method: string, rawTarget: string | undefined) =>
+    runPipeline(deps, {
+      method,
+      rawTarget,
+      headers: request.headers,
+      requestId: request.id,
+      clientIp: request.socket.remoteAddress,
+      proto: (request.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http',
+      setResponseHeader: (k, v) => void reply.header(k, v),
+    });
+
+  // --- own endpoints -----------------------------------------------------------------------------
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_request, reply) => {
+    const [openfga, redisOk, upstream] = await Promise.all([
+      withTimeout(fetch(new URL('/healthz', config.openfga.apiUrl)), 1000).then((r) => r.ok, () => false),
+      withTimeout(redis.ping(), 1000).then(() => true, () => false),
+      forwarder.probe(1000),
+    ]);
+    const checks = { openfga: openfga ? 'ok' : 'fail', redis: redisOk ? 'ok' : 'degraded', upstream: upstream ? 'ok' : 'fail' };
+    if (!openfga || !upstream) {
+      const kind = openfga ? 'upstream-unavailable' : 'pdp-unavailable';
+      const failed = Object.entries(checks).filter(([, v]) => v === 'fail').map(([k]) => k);
+      return reply
+        .code(503)
+        .type('application/problem+json')
+        .send({ ...problemBody(503, kind, `Not ready: ${failed.join(', ')} unavailable.`), checks });
+    }
+    // Redis is only a cache: without it decisions are still correct (just slower) → ready, degraded.
+    return { status: redisOk ? 'ok' : 'degraded', checks };
+  });
+  app.get('/metrics', async (_request, reply) => {
+    reply.type(metrics.registry.contentType);
+    return metrics.registry.metrics();
+  });
+  app.get('/.well-known/jwks.json', async (_request, reply) => {
+    reply.header('cache-control', 'public, max-age=300');
+    return signer.jwks();
+  });
+
+  // --- /ext-authz: the decision only ---------------------------------------------------------
+  const extAuthz = async (request: FastifyRequest, reply: FastifyReply) => {
+    const raw = request.raw.url ?? '';
+    let method = request.method;
+    let target: string | undefined;
+    if (raw.startsWith(`${EXT_AUTHZ}/`)) {
+      target = raw.slice(EXT_AUTHZ.length); // Envoy ext_authz `path_prefix`: the original path follows
+    } else {
+      // nginx auth_request (X-Original-URI/-Method) or Traefik forwardAuth (X-Forwarded-Uri/-Method).
+      // Both families present and different → reject: one of them came from the client.
+      const pick = (a: string | undefined, b: string | undefined, what: string) => {
+        if (a !== undefined && b !== undefined && a !== b) throw new ProblemError(400, 'bad-request', `Conflicting original ${what} headers.`);
+        return a ?? b;
+      };
+      target = pick(oneHeader(request, 'x-original-uri'), oneHeader(request, 'x-forwarded-uri'), 'URI');
+      if (target === undefined) throw new ProblemError(400, 'bad-request', 'Missing X-Original-URI / X-Forwarded-Uri (or use /ext-authz/<path>).');
+      const m = pick(oneHeader(request, 'x-original-method'), oneHeader(request, 'x-forwarded-method'), 'method');
+      if (m !== undefined) {
+        if (!METHOD_TOKEN.test(m)) throw new ProblemError(400, 'bad-request', 'Invalid original method.');
+        method = m;
+      }
+    }
+    const result = await pipelineFor(request, reply, method, target);
+    if (result.assertion) reply.header('x-identity-assertion', result.assertion);
+    if (result.publisherId) reply.header('x-publisher-id', result.publisherId);
+    reply.header('cache-control', 'no-store');
+    return reply.code(200).send();
+  };
+  app.route({ method: METHODS, url: EXT_AUTHZ, exposeHeadRoute: false, handler: extAuthz });
+  app.route({ method: METHODS, url: `${EXT_AUTHZ}/*`, exposeHeadRoute: false, handler: extAuthz });
+
+  // --- the proxy ---------------------------------------------------------------------------------
+  app.route({
+    method: METHODS,
+    url: '/*',
+    exposeHeadRoute: false,
+    onRequest: async (request, reply) => {
+      request.pipeline = await pipelineFor(request, reply, request.method, request.raw.url);
+    },
+    handler: async (request, reply) => {
+      const result = request.pipeline!;
+      return forwarder.forward(
+        {
+          method: request.method,
+          pathAndQuery: request.raw.url!,
+          headers: result.upstreamHeaders,
+          body: hasBody(request.headers) ? request.raw : undefined,
+        },
+        reply,
+      );
+    },
+  });
+
+  return app;
+}

@@ -1,0 +1,94 @@
+/**
+ * The sidecar's configuration from the environment, validated with zod.
+ * Names and defaults: docs/CONTRACTS.md, "Environment"; the tuning knobs below the contract's list
+ * (timeouts, limits) are sidecar-local and documented here.
+ */
+import { z } from 'zod';
+
+const csv = z
+  .string()
+  .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean));
+const int = (def: number) => z.coerce.number().int().nonnegative().default(def);
+const url = (def: string) => z.url().default(def);
+
+/** Schema of the sidecar's environment. Every key has a default, so `{}` is a valid dev config. */
+export const sidecarEnvSchema = z
+  .object({
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    SIDECAR_HOST: z.string().default('127.0.0.1'),
+    SIDECAR_PORT: int(8000),
+    UPSTREAM_URL: url('http://127.0.0.1:8001'),
+    UPSTREAM_AUDIENCE: z.string().min(1).default('catalog-api'),
+    SIDECAR_SIGNING_KEY_FILE: z.string().default('.data/sidecar-signing-key.pem'),
+    ASSERTION_ISSUER: z.string().min(1).default('urn:music-publishing:sidecar'),
+    JWT_ISSUER: z.string().min(1).default('https://dev-issuer.music-publishing.local'),
+    JWT_AUDIENCE: z.string().min(1).default('music-publishing'),
+    JWT_ALGORITHMS: csv.default(['ES256', 'EdDSA', 'RS256']).pipe(
+      z.array(z.enum(['ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512'])).min(1),
+    ),
+    JWT_JWKS_URL: z.url().optional(),
+    JWT_JWKS_FILE: z.string().default('.data/dev-issuer/jwks.json'),
+    /** JWKS fetch timeout (ms) and minimum time between refetches on an unknown `kid` (ms). */
+    JWT_JWKS_TIMEOUT_MS: int(2000),
+    JWT_JWKS_COOLDOWN_MS: int(30_000),
+    OPENFGA_API_URL: url('http://127.0.0.1:8080'),
+    OPENFGA_STORE_NAME: z.string().min(1).default('music-publishing'),
+    /** Per-Check timeout (ms); the SDK retries at most once. */
+    OPENFGA_TIMEOUT_MS: int(1000),
+    REDIS_URL: z.string().default('redis://127.0.0.1:6379/0'),
+    /** ioredis commandTimeout (ms): a slow Redis counts as down for that request. */
+    REDIS_COMMAND_TIMEOUT_MS: int(250),
+    ROUTES_FILE: z.string().default('policies/routes.yaml'),
+    DECISION_CACHE_TTL_MS: int(30_000),
+    DECISION_CACHE_MAX_ENTRIES: int(10_000),
+    /** Upstream (undici) timeouts in ms; body limit of proxied requests in bytes (10 MiB). */
+    UPSTREAM_CONNECT_TIMEOUT_MS: int(2000),
+    UPSTREAM_HEADERS_TIMEOUT_MS: int(30_000),
+    UPSTREAM_BODY_TIMEOUT_MS: int(30_000),
+    UPSTREAM_CONNECTIONS: int(64),
+    PROXY_BODY_LIMIT_BYTES: int(10 * 1024 * 1024),
+  })
+  .transform((e) => ({
+    logLevel: e.LOG_LEVEL,
+    host: e.SIDECAR_HOST,
+    port: e.SIDECAR_PORT,
+    upstream: {
+      url: e.UPSTREAM_URL,
+      audience: e.UPSTREAM_AUDIENCE,
+      connectTimeoutMs: e.UPSTREAM_CONNECT_TIMEOUT_MS,
+      headersTimeoutMs: e.UPSTREAM_HEADERS_TIMEOUT_MS,
+      bodyTimeoutMs: e.UPSTREAM_BODY_TIMEOUT_MS,
+      connections: e.UPSTREAM_CONNECTIONS,
+      bodyLimitBytes: e.PROXY_BODY_LIMIT_BYTES,
+    },
+    assertion: { issuer: e.ASSERTION_ISSUER, audience: e.UPSTREAM_AUDIENCE, signingKeyFile: e.SIDECAR_SIGNING_KEY_FILE as string | undefined },
+    jwt: {
+      issuer: e.JWT_ISSUER,
+      audience: e.JWT_AUDIENCE,
+      algorithms: e.JWT_ALGORITHMS as string[],
+      jwksUrl: e.JWT_JWKS_URL,
+      jwksFile: e.JWT_JWKS_FILE,
+      jwksTimeoutMs: e.JWT_JWKS_TIMEOUT_MS,
+      jwksCooldownMs: e.JWT_JWKS_COOLDOWN_MS,
+    },
+    openfga: { apiUrl: e.OPENFGA_API_URL, storeName: e.OPENFGA_STORE_NAME, timeoutMs: e.OPENFGA_TIMEOUT_MS, modelFile: undefined as string | undefined },
+    redis: { url: e.REDIS_URL, commandTimeoutMs: e.REDIS_COMMAND_TIMEOUT_MS },
+    routesFile: e.ROUTES_FILE,
+    cache: { ttlMs: e.DECISION_CACHE_TTL_MS, maxEntries: e.DECISION_CACHE_MAX_ENTRIES },
+  }));
+
+/** The validated, structured configuration `buildSidecar` takes. */
+export type SidecarConfig = z.output<typeof sidecarEnvSchema>;
+
+/**
+ * Parse the environment (default `process.env`) into a {@link SidecarConfig}.
+ * @throws Error listing every invalid variable (`NAME: reason`), never the values.
+ */
+export function loadConfig(env: Record<string, string | undefined> = process.env): SidecarConfig {
+  const res = sidecarEnvSchema.safeParse(env);
+  if (!res.success) {
+    const lines = res.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    throw new Error(`invalid sidecar environment:\n  ${lines.join('\n  ')}`);
+  }
+  return res.data;
+}

@@ -1,0 +1,72 @@
+/**
+ * The identity assertion the sidecar signs for the upstream (docs/CONTRACTS.md, "Identity
+ * assertion"): a JWT (RFC 7519), ES256 (RFC 7518 §3.4, P-256), protected header
+ * `{alg: 'ES256', kid, typ: 'JWT'}` with `kid` = RFC 7638 JWK thumbprint of the public key;
+ * claims `iss`, `aud`, `sub`, `publisher_id?`, `scope`, `request_id`, `iat`, `exp` = iat + 60 s, `jti`.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { SignJWT, calculateJwkThumbprint, exportJWK, generateKeyPair, importPKCS8, type JWK, type CryptoKey } from 'jose';
+
+/** Lifetime of an assertion in seconds. */
+export const ASSERTION_TTL_SECONDS = 60;
+
+/** What goes into one assertion. */
+export type AssertionClaims = { sub: string; publisherId?: string; scope: string; requestId: string };
+
+/** Signs assertions and publishes the public key set. */
+export type AssertionSigner = {
+  kid: string;
+  /** Sign an assertion. @returns the compact JWS. */
+  sign(c: AssertionClaims): Promise<string>;
+  /** The public JWK set (RFC 7517 §5) served at `/.well-known/jwks.json`. */
+  jwks(): { keys: JWK[] };
+};
+
+/**
+ * Load the signing key (PKCS#8 PEM, ES256) from `keyFile`, or — when `keyFile` is unset or missing —
+ * generate an in-memory key and call `warn` (assertions then stop verifying after a restart, and
+ * several sidecar instances would publish different keys).
+ * @throws Error when the file exists but is not an ES256 PKCS#8 key.
+ */
+export async function createAssertionSigner(opts: {
+  keyFile?: string;
+  issuer: string;
+  audience: string;
+  warn: (msg: string) => void;
+}): Promise<AssertionSigner> {
+  let privateKey: CryptoKey;
+  if (opts.keyFile && existsSync(opts.keyFile)) {
+    try {
+      privateKey = await importPKCS8(readFileSync(opts.keyFile, 'utf8'), 'ES256', { extractable: true });
+    } catch (err) {
+      throw new Error(`SIDECAR_SIGNING_KEY_FILE ${opts.keyFile}: not an ES256 PKCS#8 PEM key`, { cause: err });
+    }
+  } else {
+    opts.warn(
+      `SIDECAR_SIGNING_KEY_FILE ${opts.keyFile ? `${opts.keyFile} does not exist` : 'is not set'}: using an ephemeral in-memory signing key`,
+    );
+    ({ privateKey } = await generateKeyPair('ES256', { extractable: true }));
+  }
+  const { d: _private, ...publicJwk } = await exportJWK(privateKey);
+  const kid = await calculateJwkThumbprint(publicJwk);
+  const published: JWK = { ...publicJwk, kid, alg: 'ES256', use: 'sig' };
+  return {
+    kid,
+    async sign(c) {
+      const claims: Record<string, unknown> = { scope: c.scope, request_id: c.requestId };
+      if (c.publisherId) claims.publisher_id = c.publisherId;
+      const now = Math.floor(Date.now() / 1000);
+      return new SignJWT(claims)
+        .setProtectedHeader({ alg: 'ES256', kid, typ: 'JWT' })
+        .setIssuer(opts.issuer)
+        .setAudience(opts.audience)
+        .setSubject(c.sub)
+        .setIssuedAt(now)
+        .setExpirationTime(now + ASSERTION_TTL_SECONDS)
+        .setJti(randomUUID())
+        .sign(privateKey);
+    },
+    jwks: () => ({ keys: [published] }),
+  };
+}

@@ -1,0 +1,106 @@
+/**
+ * Two-level decision cache in front of the PDP: an in-process LRU (lru-cache) and Redis (ioredis),
+ * keyed by `decisionKey(storeId, modelId, user, relation, object, contextHash, epochs)` from
+ * policies/src/epochs.ts (docs/CONTRACTS.md, "Decision cache and epochs").
+ *
+ * Per decision: one MGET of the three epoch keys [global, user, object] (missing = 0). Because the
+ * epochs are part of the key, an epoch bump by any writer invalidates at once in every process.
+ * Then LRU → Redis GET → PDP Check; a PDP answer is stored in both (PX / ttl = DECISION_CACHE_TTL_MS),
+ * a Redis hit is copied into the LRU with its remaining TTL. Errors are never cached.
+ *
+ * Redis is only a cache: when it fails (down, slow beyond `commandTimeout`, offline queue disabled)
+ * the epochs are unknown, so the decision is made by the PDP directly, bypassing the LRU too (a
+ * revocation could not be seen). The outage is logged once, and its end once.
+ */
+import { LRUCache } from 'lru-cache';
+import type { Redis } from 'ioredis';
+import { decisionKey, epochKeys } from '../../../policies/src/epochs.ts';
+import type { CheckQuery, Pdp } from './openfga.ts';
+import type { DecisionSource, SidecarMetrics } from '../metrics.ts';
+
+/** Minimal logger (pino-compatible). */
+export type Log = { warn(obj: object, msg?: string): void; info(obj: object, msg?: string): void };
+
+/** A decision and where it came from. */
+export type Decision = { allowed: boolean; source: DecisionSource };
+
+/** The cache's interface. */
+export type DecisionCache = {
+  /**
+   * Decide `q`, from cache when possible.
+   * @throws PdpUnavailableError (from the PDP) when the cache has no answer and OpenFGA fails.
+   */
+  decide(q: CheckQuery): Promise<Decision>;
+  /** True while the last Redis call failed. */
+  readonly redisDown: boolean;
+};
+
+/**
+ * Create the cache.
+ * @param opts.redis an ioredis client configured to fail fast (commandTimeout, enableOfflineQueue
+ *   false, maxRetriesPerRequest 1); opts.ttlMs decision TTL in ms; opts.maxEntries LRU size.
+ */
+export function createDecisionCache(opts: {
+  redis: Redis;
+  pdp: Pdp;
+  storeId: string;
+  modelId: string;
+  ttlMs: number;
+  maxEntries: number;
+  metrics: SidecarMetrics;
+  log: Log;
+}): DecisionCache {
+  const { redis, pdp, storeId, modelId, ttlMs, metrics, log } = opts;
+  const lru = new LRUCache<string, boolean>({ max: Math.max(1, opts.maxEntries), ttl: Math.max(1, ttlMs) });
+  let down = false;
+  const redisFailed = (err: unknown, op: string) => {
+    if (!down) log.warn({ err: { message: (err as Error).message }, op }, 'redis unavailable: deciding without the decision cache');
+    down = true;
+  };
+  const redisOk = () => {
+    if (down) log.info({}, 'redis available again: decision cache re-enabled');
+    down = false;
+  };
+  const record = (allowed: boolean, source: DecisionSource): Decision => {
+    metrics.decision(source, allowed);
+    return { allowed, source };
+  };
+
+  return {
+    get redisDown() {
+      return down;
+    },
+    async decide(q) {
+      let epochs: (string | null)[];
+      try {
+        epochs = await redis.mget(...epochKeys(storeId, q.user, q.object));
+        redisOk();
+      } catch (err) {
+        redisFailed(err, 'mget');
+        return record(await pdp.check(q), 'pdp');
+      }
+      const key = decisionKey({ storeId, modelId, user: q.user, relation: q.relation, object: q.object, epochs });
+      const local = lru.get(key);
+      if (local !== undefined) return record(local, 'lru');
+      try {
+        // GET + PTTL in one round trip: the LRU copy keeps the remaining TTL, so a decision never
+        // outlives DECISION_CACHE_TTL_MS in total.
+        const res = await redis.pipeline().get(key).pttl(key).exec();
+        const [getRes, pttlRes] = res ?? [];
+        if (getRes?.[0]) throw getRes[0];
+        const shared = getRes?.[1];
+        if (shared === '1' || shared === '0') {
+          const remaining = typeof pttlRes?.[1] === 'number' && pttlRes[1] > 0 ? Math.min(pttlRes[1], ttlMs) : 1;
+          lru.set(key, shared === '1', { ttl: remaining });
+          return record(shared === '1', 'redis');
+        }
+      } catch (err) {
+        redisFailed(err, 'get');
+      }
+      const allowed = await pdp.check(q); // throws on PDP failure: nothing is cached
+      lru.set(key, allowed);
+      redis.set(key, allowed ? '1' : '0', 'PX', ttlMs).then(redisOk, (err: unknown) => redisFailed(err, 'set'));
+      return record(allowed, 'pdp');
+    },
+  };
+}

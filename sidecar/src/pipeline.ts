@@ -1,0 +1,89 @@
+/**
+ * The request pipeline (docs: ../shared/ARCHITECTURE.md, "sidecar/"): one ordered walk through
+ * small stages, each in its own module —
+ * canonical-path → route rule → authenticate → publisher context → authorize → mutate headers
+ * (→ forward, done by the caller: the proxy route forwards, `/ext-authz` answers instead).
+ * A stage stops the walk by throwing a ProblemError; nothing reaches the upstream before
+ * every earlier stage passed.
+ */
+import type { AssertionSigner } from './identity/assertion.ts';
+import type { DecisionCache, Decision } from './pdp/decision-cache.ts';
+import { authenticateStage, type Authenticator, type Identity } from './stages/authenticate.ts';
+import { authorizeStage } from './stages/authorize.ts';
+import { checkCanonicalPath } from './stages/canonical-path.ts';
+import { mutateHeaders, type HeaderMap } from './stages/mutate-headers.ts';
+import { resolvePublisherContext } from './stages/publisher-context.ts';
+import { routeStage, type RouteMatch, type RouteMatcher } from './stages/route.ts';
+
+/** What the pipeline needs, built once per process (app.ts). */
+export type PipelineDeps = {
+  routes: RouteMatcher;
+  authenticators: Authenticator[];
+  cache: DecisionCache;
+  signer: AssertionSigner;
+};
+
+/** One request as the pipeline sees it. */
+export type PipelineInput = {
+  method: string;
+  /** Raw request target (origin-form) exactly as received. */
+  rawTarget: string | undefined;
+  headers: HeaderMap;
+  requestId: string;
+  clientIp?: string;
+  proto: string;
+  /** Called for response headers a stage wants on the answer whatever happens (e.g. Deprecation). */
+  setResponseHeader: (name: string, value: string) => void;
+};
+
+/** The outcome of a request that passed every stage. */
+export type PipelineResult = {
+  path: string;
+  query: string;
+  match: RouteMatch;
+  identity?: Identity;
+  publisherId?: string;
+  decision?: Decision;
+  assertion?: string;
+  /** The headers to send upstream (mutate-headers output). */
+  upstreamHeaders: HeaderMap;
+};
+
+/**
+ * Run the stages up to and including mutate-headers.
+ * @returns the result, whose `upstreamHeaders` are ready to forward.
+ * @throws ProblemError from the first stage that rejects (400/401/403/404/503 …).
+ */
+export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Promise<PipelineResult> {
+  const { path, query } = checkCanonicalPath(input.rawTarget);
+  const match = routeStage(deps.routes, input.method, path);
+  const { rule } = match;
+
+  let identity: Identity | undefined;
+  let publisherId: string | undefined;
+  let decision: Decision | undefined;
+  if (!rule.public) {
+    identity = await authenticateStage(deps.authenticators, { headers: input.headers });
+    // Authenticated-only rules carry no publisher context (CONTRACTS.md, "Route rules").
+    if (!rule.authenticated) {
+      const ctx = resolvePublisherContext(input.headers);
+      for (const [k, v] of Object.entries(ctx.responseHeaders)) input.setResponseHeader(k, v);
+      publisherId = ctx.publisherId;
+      decision = await authorizeStage(deps.cache, match, identity, publisherId);
+    }
+  }
+
+  const assertion = identity
+    ? await deps.signer.sign({ sub: identity.subject, publisherId, scope: identity.scope, requestId: input.requestId })
+    : undefined;
+  const host = typeof input.headers.host === 'string' ? input.headers.host : undefined;
+  const upstreamHeaders = mutateHeaders(input.headers, {
+    assertion,
+    requestId: input.requestId,
+    publisherId,
+    clientIp: input.clientIp,
+    proto: input.proto,
+    host,
+  });
+  return { path, query, match, identity, publisherId, decision, assertion, upstreamHeaders };
+}

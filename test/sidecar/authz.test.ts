@@ -1,0 +1,203 @@
+/**
+ * Authorization through the sidecar against real OpenFGA + Redis: allow forwards a verifiable
+ * identity assertion and no spoofed identity headers; deny never reaches the upstream; the second
+ * identical request is decided from the in-process cache; revoking a tuple (RelationshipWriter
+ * bumps the epoch) denies the next request at once on two sidecar instances sharing Redis;
+ * /ext-authz gives the same decisions (Envoy path_prefix, nginx, Traefik).
+ */
+import t from 'tap';
+import { randomUUID } from 'node:crypto';
+import { createRemoteJWKSet, jwtVerify } from 'jose';
+import { Redis } from 'ioredis';
+import { RelationshipWriter } from '../../policies/src/relationships.ts';
+import { REDIS_URL, createIssuer, createTestStore, decisions, raw, startSidecar, startUpstream, tempDir, type Issuer, type Sidecar, type TestStore, type Upstream } from './helpers.ts';
+
+let upstream: Upstream;
+let store: TestStore;
+let a: Sidecar;
+let b: Sidecar;
+let issuer: Issuer;
+let redis: Redis;
+let writer: RelationshipWriter;
+const tmp = tempDir();
+const viewer = randomUUID();
+const stranger = randomUUID();
+const publisher = randomUUID();
+const work = randomUUID();
+
+t.before(async () => {
+  upstream = await startUpstream();
+  store = await createTestStore();
+  issuer = await createIssuer(tmp.dir);
+  redis = new Redis(REDIS_URL);
+  writer = new RelationshipWriter({ fga: store.fga, redis, storeId: store.storeId, modelId: store.modelId });
+  await writer.write({
+    writes: [
+      { user: `user:${viewer}`, relation: 'viewer', object: `publisher:${publisher}` },
+      { user: `publisher:${publisher}`, relation: 'publisher', object: `work:${work}` },
+    ],
+  });
+  const env = { OPENFGA_STORE_NAME: store.storeName, UPSTREAM_URL: upstream.url, ROUTES_FILE: tmp.routesFile, JWT_JWKS_FILE: issuer.jwksFile };
+  a = await startSidecar(env);
+  b = await startSidecar(env);
+});
+t.teardown(async () => {
+  await a?.close();
+  await b?.close();
+  await upstream?.close();
+  await store?.remove();
+  redis?.disconnect();
+  tmp.cleanup();
+});
+
+const call = async (s: Sidecar, userId: string, path = '/api/v1/works', extra: Record<string, string> = {}) =>
+  raw(s.port, 'GET', path, { authorization: `Bearer ${await issuer.token(userId)}`, 'x-publisher-id': publisher, ...extra });
+
+t.test('allow: upstream gets a verifiable assertion and no spoofed identity headers', async (t) => {
+  const res = await call(a, viewer, '/api/v1/works?limit=1', {
+    'x-identity-assertion': 'forged',
+    'x-user-id': randomUUID(),
+    'x-user-email': 'x@evil',
+    'x-auth-request-user': 'x',
+    'x-remote-user': 'x',
+    'x-forwarded-user': 'x',
+    'x-request-id': 'req-123',
+    connection: 'x-user-id, x-custom-hop',
+    'x-custom-hop': 'should-not-pass',
+    'proxy-authorization': 'Basic eDp4',
+  });
+  t.equal(res.status, 200);
+  t.equal(res.headers['x-request-id'], 'req-123', 'valid inbound request id kept');
+  const got = upstream.received.at(-1)!;
+  for (const h of ['authorization', 'x-user-id', 'x-user-email', 'x-auth-request-user', 'x-remote-user', 'x-forwarded-user', 'x-custom-hop', 'proxy-authorization']) {
+    t.notOk(got.headers[h], `${h} not forwarded`);
+  }
+  t.equal(got.headers['x-request-id'], 'req-123');
+  t.equal(got.headers['x-publisher-id'], publisher);
+  t.equal(got.headers['x-forwarded-for'], '127.0.0.1');
+  t.equal(got.headers['x-forwarded-proto'], 'http');
+  t.match(String(got.headers['x-forwarded-host']), /^127\.0\.0\.1:/);
+  const assertion = String(got.headers['x-identity-assertion']);
+  t.not(assertion, 'forged');
+  const jwks = createRemoteJWKSet(new URL(`${a.url}/.well-known/jwks.json`));
+  const { payload, protectedHeader } = await jwtVerify(assertion, jwks, {
+    algorithms: ['ES256'],
+    issuer: 'urn:music-publishing:sidecar',
+    audience: 'catalog-api',
+    requiredClaims: ['exp', 'sub'],
+    clockTolerance: 5,
+  });
+  t.equal(protectedHeader.typ, 'JWT');
+  t.ok(protectedHeader.kid);
+  t.equal(payload.sub, viewer);
+  t.equal(payload.publisher_id, publisher);
+  t.equal(payload.scope, 'catalog');
+  t.equal(payload.request_id, 'req-123');
+  t.equal(payload.exp! - payload.iat!, 60);
+  t.ok(payload.jti);
+
+  const bad = await call(a, viewer, '/api/v1/works', { 'x-request-id': 'bad id with spaces' });
+  t.match(String(bad.headers['x-request-id']), /^[0-9a-f-]{36}$/, 'unsafe request id replaced');
+});
+
+t.test('hop-by-hop response headers of the upstream are stripped', async (t) => {
+  const res = await raw(a.port, 'GET', '/hop/x');
+  t.equal(res.status, 200);
+  t.notOk(res.headers['x-secret-hop'], 'header named in upstream Connection removed');
+  t.equal(res.headers['x-upstream'], 'yes');
+});
+
+t.test('authenticated-only route: identity, no check, no publisher context', async (t) => {
+  const pdpBefore = await decisions(a.url, 'pdp');
+  const res = await call(a, stranger, '/api/v1/users/me');
+  t.equal(res.status, 200);
+  const got = upstream.received.at(-1)!;
+  t.notOk(got.headers['x-publisher-id']);
+  t.ok(got.headers['x-identity-assertion']);
+  t.equal(await decisions(a.url, 'pdp'), pdpBefore, 'no Check');
+});
+
+t.test('deny → 403 problem+json, upstream saw nothing', async (t) => {
+  const before = upstream.received.length;
+  const res = await call(a, stranger);
+  t.equal(res.status, 403);
+  t.match(String(res.headers['content-type']), /problem\+json/);
+  t.equal(res.json().type, 'https://errors.music-publishing.example/forbidden');
+  const obj = await call(a, stranger, `/api/v1/works/${work}`);
+  t.equal(obj.status, 403);
+  t.equal(upstream.received.length, before);
+  t.equal((await call(a, viewer, `/api/v1/works/${work.toUpperCase()}`)).status, 200, 'object check via publisher (UUID case-insensitive)');
+});
+
+t.test('the second identical request is decided from the in-process cache', async (t) => {
+  const path = `/api/v1/works?probe=${randomUUID()}`;
+  const u = randomUUID();
+  await writer.write({ writes: [{ user: `user:${u}`, relation: 'editor', object: `publisher:${publisher}` }] });
+  t.equal((await call(a, u, path)).status, 200);
+  const pdp = await decisions(a.url, 'pdp');
+  const lru = await decisions(a.url, 'lru', true);
+  t.equal((await call(a, u, path)).status, 200);
+  t.equal(await decisions(a.url, 'pdp'), pdp, 'no OpenFGA Check');
+  t.equal(await decisions(a.url, 'lru', true), lru + 1, 'served from the LRU');
+  // The other instance has an empty LRU but shares Redis.
+  const redisBefore = await decisions(b.url, 'redis', true);
+  t.equal((await call(b, u, path)).status, 200);
+  t.equal(await decisions(b.url, 'redis', true), redisBefore + 1, 'second instance served from Redis');
+});
+
+t.test('revocation + epoch bump denies the next request on both instances', async (t) => {
+  const u = randomUUID();
+  const tuple = { user: `user:${u}`, relation: 'viewer', object: `publisher:${publisher}` };
+  await writer.write({ writes: [tuple] });
+  for (const s of [a, b]) {
+    t.equal((await call(s, u)).status, 200, `allowed on ${s.url}`);
+    t.equal((await call(s, u)).status, 200, `cached on ${s.url}`);
+  }
+  await writer.write({ deletes: [tuple] });
+  t.equal((await call(b, u)).status, 403, 'denied on b');
+  t.equal((await call(a, u)).status, 403, 'denied on a');
+  await writer.write({ writes: [tuple] });
+  t.equal((await call(a, u)).status, 200, 'allowed again after re-grant');
+});
+
+t.test('bare INCR of the user epoch also invalidates (writer-independent contract)', async (t) => {
+  const u = randomUUID();
+  const tuple = { user: `user:${u}`, relation: 'viewer', object: `publisher:${publisher}` };
+  await store.fga.write({ writes: [tuple] });
+  t.equal((await call(a, u)).status, 200);
+  await store.fga.write({ deletes: [tuple] });
+  t.equal((await call(a, u)).status, 200, 'stale until the epoch moves (by design: the writer bumps)');
+  await redis.incr(`authz:epoch:${store.storeId}:user:${u}`);
+  t.equal((await call(a, u)).status, 403, 'denied after INCR');
+});
+
+t.test('/ext-authz: Envoy path_prefix, nginx auth_request, Traefik forwardAuth', async (t) => {
+  const token = await issuer.token(viewer);
+  const before = upstream.received.length;
+  const envoy = await raw(a.port, 'GET', '/ext-authz/api/v1/works', { authorization: `Bearer ${token}`, 'x-publisher-id': publisher });
+  t.equal(envoy.status, 200);
+  t.ok(envoy.headers['x-identity-assertion']);
+  t.equal(envoy.headers['x-publisher-id'], publisher);
+  t.ok(envoy.headers['x-request-id']);
+  const envoyDeny = await raw(a.port, 'GET', '/ext-authz/api/v1/works', { authorization: `Bearer ${await issuer.token(stranger)}`, 'x-publisher-id': publisher });
+  t.equal(envoyDeny.status, 403);
+  t.match(String(envoyDeny.headers['content-type']), /problem\+json/);
+
+  const nginx = await raw(a.port, 'GET', '/ext-authz', { 'x-original-uri': `/api/v1/works/${work}`, 'x-original-method': 'GET', authorization: `Bearer ${token}`, 'x-publisher-id': publisher });
+  t.equal(nginx.status, 200);
+  const nginxPost = await raw(a.port, 'GET', '/ext-authz', { 'x-original-uri': '/api/v1/works', 'x-original-method': 'POST', authorization: `Bearer ${token}`, 'x-publisher-id': publisher });
+  t.equal(nginxPost.status, 403, 'viewer may not create (method from X-Original-Method)');
+  const traefik = await raw(a.port, 'GET', '/ext-authz', { 'x-forwarded-uri': '/api/v1/works?limit=1', 'x-forwarded-method': 'GET', authorization: `Bearer ${token}`, 'x-publisher-id': publisher });
+  t.equal(traefik.status, 200);
+  const noAuth = await raw(a.port, 'GET', '/ext-authz', { 'x-forwarded-uri': '/api/v1/works', 'x-publisher-id': publisher });
+  t.equal(noAuth.status, 401);
+  t.ok(noAuth.headers['www-authenticate']);
+  const conflict = await raw(a.port, 'GET', '/ext-authz', { 'x-original-uri': '/docs/x', 'x-forwarded-uri': '/api/v1/works', authorization: `Bearer ${token}` });
+  t.equal(conflict.status, 400, 'a client-injected second URI header is rejected, not trusted');
+  const nonCanon = await raw(a.port, 'GET', '/ext-authz', { 'x-original-uri': '/docs/%2e%2e/api/v1/works' });
+  t.equal(nonCanon.status, 400);
+  t.equal(nonCanon.json().type, 'https://errors.music-publishing.example/non-canonical-path');
+  const missing = await raw(a.port, 'GET', '/ext-authz', {});
+  t.equal(missing.status, 400);
+  t.equal(upstream.received.length, before, 'ext-authz never forwards');
+});

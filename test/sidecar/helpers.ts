@@ -1,0 +1,316 @@
+/**
+ * Test harness for the sidecar suites: real OpenFGA and Redis (from the environment or the
+ * defaults of docs/CONTRACTS.md), a throw-away OpenFGA store per suite (deployModel with a unique
+ * name, deleted at teardown), a throw-away token issuer (ES256 key + JWKS file in a temp dir), a
+ * recording upstream (a real Node HTTP server on an ephemeral loopback port), and a raw HTTP client
+ * that sends request targets byte-for-byte (fetch/WHATWG URL would normalise `/./`, `%2e%2e` …).
+ */
+import { createServer, request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer as createNetServer } from 'node:net';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { SignJWT, calculateJwkThumbprint, exportJWK, generateKeyPair, type CryptoKey } from 'jose';
+import { Redis } from 'ioredis';
+import { OpenFgaClient } from '@openfga/sdk';
+import type { FastifyInstance } from 'fastify';
+import { deployModel } from '../../policies/src/model.ts';
+import { buildSidecar } from '../../sidecar/src/app.ts';
+import { loadConfig } from '../../sidecar/src/config.ts';
+
+export const ROOT = resolve(import.meta.dirname, '../..');
+export const OPENFGA_API_URL = process.env.OPENFGA_API_URL ?? 'http://127.0.0.1:8080';
+export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379/0';
+export const OPENFGA_BIN = process.env.OPENFGA_BIN ?? join(ROOT, 'tools/cache/bin/openfga');
+export const OPENFGA_DATASTORE_URI =
+  process.env.OPENFGA_DATASTORE_URI || 'postgres://openfga:openfga@127.0.0.1:5432/openfga?sslmode=disable';
+export const ISSUER = 'https://issuer.test.local';
+export const AUDIENCE = 'music-publishing';
+
+/** A free TCP port on 127.0.0.1. */
+export async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createNetServer();
+    srv.once('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => res(port));
+    });
+  });
+}
+
+/** Poll `url` until 2xx. @throws after `timeoutMs`. */
+export async function waitHttp(url: string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if ((await fetch(url)).ok) return;
+    } catch {
+      /* not yet */
+    }
+    if (Date.now() > deadline) throw new Error(`${url} did not come up`);
+    await sleep(100);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+/** What the upstream received. */
+export type Received = { method: string; url: string; headers: IncomingHttpHeaders; bytes: number };
+
+/**
+ * The recording upstream. Paths: `/slow/<ms>…` waits <ms> before answering; everything else answers
+ * 200 JSON `{ok, bytes}` after reading the whole body. Hop-by-hop and Connection-named response
+ * headers are added on `/hop/*` so the suite can check they are stripped.
+ */
+export type Upstream = { url: string; port: number; received: Received[]; close(): Promise<void>; server: Server };
+
+export async function startUpstream(port = 0): Promise<Upstream> {
+  const received: Received[] = [];
+  const server = createServer((req, res) => {
+    let bytes = 0;
+    req.on('data', (c: Buffer) => (bytes += c.length));
+    req.on('end', async () => {
+      received.push({ method: req.method!, url: req.url!, headers: req.headers, bytes });
+      const slow = /^\/slow\/(\d+)/.exec(req.url!);
+      if (slow) await sleep(Number(slow[1]));
+      if (req.url!.startsWith('/hop/')) {
+        res.setHeader('connection', 'x-secret-hop, keep-alive');
+        res.setHeader('x-secret-hop', 'leak');
+        res.setHeader('keep-alive', 'timeout=5');
+      }
+      res.setHeader('content-type', 'application/json');
+      res.setHeader('x-upstream', 'yes');
+      res.end(JSON.stringify({ ok: true, bytes }));
+    });
+  });
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+  const p = (server.address() as { port: number }).port;
+  return {
+    url: `http://127.0.0.1:${p}`,
+    port: p,
+    received,
+    server,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+/** A throw-away token issuer: key pair + JWKS file. */
+export type Issuer = {
+  jwksFile: string;
+  privateKey: CryptoKey;
+  kid: string;
+  publicJwk: Record<string, unknown>;
+  /** Sign an access token; `opts` override claims/header for negative tests. */
+  token(sub: string, opts?: { iss?: string; aud?: string; expSeconds?: number; typ?: string; scope?: string; omitExp?: boolean }): Promise<string>;
+};
+
+export async function createIssuer(dir: string): Promise<Issuer> {
+  const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
+  const publicJwk = await exportJWK(publicKey);
+  const kid = await calculateJwkThumbprint(publicJwk);
+  const jwksFile = join(dir, 'jwks.json');
+  writeFileSync(jwksFile, JSON.stringify({ keys: [{ ...publicJwk, kid, alg: 'ES256', use: 'sig' }] }));
+  return {
+    jwksFile,
+    privateKey,
+    kid,
+    publicJwk: publicJwk as Record<string, unknown>,
+    async token(sub, o = {}) {
+      const now = Math.floor(Date.now() / 1000);
+      const jwt = new SignJWT({ scope: o.scope ?? 'catalog', email: 'u@example.com' })
+        .setProtectedHeader({ alg: 'ES256', typ: o.typ ?? 'at+jwt', kid })
+        .setIssuer(o.iss ?? ISSUER)
+        .setAudience(o.aud ?? AUDIENCE)
+        .setSubject(sub)
+        .setIssuedAt(now)
+        .setJti(randomUUID());
+      if (!o.omitExp) jwt.setExpirationTime(now + (o.expSeconds ?? 3600));
+      return jwt.sign(privateKey);
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+export const TEST_ROUTES = `version: 1
+routes:
+  - { method: GET, path: /docs/*, public: true }
+  - { method: GET, path: /slow/*, public: true }
+  - { method: GET, path: /hop/*, public: true }
+  - { method: GET, path: /api/v1/users/me, authenticated: true }
+  - { method: GET, path: /api/v1/works, relation: can_list_catalog, object: "publisher:{publisher}" }
+  - { method: POST, path: /api/v1/works, relation: can_create_catalog, object: "publisher:{publisher}" }
+  - { method: GET, path: "/api/v1/works/{id}", relation: can_read, object: "work:{id}" }
+`;
+
+/** A throw-away OpenFGA store with the project's model. */
+export type TestStore = { storeName: string; storeId: string; modelId: string; fga: OpenFgaClient; remove(): Promise<void> };
+
+export async function createTestStore(apiUrl = OPENFGA_API_URL): Promise<TestStore> {
+  const storeName = `test-sidecar-${randomUUID()}`;
+  const { storeId, modelId } = await deployModel({ apiUrl, storeName });
+  const fga = new OpenFgaClient({ apiUrl, storeId, authorizationModelId: modelId });
+  return {
+    storeName,
+    storeId,
+    modelId,
+    fga,
+    remove: async () => {
+      await fga.deleteStore({ storeId }).catch(() => undefined);
+    },
+  };
+}
+
+/** A temp dir with routes.yaml and the issuer; removed by `cleanup`. */
+export function tempDir(): { dir: string; routesFile: string; cleanup(): void } {
+  const dir = mkdtempSync(join(tmpdir(), 'sidecar-test-'));
+  const routesFile = join(dir, 'routes.yaml');
+  writeFileSync(routesFile, TEST_ROUTES);
+  return { dir, routesFile, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** A sidecar built in-process and listening on an ephemeral loopback port. */
+export type Sidecar = { app: FastifyInstance; url: string; port: number; close(): Promise<void> };
+
+/**
+ * Build and start a sidecar. `env` entries override the defaults below (environment names of
+ * docs/CONTRACTS.md).
+ */
+export async function startSidecar(env: Record<string, string>): Promise<Sidecar> {
+  const config = loadConfig({
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    OPENFGA_API_URL,
+    REDIS_URL,
+    JWT_ISSUER: ISSUER,
+    JWT_AUDIENCE: AUDIENCE,
+    SIDECAR_PORT: '0',
+    ...env,
+  });
+  const app = await buildSidecar(config);
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const port = (app.server.address() as { port: number }).port;
+  return { app, url: `http://127.0.0.1:${port}`, port, close: () => app.close() };
+}
+
+// ---------------------------------------------------------------------------------------------
+/** A raw HTTP response. */
+export type RawResponse = { status: number; headers: IncomingHttpHeaders; text: string; json(): any };
+
+/**
+ * Send a request with the target exactly as given (no URL normalisation).
+ * @param body a Buffer, or a generator of chunks (sent chunked).
+ */
+export function raw(
+  port: number,
+  method: string,
+  path: string,
+  headers: Record<string, string | string[]> = {},
+  body?: Buffer | AsyncIterable<Buffer>,
+): Promise<RawResponse> {
+  return new Promise((resolveP, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, method, path, headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        resolveP({ status: res.statusCode!, headers: res.headers, text, json: () => JSON.parse(text) });
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    if (body === undefined) req.end();
+    else if (Buffer.isBuffer(body)) req.end(body);
+    else
+      (async () => {
+        for await (const chunk of body) if (!req.write(chunk)) await new Promise((r) => req.once('drain', r));
+        req.end();
+      })().catch(reject);
+  });
+}
+
+/** Sum of `sidecar_decisions_total` samples with `source` (and `allowed` when given). */
+export async function decisions(base: string, source: string, allowed?: boolean): Promise<number> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith('sidecar_decisions_total{') && l.includes(`source="${source}"`) && (allowed === undefined || l.includes(`allowed="${allowed}"`)))
+    .reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+/** A private child service (openfga / redis-server) we start and stop in a test. */
+export type Child = { proc: ChildProcess; stop(): Promise<void>; output(): string };
+
+function spawnChild(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Child {
+  let out = '';
+  const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
+  proc.stdout?.on('data', (d) => (out = (out + d).slice(-10_000)));
+  proc.stderr?.on('data', (d) => (out = (out + d).slice(-10_000)));
+  return {
+    proc,
+    output: () => out,
+    stop: async () => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      const exited = new Promise((r) => proc.once('exit', r));
+      proc.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/** Start a private OpenFGA on `httpPort` against the shared PostgreSQL datastore (not memory). */
+export async function startPrivateOpenFga(httpPort: number): Promise<Child> {
+  const grpcPort = await freePort();
+  const child = spawnChild(OPENFGA_BIN, [
+    'run',
+    '--datastore-engine',
+    'postgres',
+    '--datastore-uri',
+    OPENFGA_DATASTORE_URI,
+    '--http-addr',
+    `127.0.0.1:${httpPort}`,
+    '--grpc-addr',
+    `127.0.0.1:${grpcPort}`,
+    '--playground-enabled=false',
+    '--metrics-enabled=false',
+    '--log-level',
+    'warn',
+  ]);
+  try {
+    await waitHttp(`http://127.0.0.1:${httpPort}/healthz`, 30_000);
+  } catch (err) {
+    await child.stop();
+    throw new Error(`${(err as Error).message}\n${child.output()}`);
+  }
+  return child;
+}
+
+/** Start a private redis-server on `port` (no persistence). */
+export async function startPrivateRedis(port: number): Promise<Child> {
+  const child = spawnChild('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no']);
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const r = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    r.on('error', () => undefined);
+    try {
+      await r.connect();
+      await r.ping();
+      r.disconnect();
+      return child;
+    } catch {
+      r.disconnect();
+      if (Date.now() > deadline) {
+        await child.stop();
+        throw new Error(`redis-server on ${port} did not start\n${child.output()}`);
+      }
+      await sleep(100);
+    }
+  }
+}
