@@ -169,7 +169,7 @@ t.test('publisher context: alias, conflict, malformed, missing', async (t) => {
   const auth = { authorization: `Bearer ${token}` };
   const alias = await raw(sidecar.port, 'GET', '/api/v1/works', { ...auth, 'x-tenant-id': publisher.toUpperCase() });
   t.equal(alias.status, 200, 'X-Tenant-Id alone works');
-  t.equal(alias.headers['deprecation'], 'true');
+  t.equal(alias.headers['deprecation'], '@1793491200', 'RFC 9745 date form');
   t.match(String(alias.headers['sunset']), /GMT$/);
   t.equal(upstream.received.at(-1)!.headers['x-publisher-id'], publisher, 'forwarded as normalised X-Publisher-Id');
   t.notOk(upstream.received.at(-1)!.headers['x-tenant-id'], 'legacy header not forwarded');
@@ -179,7 +179,7 @@ t.test('publisher context: alias, conflict, malformed, missing', async (t) => {
   const before = upstream.received.length;
   const conflict = await raw(sidecar.port, 'GET', '/api/v1/works', { ...auth, 'x-tenant-id': randomUUID(), 'x-publisher-id': publisher });
   problem(t, conflict, 400, 'publisher-context');
-  t.equal(conflict.headers['deprecation'], 'true', 'Deprecation also on the error');
+  t.equal(conflict.headers['deprecation'], '@1793491200', 'Deprecation also on the error');
   problem(t, await raw(sidecar.port, 'GET', '/api/v1/works', { ...auth, 'x-publisher-id': 'dmp' }), 400, 'publisher-context');
   problem(t, await raw(sidecar.port, 'GET', '/api/v1/works', auth), 400, 'publisher-context');
   t.equal(upstream.received.length, before, 'upstream saw nothing');

@@ -38,7 +38,8 @@ export type DecisionCache = {
 /**
  * Create the cache.
  * @param opts.redis an ioredis client configured to fail fast (commandTimeout, enableOfflineQueue
- *   false, maxRetriesPerRequest 1); opts.ttlMs decision TTL in ms; opts.maxEntries LRU size.
+ *   false, maxRetriesPerRequest 1); opts.ttlMs decision TTL in ms (0 = no caching at all);
+ *   opts.maxEntries LRU size.
  */
 export function createDecisionCache(opts: {
   redis: Redis;
@@ -71,6 +72,8 @@ export function createDecisionCache(opts: {
       return down;
     },
     async decide(q) {
+      // DECISION_CACHE_TTL_MS=0 turns the cache off (benchmarks, debugging): every request asks the PDP.
+      if (ttlMs <= 0) return record(await pdp.check(q), 'pdp');
       let epochs: (string | null)[];
       try {
         epochs = await redis.mget(...epochKeys(storeId, q.user, q.object));

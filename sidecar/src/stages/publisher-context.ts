@@ -1,11 +1,14 @@
 /**
  * Stage 4 — publisher context (docs/CONTRACTS.md, "Publisher context").
- * `X-Publisher-Id: <uuid>`; `X-Tenant-Id` is the legacy alias, answered with `Deprecation: true`
- * and `Sunset: <HTTP date>` (RFC 9745 / RFC 8594); both present and different → 400; not a UUID → 400.
+ * `X-Publisher-Id: <uuid>`; `X-Tenant-Id` is the legacy alias, answered with `Deprecation: @<unix time>`
+ * (RFC 9745 §2.1, a Structured Field Date) and `Sunset: <HTTP date>` (RFC 8594); both present and different → 400; not a UUID → 400.
  * Whether a route *requires* the context is decided later (route.ts `objectFor`).
  */
 import { ProblemError } from '../problem.ts';
 import { isUuid } from './route.ts';
+
+/** When `X-Tenant-Id` was deprecated (2026-11-01T00:00:00Z), as an RFC 9745 `Deprecation` value. */
+export const TENANT_HEADER_DEPRECATION = '@1793491200';
 
 /** HTTP date (RFC 9110 §5.6.7) after which `X-Tenant-Id` stops being accepted (RFC 8594 `Sunset`). */
 export const TENANT_HEADER_SUNSET = 'Thu, 01 Jul 2027 00:00:00 GMT';
@@ -33,7 +36,7 @@ function single(name: string, v: string | string[] | undefined): string | undefi
  */
 export function resolvePublisherContext(headers: Record<string, string | string[] | undefined>): PublisherContext {
   const tenantUsed = headers['x-tenant-id'] !== undefined;
-  const responseHeaders: Record<string, string> = tenantUsed ? { deprecation: 'true', sunset: TENANT_HEADER_SUNSET } : {};
+  const responseHeaders: Record<string, string> = tenantUsed ? { deprecation: TENANT_HEADER_DEPRECATION, sunset: TENANT_HEADER_SUNSET } : {};
   try {
     const publisher = single('X-Publisher-Id', headers['x-publisher-id']);
     const tenant = single('X-Tenant-Id', headers['x-tenant-id']);

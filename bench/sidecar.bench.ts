@@ -1,0 +1,121 @@
+/**
+ * Benchmark: what the sidecar costs in front of an upstream, measured side by side in one run.
+ *
+ *   direct      autocannon → upstream
+ *   sidecar     autocannon → sidecar (JWT verify, route rule, cached decision, signed assertion) → upstream
+ *   sidecar-pdp a second sidecar with the decision cache off (DECISION_CACHE_TTL_MS=0): every
+ *               request pays an OpenFGA Check.
+ *
+ * The upstream is a minimal Node HTTP server returning a 300-byte JSON body, so the numbers are
+ * the sidecar's own overhead. Real OpenFGA and Redis from scripts/services.sh (run via
+ * `npm run bench`). Prints a Markdown table with req/s, p50/p99 latency (ms), the ratios to
+ * direct, and the sidecar's RSS (MiB) after the run. Machines here are noisy: compare ratios.
+ *
+ * Env: BENCH_DURATION_S (default 10), BENCH_CONNECTIONS (default 32).
+ */
+import autocannon from 'autocannon';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:http';
+import { join, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { OpenFgaClient } from '@openfga/sdk';
+import { deployModel } from '../policies/src/model.ts';
+import { devIssuerFiles, ensureKeyPair, signAccessToken } from '../scripts/dev-issuer.ts';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const DATA = process.env.DATA_DIR ?? join(ROOT, '.data');
+const duration = Number(process.env.BENCH_DURATION_S ?? 10);
+const connections = Number(process.env.BENCH_CONNECTIONS ?? 32);
+const apiUrl = process.env.OPENFGA_API_URL ?? 'http://127.0.0.1:8080';
+
+const body = JSON.stringify({ items: Array.from({ length: 5 }, (_, i) => ({ id: randomUUID(), title: `Work ${i}` })), next_cursor: null });
+const upstream = createServer((req, res) => {
+  req.resume();
+  req.on('end', () => {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  });
+});
+await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+const upstreamUrl = `http://127.0.0.1:${(upstream.address() as { port: number }).port}`;
+
+// A throw-away store with one membership.
+const storeName = `bench-${randomUUID()}`;
+const { storeId, modelId } = await deployModel({ apiUrl, storeName });
+const fga = new OpenFgaClient({ apiUrl, storeId, authorizationModelId: modelId });
+const user = randomUUID();
+const publisher = randomUUID();
+await fga.write({ writes: [{ user: `user:${user}`, relation: 'viewer', object: `publisher:${publisher}` }] });
+
+const issuer = devIssuerFiles(DATA);
+await ensureKeyPair(issuer.pem, issuer.jwks);
+const signingKey = join(DATA, 'sidecar-signing-key.pem');
+await ensureKeyPair(signingKey);
+const token = await signAccessToken(issuer.pem, { sub: user }, 3600);
+
+async function startSidecar(port: number, extra: Record<string, string>): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['sidecar/src/main.ts'], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      LOG_LEVEL: 'warn',
+      SIDECAR_PORT: String(port),
+      UPSTREAM_URL: upstreamUrl,
+      OPENFGA_STORE_NAME: storeName,
+      SIDECAR_SIGNING_KEY_FILE: signingKey,
+      JWT_JWKS_FILE: issuer.jwks,
+      ...extra,
+    },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  for (let i = 0; i < 150; i++) {
+    try {
+      if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) return child;
+    } catch {
+      /* starting */
+    }
+    await sleep(100);
+  }
+  throw new Error('sidecar did not start');
+}
+const cachedPort = 18000 + Math.floor(Math.random() * 1000);
+const uncachedPort = cachedPort + 1000;
+const cached = await startSidecar(cachedPort, {});
+const uncached = await startSidecar(uncachedPort, { DECISION_CACHE_TTL_MS: '0' });
+
+type Row = { name: string; rps: number; p50: number; p99: number; non2xx: number };
+async function run(name: string, url: string): Promise<Row> {
+  const headers = { authorization: `Bearer ${token}`, 'x-publisher-id': publisher };
+  await autocannon({ url, connections, duration: 2, headers }); // warm-up
+  const r = await autocannon({ url, connections, duration, headers });
+  return { name, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx + r.errors };
+}
+
+function rssMiB(pid: number | undefined): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+}
+
+const rows = [
+  await run('direct upstream', `${upstreamUrl}/api/v1/works`),
+  await run('sidecar, cached decision', `http://127.0.0.1:${cachedPort}/api/v1/works`),
+  await run('sidecar, every request checks OpenFGA', `http://127.0.0.1:${uncachedPort}/api/v1/works`),
+];
+const [direct] = rows as [Row];
+console.log(`\n${duration} s per run, ${connections} connections, ${new Date().toISOString()}, Node ${process.version}\n`);
+console.log('| path | req/s | p50 ms | p99 ms | errors/non-2xx | throughput vs direct | p50 vs direct |');
+console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+for (const r of rows) {
+  console.log(
+    `| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.non2xx} | ${(r.rps / direct.rps).toFixed(2)}× | ${(r.p50 / Math.max(direct.p50, 0.5)).toFixed(1)}× |`,
+  );
+}
+console.log(`\nsidecar RSS after the runs: cached ${rssMiB(cached.pid).toFixed(0)} MiB, uncached ${rssMiB(uncached.pid).toFixed(0)} MiB`);
+
+cached.kill('SIGTERM');
+uncached.kill('SIGTERM');
+upstream.close();
+await fga.deleteStore();
+process.exit(rows.some((r) => r.non2xx > 0) ? 1 : 0);
