@@ -114,8 +114,7 @@ for (const r of rows) {
 }
 console.log(`\nsidecar RSS after the runs: cached ${rssMiB(cached.pid).toFixed(0)} MiB, uncached ${rssMiB(uncached.pid).toFixed(0)} MiB`);
 
-cached.kill('SIGTERM');
-uncached.kill('SIGTERM');
+await Promise.all([cached, uncached].map((c) => new Promise((r) => { c.once('exit', r); c.kill('SIGTERM'); })));
 upstream.close();
 await fga.deleteStore();
 process.exit(rows.some((r) => r.non2xx > 0) ? 1 : 0);
