@@ -1,0 +1,59 @@
+/**
+ * The catalog API's configuration: environment variables (docs/CONTRACTS.md, "Environment"),
+ * validated with zod. Defaults are the contract's; the tuning knobs below the contract's list are
+ * this service's own.
+ */
+import { z } from 'zod';
+
+const port = z.coerce.number().int().min(0).max(65535);
+const positiveInt = z.coerce.number().int().positive();
+
+/** The zod schema of the environment the catalog API reads. */
+export const envSchema = z.object({
+  DATABASE_URL: z.url().default('postgres://catalog_app:catalog_app@127.0.0.1:5432/publishing'),
+  REDIS_URL: z.url().default('redis://127.0.0.1:6379/0'),
+  OPENFGA_API_URL: z.url().default('http://127.0.0.1:8080'),
+  OPENFGA_STORE_NAME: z.string().min(1).default('music-publishing'),
+  CATALOG_HOST: z.string().min(1).default('127.0.0.1'),
+  CATALOG_PORT: port.default(8001),
+  SIDECAR_JWKS_URL: z.url().default('http://127.0.0.1:8000/.well-known/jwks.json'),
+  ASSERTION_ISSUER: z.string().min(1).default('urn:music-publishing:sidecar'),
+  ASSERTION_AUDIENCE: z.string().min(1).default('catalog-api'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  // ---- service-specific tuning (not part of the shared contract) ----
+  /** Maximum PostgreSQL connections in the pool. */
+  DB_POOL_MAX: positiveInt.default(10),
+  /** `statement_timeout` of every connection, milliseconds. */
+  DB_STATEMENT_TIMEOUT_MS: positiveInt.default(5000),
+  /** How long to wait for the sidecar's JWKS, milliseconds. */
+  JWKS_TIMEOUT_MS: positiveInt.default(2000),
+  /** Minimum time between two JWKS refetches on an unknown `kid`, milliseconds. */
+  JWKS_COOLDOWN_MS: positiveInt.default(30_000),
+  /** Period of the outbox relay's timer, milliseconds. */
+  OUTBOX_INTERVAL_MS: positiveInt.default(1000),
+  /** Rows per outbox batch (OpenFGA accepts at most 100 tuples per write). */
+  OUTBOX_BATCH_SIZE: positiveInt.max(100).default(100),
+  /** `false` disables the relay (no OpenFGA/Redis connection is made); for tests of the API alone. */
+  OUTBOX_RELAY: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+});
+
+/** The validated configuration. */
+export type CatalogConfig = z.infer<typeof envSchema>;
+
+/**
+ * Validate `env` (default: `process.env`) into a configuration; unset variables take the defaults.
+ * @throws Error listing every invalid variable (`NAME: reason`), so `main.ts` can exit with it.
+ */
+export function loadConfig(env: Record<string, string | undefined> = process.env): CatalogConfig {
+  const picked: Record<string, string> = {};
+  for (const key of Object.keys(envSchema.shape)) {
+    const value = env[key];
+    if (value !== undefined && value !== '') picked[key] = value;
+  }
+  const parsed = envSchema.safeParse(picked);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    throw new Error(`invalid catalog-api configuration:\n  ${lines.join('\n  ')}`);
+  }
+  return parsed.data;
+}

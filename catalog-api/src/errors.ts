@@ -1,0 +1,107 @@
+/**
+ * Problem details (RFC 9457) for every error the catalog API returns, with the stable `type` URIs of
+ * docs/CONTRACTS.md ("Errors"). Throw a {@link ProblemError} anywhere; the error handler in
+ * `plugins/problems.ts` renders it as `application/problem+json`.
+ */
+
+/** Prefix of every problem `type`. */
+export const PROBLEM_TYPE_BASE = 'https://errors.music-publishing.example/';
+
+/** The contract's error kinds (the last path segment of `type`). */
+export type ProblemKind =
+  | 'bad-request'
+  | 'validation'
+  | 'non-canonical-path'
+  | 'unauthenticated'
+  | 'forbidden'
+  | 'not-found'
+  | 'conflict'
+  | 'publisher-context'
+  | 'pdp-unavailable'
+  | 'upstream-unavailable'
+  | 'upstream-timeout'
+  | 'payload-too-large'
+  | 'internal';
+
+const TITLES: Record<ProblemKind, string> = {
+  'bad-request': 'Bad request',
+  validation: 'Validation failed',
+  'non-canonical-path': 'Non-canonical path',
+  unauthenticated: 'Unauthenticated',
+  forbidden: 'Forbidden',
+  'not-found': 'Not found',
+  conflict: 'Conflict',
+  'publisher-context': 'Publisher context required or invalid',
+  'pdp-unavailable': 'Authorization service unavailable',
+  'upstream-unavailable': 'Dependency unavailable',
+  'upstream-timeout': 'Dependency timed out',
+  'payload-too-large': 'Payload too large',
+  internal: 'Internal error',
+};
+
+/** One offending input: `field` is a dotted path (`songwriters[1].role`), `reason` says why. */
+export type FieldError = { field: string; reason: string };
+
+/** The JSON body of a problem response. */
+export type ProblemBody = {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  instance?: string;
+  errors?: FieldError[];
+};
+
+/** An error that becomes exactly one problem response (status, kind, detail, field errors). */
+export class ProblemError extends Error {
+  readonly status: number;
+  readonly kind: ProblemKind;
+  readonly errors: FieldError[] | undefined;
+
+  /**
+   * @param status HTTP status (4xx/5xx)
+   * @param kind   contract error kind → `type`
+   * @param detail human-readable explanation (never secrets, tokens or SQL)
+   * @param errors field errors, for `validation`/`bad-request`
+   */
+  constructor(status: number, kind: ProblemKind, detail: string, errors?: FieldError[]) {
+    super(detail);
+    this.name = 'ProblemError';
+    this.status = status;
+    this.kind = kind;
+    this.errors = errors;
+  }
+
+  /** The RFC 9457 body; `instance` is the request path when given. */
+  toBody(instance?: string): ProblemBody {
+    const body: ProblemBody = { type: PROBLEM_TYPE_BASE + this.kind, title: TITLES[this.kind], status: this.status, detail: this.message };
+    if (instance) body.instance = instance;
+    if (this.errors) body.errors = this.errors;
+    return body;
+  }
+}
+
+/** Shorthands for the problems the API raises. Each returns (does not throw) a {@link ProblemError}. */
+export const problem = {
+  /** 400: malformed input (JSON, types, required fields, ranges checked by the schema). */
+  badRequest: (detail: string, errors?: FieldError[]) => new ProblemError(400, 'bad-request', detail, errors),
+  /** 422: well-formed but semantically invalid input (check digits, share sums, unknown references). */
+  validation: (errors: FieldError[], detail = 'The request is well-formed but some values are invalid.') =>
+    new ProblemError(422, 'validation', detail, errors),
+  /** 401: missing or invalid identity assertion. */
+  unauthenticated: (detail = 'A valid identity assertion is required.') => new ProblemError(401, 'unauthenticated', detail),
+  /** 403: the caller has no (sufficient) membership. */
+  forbidden: (detail = 'You have no access to this publisher or action.') => new ProblemError(403, 'forbidden', detail),
+  /** 404: no such resource, or not visible under the caller's RLS context. */
+  notFound: (detail = 'The resource does not exist.') => new ProblemError(404, 'not-found', detail),
+  /** 409: a uniqueness or state conflict. */
+  conflict: (detail: string, errors?: FieldError[]) => new ProblemError(409, 'conflict', detail, errors),
+  /** 400: the route needs a publisher context and the assertion carries none. */
+  publisherContext: (detail = 'This route needs a publisher context (X-Publisher-Id).') => new ProblemError(400, 'publisher-context', detail),
+  /** 503: a dependency (JWKS, database) is unavailable. */
+  unavailable: (detail: string) => new ProblemError(503, 'upstream-unavailable', detail),
+  /** 504-like timeout of a dependency; reported as 503 so clients retry. */
+  timeout: (detail: string) => new ProblemError(503, 'upstream-timeout', detail),
+  /** 500: anything unexpected (details only in the log). */
+  internal: () => new ProblemError(500, 'internal', 'An unexpected error occurred.'),
+};

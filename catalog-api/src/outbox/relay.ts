@@ -1,0 +1,199 @@
+/**
+ * The relationship outbox relay (docs/CONTRACTS.md, "Database schema …", `authz_outbox`).
+ *
+ * Triggers record every relationship change as a row of `authz_outbox` in the same transaction as
+ * the change. The relay delivers pending rows (delivered_at IS NULL) in id order to OpenFGA through
+ * `policies/src/relationships.ts` (`RelationshipWriter.write`, idempotent, bumps the cache epochs):
+ *
+ * - one batch = one transaction: `pg_advisory_xact_lock` (one delivering relay at a time across all
+ *   processes, so batches reach OpenFGA in id order), then up to `batchSize` (≤ 100) rows
+ *   `ORDER BY id FOR UPDATE SKIP LOCKED`;
+ * - a batch is cut into runs in which no tuple repeats (the writer refuses a tuple both written and
+ *   deleted in one call; order between them matters), each run one `write` call, in order;
+ * - rows of a delivered run get `delivered_at = now()`; on the first failing run, that run and every
+ *   later row of the batch get `attempts + 1` and `last_error`, and delivery stops until the next
+ *   trigger — rows are never skipped or dropped, so order is preserved and nothing is lost;
+ * - it runs after every committed mutating request (before the response) and on a timer (1 s).
+ *
+ * Delivery is at-least-once: if the commit that marks rows delivered fails after OpenFGA accepted
+ * them, they are sent again, which the idempotent writer absorbs.
+ */
+import type { EntityManager } from '@mikro-orm/postgresql';
+import { query, type Orm } from '../db/orm.ts';
+
+/** An OpenFGA tuple key as the writer takes it. */
+export type Tuple = { user: string; relation: string; object: string };
+
+/** What the relay needs from `RelationshipWriter` (policies/src/relationships.ts). */
+export interface RelationshipSink {
+  /** Apply the changes; resolve when OpenFGA has them (and epochs are bumped); reject otherwise. */
+  write(change: { writes?: Tuple[]; deletes?: Tuple[] }): Promise<void>;
+}
+
+/** Minimal logger (pino-compatible). */
+export type RelayLogger = {
+  info: (obj: object, msg?: string) => void;
+  warn: (obj: object, msg?: string) => void;
+  error: (obj: object, msg?: string) => void;
+};
+
+/** Options of {@link OutboxRelay}. */
+export type OutboxRelayOptions = {
+  orm: Orm;
+  sink: RelationshipSink;
+  logger?: RelayLogger;
+  /** rows per batch, 1..100 (default 100) */
+  batchSize?: number;
+  /** timer period, ms (default 1000) */
+  intervalMs?: number;
+  /** how long to wait for another relay's batch, ms (default 5000) */
+  lockTimeoutMs?: number;
+};
+
+/** Result of one {@link OutboxRelay.drain} call. */
+export type DrainResult = { delivered: number; failed: number; error?: string };
+
+type OutboxRow = { id: string; operation: 'write' | 'delete'; object: string; relation: string; subject: string };
+
+/** Advisory lock key of the relay: the first 8 bytes of sha1('authz_outbox relay') as bigint. */
+const LOCK_KEY = '5366218734910117430';
+
+const noopLogger: RelayLogger = { info: () => {}, warn: () => {}, error: () => {} };
+
+/**
+ * Cut a batch into runs in which no tuple (object#relation@subject) appears twice, keeping order.
+ * Exported for tests.
+ * @returns the runs; concatenated they equal `rows`
+ */
+export function splitIntoRuns<T extends { object: string; relation: string; subject: string }>(rows: readonly T[]): T[][] {
+  const runs: T[][] = [];
+  let current: T[] = [];
+  let keys = new Set<string>();
+  for (const row of rows) {
+    const key = `${row.object}#${row.relation}@${row.subject}`;
+    if (keys.has(key)) {
+      runs.push(current);
+      current = [];
+      keys = new Set();
+    }
+    current.push(row);
+    keys.add(key);
+  }
+  if (current.length) runs.push(current);
+  return runs;
+}
+
+/** Delivers `authz_outbox` to OpenFGA; one instance per process. */
+export class OutboxRelay {
+  readonly #orm: Orm;
+  readonly #sink: RelationshipSink;
+  readonly #log: RelayLogger;
+  readonly #batchSize: number;
+  readonly #intervalMs: number;
+  readonly #lockTimeoutMs: number;
+  #timer: NodeJS.Timeout | null = null;
+  #tail: Promise<unknown> = Promise.resolve();
+  #queued: Promise<DrainResult> | null = null;
+
+  /** @throws RangeError when batchSize is outside 1..100 */
+  constructor(opts: OutboxRelayOptions) {
+    this.#orm = opts.orm;
+    this.#sink = opts.sink;
+    this.#log = opts.logger ?? noopLogger;
+    this.#batchSize = opts.batchSize ?? 100;
+    if (!(this.#batchSize >= 1 && this.#batchSize <= 100)) throw new RangeError('batchSize must be 1..100');
+    this.#intervalMs = opts.intervalMs ?? 1000;
+    this.#lockTimeoutMs = opts.lockTimeoutMs ?? 5000;
+  }
+
+  /** Start the timer (idempotent). The timer does not keep the process alive. */
+  start(): void {
+    if (this.#timer) return;
+    this.#timer = setInterval(() => void this.drain(), this.#intervalMs);
+    this.#timer.unref();
+  }
+
+  /** Stop the timer and wait for a delivery in progress. Never throws. */
+  async stop(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+    await this.#tail.catch(() => undefined);
+  }
+
+  /**
+   * Deliver pending rows until none is left or a batch fails. Calls are serialised in this process:
+   * a call made while a drain runs queues one more drain after it (calls made while that one is
+   * still queued share it), so rows committed before a call are covered when it resolves, unless
+   * delivery failed. Never throws; failures are logged and counted.
+   * @returns rows delivered and rows whose attempt failed, summed over the batches of this drain
+   */
+  drain(): Promise<DrainResult> {
+    if (this.#queued) return this.#queued;
+    const next = this.#tail.then(() => {
+      this.#queued = null;
+      return this.#drainLoop();
+    });
+    this.#queued = next;
+    this.#tail = next;
+    return next;
+  }
+
+  async #drainLoop(): Promise<DrainResult> {
+    const total: DrainResult = { delivered: 0, failed: 0 };
+    try {
+      for (;;) {
+        const r = await this.#batch();
+        total.delivered += r.delivered;
+        total.failed += r.failed;
+        if (r.error) total.error = r.error;
+        if (r.failed > 0 || r.delivered + r.failed < this.#batchSize) break;
+      }
+    } catch (err) {
+      total.error = errorText(err);
+      this.#log.error({ err }, 'authz outbox: delivery failed');
+    }
+    return total;
+  }
+
+  /** One batch in one transaction. @throws database errors (caller logs them) */
+  async #batch(): Promise<DrainResult> {
+    const em = this.#orm.em.fork();
+    return em.transactional(async (tem: EntityManager) => {
+      await query(tem, `select set_config('lock_timeout', $1, true)`, [`${this.#lockTimeoutMs}ms`]);
+      await query(tem, `select pg_advisory_xact_lock(${LOCK_KEY})`);
+      const rows = await query<OutboxRow>(
+        tem,
+        `select id::text, operation, object, relation, subject from authz_outbox
+          where delivered_at is null
+          order by authz_outbox.id -- the bigint column, not the text alias
+          limit $1 for update skip locked`,
+        [this.#batchSize],
+      );
+      if (rows.length === 0) return { delivered: 0, failed: 0 };
+      let delivered = 0;
+      for (const [i, run] of splitIntoRuns(rows).entries()) {
+        const tuple = (r: OutboxRow): Tuple => ({ user: r.subject, relation: r.relation, object: r.object });
+        try {
+          await this.#sink.write({
+            writes: run.filter((r) => r.operation === 'write').map(tuple),
+            deletes: run.filter((r) => r.operation === 'delete').map(tuple),
+          });
+        } catch (err) {
+          const failedIds = splitIntoRuns(rows).slice(i).flat().map((r) => r.id);
+          const message = errorText(err);
+          await query(tem, `update authz_outbox set attempts = attempts + 1, last_error = $2 where id = any($1::bigint[])`, [failedIds, message]);
+          this.#log.warn({ rows: failedIds.length, firstId: failedIds[0], error: message }, 'authz outbox: delivery failed, will retry');
+          return { delivered, failed: failedIds.length, error: message };
+        }
+        await query(tem, `update authz_outbox set delivered_at = now() where id = any($1::bigint[])`, [run.map((r) => r.id)]);
+        delivered += run.length;
+      }
+      return { delivered, failed: 0 };
+    });
+  }
+}
+
+function errorText(err: unknown): string {
+  const e = err as { message?: string; name?: string };
+  return `${e?.name ?? 'Error'}: ${e?.message ?? String(err)}`.slice(0, 2000);
+}
