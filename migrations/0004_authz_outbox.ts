@@ -130,12 +130,44 @@ create trigger songwriters_authz_outbox after insert or update of publisher_id, 
   for each row execute function authz_outbox_catalog('songwriter');
 create trigger recordings_authz_outbox after insert or update of publisher_id, owner_user_id, deleted_at or delete on recordings
   for each row execute function authz_outbox_catalog('recording');
+
+-- Every publisher is linked to the platform, so system:platform#admin is admin on it (model.fga).
+create function authz_outbox_publisher() returns trigger
+language plpgsql security definer set search_path = public, pg_temp as $$
+begin
+  if tg_op = 'INSERT' then
+    perform authz_outbox_emit('write', 'publisher:' || new.id, 'system', 'system:platform');
+  elsif tg_op = 'DELETE' then
+    perform authz_outbox_emit('delete', 'publisher:' || old.id, 'system', 'system:platform');
+  end if;
+  return null;
+end $$;
+revoke all on function authz_outbox_publisher() from public;
+create trigger publishers_authz_outbox after insert or delete on publishers
+  for each row execute function authz_outbox_publisher();
+
+-- Rows that exist before this migration (the legacy catalog) get their relationships too.
+insert into authz_outbox (operation, object, relation, subject)
+  select 'write', 'publisher:' || id, 'system', 'system:platform' from publishers
+  union all select 'write', 'system:platform', 'admin', 'user:' || id from users where is_system_admin and deleted_at is null
+  union all select 'write', 'publisher:' || publisher_id, role, 'user:' || user_id from user_publishers
+  union all select 'write', t.typ || ':' || t.id, 'publisher', 'publisher:' || t.publisher_id from (
+    select 'work' as typ, id, publisher_id, owner_user_id, deleted_at from works
+    union all select 'songwriter', id, publisher_id, owner_user_id, deleted_at from songwriters
+    union all select 'recording', id, publisher_id, owner_user_id, deleted_at from recordings) t where t.deleted_at is null
+  union all select 'write', t.typ || ':' || t.id, 'owner', 'user:' || t.owner_user_id from (
+    select 'work' as typ, id, owner_user_id, deleted_at from works
+    union all select 'songwriter', id, owner_user_id, deleted_at from songwriters
+    union all select 'recording', id, owner_user_id, deleted_at from recordings) t
+    where t.deleted_at is null and t.owner_user_id is not null;
 `);
   }
 
   /** Drop the triggers, functions and the outbox table. */
   override down(): void {
     this.addSql(`
+drop trigger publishers_authz_outbox on publishers;
+drop function authz_outbox_publisher();
 drop trigger recordings_authz_outbox on recordings;
 drop trigger songwriters_authz_outbox on songwriters;
 drop trigger works_authz_outbox on works;
