@@ -8,7 +8,7 @@ import type pg from 'pg';
 import { migrateUp } from '../../migrations/migrate.ts';
 import { seed } from '../../migrations/seed/run.ts';
 import { MEMBERSHIPS, PUBLISHERS, USERS, publisherId, userId } from '../../migrations/seed/demo.ts';
-import { isValidIpiNameNumber, isValidIsrc, isValidIswc, makeIswc, ipiNameCheckDigits, iswcCheckDigit } from '../../migrations/seed/identifiers.ts';
+import { isValidIpiNameNumber, isValidIsrc, isValidIswc, makeIpiNameNumber, makeIsrc, makeIswc } from '../../migrations/seed/identifiers.ts';
 import { RLS_TABLES } from '../../migrations/0003_rls.ts';
 import { adminQuery, createTestDb, inTx, type Ctx, type TestDb } from './db.ts';
 
@@ -33,17 +33,18 @@ const app = <T>(ctx: Ctx | null, fn: (c: pg.Client) => Promise<T>) => inTx(db.ap
 const count = async (c: pg.Client, table: string, where = 'true') =>
   Number((await c.query(`select count(*) as n from ${table} where ${where}`)).rows[0].n);
 
-t.test('identifier helpers', async (t) => {
-  t.equal(iswcCheckDigit('034524680'), 1, 'T-034.524.680-1');
-  t.equal(makeIswc(34524680), 'T0345246801');
+t.test('seed identifier generators', async (t) => {
+  t.equal(makeIswc(34524680), 'T0345246801', 'T-034.524.680-1');
   t.ok(isValidIswc('T0345246801'));
   t.notOk(isValidIswc('T0345246802'));
-  t.equal(ipiNameCheckDigits('000141073'), '38');
+  t.equal(makeIpiNameNumber(141073), '00014107338');
   t.ok(isValidIpiNameNumber('00014107338'));
   t.notOk(isValidIpiNameNumber('00014107339'));
   t.ok(isValidIsrc('USRC17607839'));
   t.notOk(isValidIsrc('US-RC1-76-07839'));
-  t.throws(() => iswcCheckDigit('12'));
+  t.equal(makeIsrc('US', 'RC1', 76, 7839), 'USRC17607839');
+  t.throws(() => makeIswc(1e9));
+  t.throws(() => makeIsrc('U1', 'RC1', 76, 1));
 });
 
 t.test('seed: ≥ 1000 works, valid identifiers and shares, idempotent', async (t) => {
