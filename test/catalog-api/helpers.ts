@@ -1,69 +1,35 @@
 /**
  * Test helpers for the catalog API suites: a throw-away PostgreSQL database per test file
- * (created by the superuser `PG_ADMIN_URL` [postgres://postgres@127.0.0.1:5432/postgres], prepared
- * like scripts/services.sh, migrated with migrations/migrate.ts and seeded with
- * migrations/seed/run.ts), the app built against it as `catalog_app`, and identity assertions signed
+ * (created and prepared by test/migrations/db.ts, migrated with migrations/migrate.ts and seeded
+ * with migrations/seed/run.ts), the app built against it as `catalog_app`, and identity assertions signed
  * with a locally generated ES256 key whose public half is injected into the app.
  */
 import pg from 'pg';
 import { randomUUID } from 'node:crypto';
 import { SignJWT, calculateJwkThumbprint, createLocalJWKSet, exportJWK, generateKeyPair, type JWK, type JWTPayload, type CryptoKey } from 'jose';
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
+import type { Test } from 'tap';
+import { createTestDb as createEmptyTestDb, type TestDb } from '../migrations/db.ts';
 import { migrateUp } from '../../migrations/migrate.ts';
 import { seed } from '../../migrations/seed/run.ts';
 import { buildCatalogApi, type CatalogDeps } from '../../catalog-api/src/app.ts';
 import { loadConfig, type CatalogConfig } from '../../catalog-api/src/config.ts';
 import { createOrm, type Orm } from '../../catalog-api/src/db/orm.ts';
 
-export const ADMIN_URL = process.env.PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 export const ISSUER = 'urn:music-publishing:sidecar';
 export const AUDIENCE = 'catalog-api';
 
-/** `url` with database `db` and, when given, user = password = `user`. */
-export function withDb(url: string, db: string, user?: string): string {
-  const u = new URL(url);
-  u.pathname = `/${db}`;
-  if (user) {
-    u.username = user;
-    u.password = user;
-  }
-  return u.toString();
-}
-
-async function adminQuery(url: string, sql: string): Promise<void> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
-
-/** A migrated and seeded throw-away database. */
-export type TestDb = { name: string; appUrl: string; ownerUrl: string; adminUrl: string; drop: () => Promise<void> };
+export type { TestDb };
 
 /**
- * Create `publishing_apitest_<tag>_<pid>`, migrate it and seed the demo data.
+ * Create `publishing_apitest_<tag>_<pid>` (see test/migrations/db.ts), migrate it and seed the demo data.
  * @throws when PostgreSQL or the superuser is not reachable
  */
 export async function createTestDb(tag: string): Promise<TestDb> {
-  const name = `publishing_apitest_${tag}_${process.pid}`;
-  await adminQuery(ADMIN_URL, `drop database if exists "${name}" with (force)`);
-  await adminQuery(ADMIN_URL, `create database "${name}" owner catalog_owner`);
-  const adminUrl = withDb(ADMIN_URL, name);
-  await adminQuery(adminUrl, `revoke all on schema public from public; alter schema public owner to catalog_owner;
-    grant usage on schema public to catalog_app; create extension if not exists pgcrypto`);
-  const ownerUrl = withDb(ADMIN_URL, name, 'catalog_owner');
-  await migrateUp(ownerUrl);
-  await seed(ownerUrl);
-  return {
-    name,
-    adminUrl,
-    ownerUrl,
-    appUrl: withDb(ADMIN_URL, name, 'catalog_app'),
-    drop: () => adminQuery(ADMIN_URL, `drop database if exists "${name}" with (force)`),
-  };
+  const db = await createEmptyTestDb(tag, 'apitest');
+  await migrateUp(db.ownerUrl);
+  await seed(db.ownerUrl);
+  return db;
 }
 
 /** A superuser client on the test database (bypasses RLS: for fixtures and checks only). */
@@ -148,4 +114,26 @@ export async function buildTestApp(db: TestDb, deps: CatalogDeps = {}, env: Reco
       await orm.close(true);
     },
   };
+}
+
+/** A test file's fixtures: the seeded database, the app on it and a superuser client on it. */
+export type Suite = { db: TestDb; ta: TestApp; su: pg.Client };
+
+/**
+ * Open a {@link Suite} (database tag `tag`) before the tests of `tap` and close it after them.
+ * @returns the suite, whose fields are set once `tap`'s `before` hook has run
+ */
+export function useSuite(tap: Pick<Test, 'before' | 'teardown'>, tag: string): Suite {
+  const suite = {} as Partial<Suite>;
+  tap.before(async () => {
+    suite.db = await createTestDb(tag);
+    suite.ta = await buildTestApp(suite.db);
+    suite.su = await adminClient(suite.db);
+  });
+  tap.teardown(async () => {
+    await suite.su?.end();
+    await suite.ta?.close();
+    await suite.db?.drop();
+  });
+  return suite as Suite;
 }

@@ -3,83 +3,70 @@
  */
 import t from 'tap';
 import { randomUUID } from 'node:crypto';
-import type pg from 'pg';
 import { PUBLISHERS, USERS } from '../../migrations/seed/demo.ts';
-import { adminClient, buildTestApp, createTestDb, type TestApp, type TestDb } from './helpers.ts';
+import { useSuite } from './helpers.ts';
 
 const uid = (email: string) => USERS.find((u) => u.email === email)!.id;
 const pid = (slug: string) => PUBLISHERS.find((p) => p.slug === slug)!.id;
 const DMP = pid('dmp');
 const SPIRIT = pid('spirit');
 
-let db: TestDb;
-let ta: TestApp;
-let su: pg.Client;
-t.before(async () => {
-  db = await createTestDb('members');
-  ta = await buildTestApp(db);
-  su = await adminClient(db);
-});
-t.teardown(async () => {
-  await su?.end();
-  await ta?.close();
-  await db?.drop();
-});
+const suite = useSuite(t, 'members');
 
 t.test('users/me: the caller with memberships, no publisher context needed (and ignored when sent)', async (t) => {
   for (const ctx of [null, DMP, pid('songtrust')]) {
-    const res = await ta.as(uid('multi@example.com'), ctx, { method: 'GET', url: '/api/v1/users/me' });
+    const res = await suite.ta.as(uid('multi@example.com'), ctx, { method: 'GET', url: '/api/v1/users/me' });
     t.equal(res.statusCode, 200);
     const me = res.json();
     t.match(me, { id: uid('multi@example.com'), email: 'multi@example.com', display_name: 'Multi Publisher', is_system_admin: false });
     t.same(me.memberships.map((m: any) => `${m.slug}:${m.role}`).sort(), ['dmp:viewer', 'spirit:editor']);
     t.ok(me.memberships.every((m: any) => m.name && m.publisher_id));
   }
-  const sys = (await ta.as(uid('sysadmin@example.com'), null, { method: 'GET', url: '/api/v1/users/me' })).json();
+  const sys = (await suite.ta.as(uid('sysadmin@example.com'), null, { method: 'GET', url: '/api/v1/users/me' })).json();
   t.equal(sys.is_system_admin, true);
   t.same(sys.memberships, []);
-  t.equal((await ta.as(randomUUID(), null, { method: 'GET', url: '/api/v1/users/me' })).statusCode, 403, 'unknown user');
+  t.equal((await suite.ta.as(randomUUID(), null, { method: 'GET', url: '/api/v1/users/me' })).statusCode, 403, 'unknown user');
 });
 
 t.test('members: list, add (201), change (200), remove (204); admins only', async (t) => {
   const admin = uid('owner@spirit.example');
   const viewer = uid('viewer@dmp.example');
-  const list = await ta.as(admin, SPIRIT, { method: 'GET', url: '/api/v1/members' });
+  const list = await suite.ta.as(admin, SPIRIT, { method: 'GET', url: '/api/v1/members' });
   t.equal(list.statusCode, 200);
   t.same(list.json().items.map((m: any) => `${m.email}:${m.role}`).sort(), ['multi@example.com:editor', 'owner@spirit.example:admin']);
   t.ok(list.json().items.every((m: any) => m.publisher_id === SPIRIT), "only this publisher's members");
 
-  const added = await ta.as(admin, SPIRIT, { method: 'PUT', url: `/api/v1/members/${viewer}`, payload: { role: 'viewer' } });
+  const added = await suite.ta.as(admin, SPIRIT, { method: 'PUT', url: `/api/v1/members/${viewer}`, payload: { role: 'viewer' } });
   t.equal(added.statusCode, 201, added.body);
   t.equal(added.headers.location, `/api/v1/members/${viewer}`);
   t.match(added.json(), { user_id: viewer, publisher_id: SPIRIT, role: 'viewer', email: 'viewer@dmp.example' });
-  const changed = await ta.as(admin, SPIRIT, { method: 'PUT', url: `/api/v1/members/${viewer}`, payload: { role: 'editor' } });
+  const changed = await suite.ta.as(admin, SPIRIT, { method: 'PUT', url: `/api/v1/members/${viewer}`, payload: { role: 'editor' } });
   t.equal(changed.statusCode, 200);
   t.equal(changed.json().role, 'editor');
-  const outbox = await su.query(`select operation, object, relation, subject from authz_outbox where subject = $1 and object = $2 order by id`, [`user:${viewer}`, `publisher:${SPIRIT}`]);
+  const outbox = await suite.su.query(`select operation, object, relation, subject from authz_outbox where subject = $1 and object = $2 order by id`, [`user:${viewer}`, `publisher:${SPIRIT}`]);
   t.same(
     outbox.rows.map((r) => `${r.operation} ${r.relation}`),
     ['write viewer', 'delete viewer', 'write editor'],
     'the outbox recorded the relationship changes in order',
   );
-  const removed = await ta.as(admin, SPIRIT, { method: 'DELETE', url: `/api/v1/members/${viewer}` });
+  const removed = await suite.ta.as(admin, SPIRIT, { method: 'DELETE', url: `/api/v1/members/${viewer}` });
   t.equal(removed.statusCode, 204);
-  t.equal((await ta.as(admin, SPIRIT, { method: 'DELETE', url: `/api/v1/members/${viewer}` })).statusCode, 404, 'already gone');
-  t.equal((await ta.as(admin, SPIRIT, { method: 'PUT', url: `/api/v1/members/${randomUUID()}`, payload: { role: 'viewer' } })).statusCode, 404, 'unknown user');
-  const badRole = await ta.as(admin, SPIRIT, { method: 'PUT', url: `/api/v1/members/${viewer}`, payload: { role: 'owner' } });
+  t.equal((await suite.ta.as(admin, SPIRIT, { method: 'DELETE', url: `/api/v1/members/${viewer}` })).statusCode, 404, 'already gone');
+  t.equal((await suite.ta.as(admin, SPIRIT, { method: 'PUT', url: `/api/v1/members/${randomUUID()}`, payload: { role: 'viewer' } })).statusCode, 404, 'unknown user');
+  const badRole = await suite.ta.as(admin, SPIRIT, { method: 'PUT', url: `/api/v1/members/${viewer}`, payload: { role: 'owner' } });
   t.equal(badRole.statusCode, 400);
   t.equal(badRole.json().errors[0].field, 'role');
 });
 
 t.test('members: non-admins are refused (403), the system admin is allowed, the last admin stays', async (t) => {
-  t.equal((await ta.as(uid('multi@example.com'), SPIRIT, { method: 'GET', url: '/api/v1/members' })).statusCode, 403, 'editor');
-  t.equal((await ta.as(uid('manager@dmp.example'), DMP, { method: 'GET', url: '/api/v1/members' })).statusCode, 403, 'manager');
-  t.equal((await ta.as(uid('admin@dmp.example'), SPIRIT, { method: 'GET', url: '/api/v1/members' })).statusCode, 403, 'admin elsewhere');
-  t.equal((await ta.as(uid('sysadmin@example.com'), SPIRIT, { method: 'GET', url: '/api/v1/members' })).statusCode, 200, 'system admin');
+  t.equal((await suite.ta.as(uid('multi@example.com'), SPIRIT, { method: 'GET', url: '/api/v1/members' })).statusCode, 403, 'editor');
+  t.equal((await suite.ta.as(uid('manager@dmp.example'), DMP, { method: 'GET', url: '/api/v1/members' })).statusCode, 403, 'manager');
+  t.equal((await suite.ta.as(uid('admin@dmp.example'), SPIRIT, { method: 'GET', url: '/api/v1/members' })).statusCode, 403, 'admin elsewhere');
+  t.equal((await suite.ta.as(uid('sysadmin@example.com'), SPIRIT, { method: 'GET', url: '/api/v1/members' })).statusCode, 200, 'system admin');
   const owner = uid('owner@spirit.example');
-  const demote = await ta.as(owner, SPIRIT, { method: 'PUT', url: `/api/v1/members/${owner}`, payload: { role: 'editor' } });
+  const demote = await suite.ta.as(owner, SPIRIT, { method: 'PUT', url: `/api/v1/members/${owner}`, payload: { role: 'editor' } });
   t.equal(demote.statusCode, 409, 'cannot demote the last admin');
-  t.equal((await ta.as(owner, SPIRIT, { method: 'DELETE', url: `/api/v1/members/${owner}` })).statusCode, 409, 'cannot remove the last admin');
-  const still = await su.query(`select role from user_publishers where publisher_id = $1 and user_id = $2`, [SPIRIT, owner]);
+  t.equal((await suite.ta.as(owner, SPIRIT, { method: 'DELETE', url: `/api/v1/members/${owner}` })).statusCode, 409, 'cannot remove the last admin');
+  const still = await suite.su.query(`select role from user_publishers where publisher_id = $1 and user_id = $2`, [SPIRIT, owner]);
   t.equal(still.rows[0].role, 'admin', 'rolled back');
 });

@@ -34,11 +34,12 @@ export async function adminQuery<T extends pg.QueryResultRow = any>(url: string,
 }
 
 /**
- * Create a fresh database `publishing_migtest_<tag>_<pid>` owned by catalog_owner.
+ * Create a fresh database `publishing_<kind>_<tag>_<pid>` owned by catalog_owner.
+ * @param kind the suites it is for: `migtest` (these), `apitest` (the catalog API's, which migrate and seed it)
  * @throws when the superuser cannot connect (PostgreSQL not running).
  */
-export async function createTestDb(tag: string): Promise<TestDb> {
-  const name = `publishing_migtest_${tag}_${process.pid}`;
+export async function createTestDb(tag: string, kind: 'migtest' | 'apitest' = 'migtest'): Promise<TestDb> {
+  const name = `publishing_${kind}_${tag}_${process.pid}`;
   await adminQuery(ADMIN_URL, `drop database if exists "${name}" with (force)`);
   await adminQuery(ADMIN_URL, `create database "${name}" owner catalog_owner`);
   const adminUrl = withDb(ADMIN_URL, name);

@@ -5,7 +5,8 @@
  */
 import { z } from 'zod';
 import type { FastifyRequest } from 'fastify';
-import { problem } from '../errors.ts';
+import { problem, type FieldError } from '../errors.ts';
+import type { IdentifierResult } from '../domain/identifiers.ts';
 import { requireIdentity } from '../plugins/identity.ts';
 import { withRequestTransaction, type RequestTx, type RequestTxOptions } from '../db/context.ts';
 import type { Orm } from '../db/orm.ts';
@@ -153,6 +154,28 @@ export function requireRole(tx: RequestTx, action: CatalogAction): void {
   const role = tx.ctx.role;
   const allowed = action === 'delete' ? role === 'admin' || role === 'manager' : role !== null && role !== 'viewer';
   if (!allowed) throw problem.forbidden(`Your role (${role ?? 'none'}) does not allow this.`);
+}
+
+/**
+ * Normalise an optional identifier of a request body with `parse`; an invalid one adds
+ * `{ field, reason }` to `errors` instead of throwing, so that one 422 lists every problem.
+ * @param reasons the reason text per failure (`IDENTIFIER_REASONS.<kind>`)
+ * @returns the normalised value; `raw` itself when null or undefined; undefined when invalid
+ */
+export function identifierValue(
+  raw: string | null | undefined,
+  field: string,
+  parse: (input: string) => IdentifierResult,
+  reasons: Record<'format' | 'check_digit', string>,
+  errors: FieldError[],
+): string | null | undefined {
+  if (raw === undefined || raw === null) return raw;
+  const r = parse(raw);
+  if (!r.ok) {
+    errors.push({ field, reason: reasons[r.reason] });
+    return undefined;
+  }
+  return r.value;
 }
 
 /** `Location` of a created resource. */
