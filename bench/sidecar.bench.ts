@@ -11,7 +11,10 @@
  * `npm run bench`). Prints a Markdown table with req/s, p50/p99 latency (ms), the ratios to
  * direct, and the sidecar's RSS (MiB) after the run. Machines here are noisy: compare ratios.
  *
- * Env: BENCH_DURATION_S (default 10), BENCH_CONNECTIONS (default 32).
+ * Env: BENCH_DURATION_S (default 10), BENCH_CONNECTIONS (default 32), BENCH_SIDECAR_NODE_ARGS
+ * (extra Node flags for both sidecars, space separated, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`;
+ * profiles are written when the sidecars exit at the end), BENCH_SIDECAR_MAIN (entry point of the
+ * sidecar under test, default sidecar/src/main.ts — e.g. a checkout of another revision, for A/B).
  */
 import autocannon from 'autocannon';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -29,6 +32,8 @@ const DATA = process.env.DATA_DIR ?? join(ROOT, '.data');
 const duration = Number(process.env.BENCH_DURATION_S ?? 10);
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const apiUrl = process.env.OPENFGA_API_URL ?? 'http://127.0.0.1:8080';
+const nodeArgs = (process.env.BENCH_SIDECAR_NODE_ARGS ?? '').split(' ').filter(Boolean);
+const sidecarMain = process.env.BENCH_SIDECAR_MAIN ?? 'sidecar/src/main.ts';
 
 const body = JSON.stringify({ items: Array.from({ length: 5 }, (_, i) => ({ id: randomUUID(), title: `Work ${i}` })), next_cursor: null });
 const upstream = createServer((req, res) => {
@@ -56,7 +61,7 @@ await ensureKeyPair(signingKey);
 const token = await signAccessToken(issuer.pem, { sub: user }, 3600);
 
 async function startSidecar(port: number, extra: Record<string, string>): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['sidecar/src/main.ts'], {
+  const child = spawn(process.execPath, [...nodeArgs, sidecarMain], {
     cwd: ROOT,
     env: {
       ...process.env,
@@ -84,13 +89,22 @@ const cachedPort = 18000 + Math.floor(Math.random() * 1000);
 const uncachedPort = cachedPort + 1000;
 const cached = await startSidecar(cachedPort, {});
 const uncached = await startSidecar(uncachedPort, { DECISION_CACHE_TTL_MS: '0' });
+const rssAtStart = [rssMiB(cached.pid), rssMiB(uncached.pid)];
 
-type Row = { name: string; rps: number; p50: number; p99: number; non2xx: number };
-async function run(name: string, url: string): Promise<Row> {
+type Row = { name: string; rps: number; p50: number; p99: number; non2xx: number; cpuUsPerReq?: number };
+async function run(name: string, url: string, pid?: number): Promise<Row> {
   const headers = { authorization: `Bearer ${token}`, 'x-publisher-id': publisher };
   await autocannon({ url, connections, duration: 2, headers }); // warm-up
+  const cpu0 = pid ? cpuSeconds(pid) : 0;
   const r = await autocannon({ url, connections, duration, headers });
-  return { name, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx + r.errors };
+  const cpuUsPerReq = pid ? ((cpuSeconds(pid) - cpu0) * 1e6) / r.requests.total : undefined;
+  return { name, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx + r.errors, cpuUsPerReq };
+}
+
+/** CPU time (user + system, all threads) a process has used, in seconds (Linux /proc, USER_HZ = 100). */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 function rssMiB(pid: number | undefined): number {
@@ -98,23 +112,54 @@ function rssMiB(pid: number | undefined): number {
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
 }
 
+/** Heap figures (MiB) from a sidecar's /metrics text (prom-client default metrics). */
+function heapMiB(text: string): { heapUsed: number; heapTotal: number; external: number } {
+  const value = (name: string) => Number(new RegExp(`^${name} ([0-9.e+]+)`, 'm').exec(text)?.[1] ?? 0) / 2 ** 20;
+  return { heapUsed: value('nodejs_heap_size_used_bytes'), heapTotal: value('nodejs_heap_size_total_bytes'), external: value('nodejs_external_memory_bytes') };
+}
+
+/** Sum of a counter's samples in a /metrics text, by the value of one label. */
+function countsBy(text: string, metric: string, label: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(new RegExp(`^${metric}\\{([^}]*)\\} ([0-9.e+]+)$`, 'gm'))) {
+    const key = new RegExp(`${label}="([^"]*)"`).exec(m[1]!)?.[1] ?? '';
+    out[key] = (out[key] ?? 0) + Number(m[2]);
+  }
+  return out;
+}
+
 const rows = [
   await run('direct upstream', `${upstreamUrl}/api/v1/works`),
-  await run('sidecar, cached decision', `http://127.0.0.1:${cachedPort}/api/v1/works`),
-  await run('sidecar, every request checks OpenFGA', `http://127.0.0.1:${uncachedPort}/api/v1/works`),
+  await run('sidecar, cached decision', `http://127.0.0.1:${cachedPort}/api/v1/works`, cached.pid),
+  await run('sidecar, every request checks OpenFGA', `http://127.0.0.1:${uncachedPort}/api/v1/works`, uncached.pid),
 ];
 const [direct] = rows as [Row];
 console.log(`\n${duration} s per run, ${connections} connections, ${new Date().toISOString()}, Node ${process.version}\n`);
-console.log('| path | req/s | p50 ms | p99 ms | errors/non-2xx | throughput vs direct | p50 vs direct |');
-console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+console.log('| path | req/s | p50 ms | p99 ms | errors/non-2xx | throughput vs direct | p50 vs direct | sidecar CPU µs/req |');
+console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
 for (const r of rows) {
   console.log(
-    `| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.non2xx} | ${(r.rps / direct.rps).toFixed(2)}× | ${(r.p50 / Math.max(direct.p50, 0.5)).toFixed(1)}× |`,
+    `| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.non2xx} | ${(r.rps / direct.rps).toFixed(2)}× | ${(r.p50 / Math.max(direct.p50, 0.5)).toFixed(1)}× | ${r.cpuUsPerReq === undefined ? '–' : r.cpuUsPerReq.toFixed(0)} |`,
   );
 }
 console.log(`\nsidecar RSS after the runs: cached ${rssMiB(cached.pid).toFixed(0)} MiB, uncached ${rssMiB(uncached.pid).toFixed(0)} MiB`);
+console.log(`sidecar RSS after start-up: cached ${rssAtStart[0]!.toFixed(0)} MiB, uncached ${rssAtStart[1]!.toFixed(0)} MiB`);
+let cacheLeak = false;
+for (const [name, port] of [['cached', cachedPort], ['uncached', uncachedPort]] as const) {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const m = heapMiB(text);
+  const decisions = countsBy(text, 'sidecar_decisions_total', 'source');
+  const tokens = countsBy(text, 'sidecar_token_cache_total', 'result');
+  console.log(
+    `sidecar ${name} after the runs: V8 heap used ${m.heapUsed.toFixed(0)} / total ${m.heapTotal.toFixed(0)} MiB, external ${m.external.toFixed(0)} MiB; ` +
+      `decisions by source ${JSON.stringify(decisions)}; token cache ${JSON.stringify(tokens)}`,
+  );
+  // The cache-off sidecar must decide every request with OpenFGA: neither the LRU nor Redis answered.
+  if (name === 'uncached' && ((decisions.lru ?? 0) > 0 || (decisions.redis ?? 0) > 0)) cacheLeak = true;
+}
+if (cacheLeak) console.log('ERROR: the DECISION_CACHE_TTL_MS=0 sidecar answered from a decision cache');
 
 await Promise.all([cached, uncached].map((c) => new Promise((r) => { c.once('exit', r); c.kill('SIGTERM'); })));
 upstream.close();
 await fga.deleteStore();
-process.exit(rows.some((r) => r.non2xx > 0) ? 1 : 0);
+process.exit(rows.some((r) => r.non2xx > 0) || cacheLeak ? 1 : 0);

@@ -104,6 +104,7 @@ export async function buildSidecar(config: SidecarConfig): Promise<FastifyInstan
     commandTimeout: config.redis.commandTimeoutMs,
     connectTimeout: 1000,
     enableOfflineQueue: false,
+    enableAutoPipelining: true,
     maxRetriesPerRequest: 1,
     retryStrategy: (times) => Math.min(times * 200, 2000),
   });
@@ -121,12 +122,14 @@ export async function buildSidecar(config: SidecarConfig): Promise<FastifyInstan
     audience: config.assertion.audience,
     warn: (m) => log.warn(m),
   });
-  const authenticators = [createJwtAuthenticator(config.jwt)]; // an LDAP/AD authenticator joins here later
+  const tokenCache = { hit: metrics.tokenCache.labels('hit'), miss: metrics.tokenCache.labels('miss') };
+  const authenticators = [createJwtAuthenticator({ ...config.jwt, onCache: (result) => tokenCache[result].inc() })]; // an LDAP/AD authenticator joins here later
   const forwarder = createForwarder(config.upstream);
   const deps: PipelineDeps = { routes, authenticators, cache, signer };
 
   app.addHook('onClose', async () => {
     await forwarder.close().catch(() => undefined);
+    await pdp.close?.().catch(() => undefined);
     redis.disconnect();
   });
 

@@ -31,9 +31,12 @@ export const sidecarEnvSchema = z
     /** JWKS fetch timeout (ms) and minimum time between refetches on an unknown `kid` (ms). */
     JWT_JWKS_TIMEOUT_MS: int(2000),
     JWT_JWKS_COOLDOWN_MS: int(30_000),
+    /** Verified-token cache: max life of an entry (ms; 0 = off; never beyond the token's exp) and max entries. */
+    JWT_CACHE_TTL_MS: int(60_000),
+    JWT_CACHE_MAX_ENTRIES: int(10_000),
     OPENFGA_API_URL: url('http://127.0.0.1:8080'),
     OPENFGA_STORE_NAME: z.string().min(1).default('music-publishing'),
-    /** Per-Check timeout (ms); the SDK retries at most once. */
+    /** Per-Check attempt timeout (ms); at most one retry (pdp/openfga.ts). */
     OPENFGA_TIMEOUT_MS: int(1000),
     REDIS_URL: z.string().default('redis://127.0.0.1:6379/0'),
     /** ioredis commandTimeout (ms): a slow Redis counts as down for that request. */
@@ -70,6 +73,8 @@ export const sidecarEnvSchema = z
       jwksFile: e.JWT_JWKS_FILE,
       jwksTimeoutMs: e.JWT_JWKS_TIMEOUT_MS,
       jwksCooldownMs: e.JWT_JWKS_COOLDOWN_MS,
+      cacheTtlMs: e.JWT_CACHE_TTL_MS,
+      cacheMaxEntries: e.JWT_CACHE_MAX_ENTRIES,
     },
     openfga: { apiUrl: e.OPENFGA_API_URL, storeName: e.OPENFGA_STORE_NAME, timeoutMs: e.OPENFGA_TIMEOUT_MS, modelFile: undefined as string | undefined },
     redis: { url: e.REDIS_URL, commandTimeoutMs: e.REDIS_COMMAND_TIMEOUT_MS },

@@ -14,6 +14,8 @@ export type SidecarMetrics = {
   decisions: Counter<'source' | 'allowed'>;
   /** Record one decision. */
   decision(source: DecisionSource, allowed: boolean): void;
+  /** `sidecar_token_cache_total{result}`: bearer tokens verified from the cache (`hit`) or by jose (`miss`). */
+  tokenCache: Counter<'result'>;
 };
 
 /** Create a registry with process default metrics and the sidecar counters. */
@@ -26,6 +28,20 @@ export function createMetrics(): SidecarMetrics {
     labelNames: ['source', 'allowed'] as const,
     registers: [registry],
   });
-  for (const s of ['lru', 'redis', 'pdp'] as const) for (const a of ['true', 'false']) decisions.inc({ source: s, allowed: a }, 0);
-  return { registry, decisions, decision: (source, allowed) => decisions.inc({ source, allowed: String(allowed) }) };
+  // Label children bound once: no label hashing per request.
+  const children = new Map<string, { inc(): void }>();
+  for (const s of ['lru', 'redis', 'pdp'] as const) {
+    for (const a of ['true', 'false']) {
+      decisions.inc({ source: s, allowed: a }, 0);
+      children.set(`${s}:${a}`, decisions.labels(s, a));
+    }
+  }
+  const tokenCache = new Counter({
+    name: 'sidecar_token_cache_total',
+    help: 'Bearer tokens by verified-token cache result (hit = accepted from the cache, miss = verified or rejected by jose)',
+    labelNames: ['result'] as const,
+    registers: [registry],
+  });
+  for (const r of ['hit', 'miss']) tokenCache.inc({ result: r }, 0);
+  return { registry, decisions, decision: (source, allowed) => children.get(`${source}:${allowed}`)!.inc(), tokenCache };
 }

@@ -7,7 +7,8 @@
  * is present — and is appended to the chain in app.ts; nothing else changes.
  */
 import { readFileSync } from 'node:fs';
-import { createLocalJWKSet, createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTVerifyGetKey } from 'jose';
+import { createTokenCache } from '../identity/token-cache.ts';
 import { ProblemError } from '../problem.ts';
 import { isUuid } from './route.ts';
 
@@ -63,6 +64,12 @@ export type JwtAuthenticatorOptions = {
   jwksFile?: string;
   jwksTimeoutMs?: number;
   jwksCooldownMs?: number;
+  /** Verified-token cache (identity/token-cache.ts): max life of an entry in ms (0 = off, default 60 s) … */
+  cacheTtlMs?: number;
+  /** … and its size (default 10 000). */
+  cacheMaxEntries?: number;
+  /** Called once per bearer token seen: `hit` (verified from the cache) or `miss` (verified by jose, or rejected). */
+  onCache?: (result: 'hit' | 'miss') => void;
 };
 
 // jose error codes meaning "the token is bad" (401) — anything else (JWKS timeout/invalid JWKS,
@@ -102,10 +109,17 @@ export function bearerToken(headers: AuthInput['headers']): string | null {
  * `createLocalJWKSet`), `algorithms` allow-list, `iss`, `aud`, required `exp` and `sub`,
  * clock tolerance 5 s, and `typ` = `at+jwt` (RFC 9068 §4: resource servers MUST reject other
  * types — this also keeps ID tokens and the sidecar's own assertions out). `sub` must be a UUID.
+ *
+ * Successful verifications are cached (token-cache.ts) until the earliest of the token's `exp`,
+ * `cacheTtlMs` and LRU eviction. A hit is accepted only while the JWKS still resolves the token's
+ * `alg`/`kid` to the very key object that verified it (jose reloads a remote set after its max age
+ * or on an unknown `kid`; a reloaded set yields new key objects) — so the cache never accepts a
+ * token that jose, asked now, would check against a different or missing key. Rejections are never
+ * cached.
  * @throws Error at construction when neither `jwksUrl` nor a readable `jwksFile` is given.
  */
 export function createJwtAuthenticator(opts: JwtAuthenticatorOptions): Authenticator {
-  let keys: Parameters<typeof jwtVerify>[1];
+  let keys: JWTVerifyGetKey;
   if (opts.jwksUrl) {
     keys = createRemoteJWKSet(new URL(opts.jwksUrl), {
       timeoutDuration: opts.jwksTimeoutMs ?? 2000,
@@ -117,21 +131,44 @@ export function createJwtAuthenticator(opts: JwtAuthenticatorOptions): Authentic
     throw new Error('JWT authenticator: set JWT_JWKS_URL or JWT_JWKS_FILE');
   }
   const algorithms = opts.algorithms.filter((a) => a !== 'none' && !a.startsWith('HS'));
+  const cache = createTokenCache<Identity>({ maxTtlMs: opts.cacheTtlMs ?? 60_000, maxEntries: opts.cacheMaxEntries ?? 10_000 });
+  const onCache = opts.onCache ?? (() => undefined);
+
+  /** The key the JWKS gives now for a cached token's header, or undefined when it gives none. */
+  const currentKey = async (header: { alg: string; kid?: string }): Promise<unknown> => {
+    try {
+      return await keys(header, undefined as never);
+    } catch {
+      return undefined; // no/several matching keys, JWKS unreachable: verify in full below
+    }
+  };
+
   return {
     name: 'jwt',
     async authenticate({ headers }) {
       const token = bearerToken(headers);
       if (token === null) return { kind: 'skip' };
-      let payload: JWTPayload;
+      const cacheKey = cache.keyOf(token);
+      const hit = cache.get(cacheKey);
+      if (hit) {
+        if ((await currentKey(hit.header)) === hit.key) {
+          onCache('hit');
+          return { kind: 'ok', identity: hit.value };
+        }
+        cache.delete(cacheKey);
+      }
+      onCache('miss');
+      let usedKey: unknown;
+      let verified: Awaited<ReturnType<typeof jwtVerify>>;
       try {
-        ({ payload } = await jwtVerify(token, keys as never, {
+        verified = await jwtVerify(token, async (h, t) => (usedKey = await keys(h, t)), {
           algorithms,
           issuer: opts.issuer,
           audience: opts.audience,
           requiredClaims: ['exp', 'sub'],
           clockTolerance: 5,
           typ: 'at+jwt',
-        }));
+        });
       } catch (err) {
         const code = (err as { code?: string }).code;
         if (err instanceof joseErrors.JOSEError && code && TOKEN_ERROR_CODES.has(code)) {
@@ -143,12 +180,21 @@ export function createJwtAuthenticator(opts: JwtAuthenticatorOptions): Authentic
           cause: err,
         });
       }
+      const { payload, protectedHeader } = verified;
       if (!isUuid(payload.sub)) throw unauthenticated('The token subject is not a user id.', 'invalid_token');
       const scope = typeof payload.scope === 'string' ? payload.scope : '';
-      return {
-        kind: 'ok',
-        identity: { subject: payload.sub.toLowerCase(), scope, method: 'jwt', claims: { ...payload } },
-      };
+      // Shared by every request that presents this token while cached: frozen.
+      const identity: Identity = Object.freeze({
+        subject: payload.sub.toLowerCase(),
+        scope,
+        method: 'jwt',
+        claims: Object.freeze({ ...payload }),
+      });
+      if (usedKey !== undefined && typeof payload.exp === 'number') {
+        const header = protectedHeader.kid === undefined ? { alg: protectedHeader.alg } : { alg: protectedHeader.alg, kid: protectedHeader.kid };
+        cache.set(cacheKey, { value: identity, key: usedKey, header, expMs: payload.exp * 1000 });
+      }
+      return { kind: 'ok', identity };
     },
   };
 }
