@@ -5,6 +5,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="$ROOT/tools/cache"
 DATA="${DATA_DIR:-$ROOT/.data}"
 NODE_VERSION="${NODE_VERSION:-24.21.0}"
+OPENFGA_VERSION="${OPENFGA_VERSION:-v1.18.3}"
 mkdir -p "$CACHE" "$DATA"
 
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
@@ -54,4 +55,15 @@ ensure_fga() {
     (cd "$ROOT/tools/fga" && go_install github.com/openfga/cli/cmd/fga) >&2
     echo "$stamp" >"$bin.version"
   fi
+}
+
+# ensure_openfga_bin: build OpenFGA $OPENFGA_VERSION into tools/cache/bin once; prints its path.
+# `openfga version` says `dev` for go-installed builds, so a stamp file records the version.
+ensure_openfga_bin() {
+  local bin="$CACHE/bin/openfga"
+  if [ ! -x "$bin" ] || [ "$(cat "$bin.version" 2>/dev/null)" != "$OPENFGA_VERSION" ]; then
+    go_install "github.com/openfga/openfga/cmd/openfga@$OPENFGA_VERSION" >&2
+    echo "$OPENFGA_VERSION" >"$bin.version"
+  fi
+  echo "$bin"
 }

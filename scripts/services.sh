@@ -9,7 +9,6 @@
 # Usage: scripts/services.sh [--db NAME]   (default database name: publishing)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-OPENFGA_VERSION="${OPENFGA_VERSION:-v1.18.3}"
 DB_NAME="publishing"
 FRESH=0
 while [ $# -gt 0 ]; do
@@ -86,21 +85,11 @@ ensure_redis() {
 }
 
 # ---------- OpenFGA ----------
-openfga_bin() {
-  local bin="$CACHE/bin/openfga"
-  # `openfga version` says `dev` for go-installed builds, so a stamp file records the version.
-  if [ ! -x "$bin" ] || [ "$(cat "$bin.version" 2>/dev/null)" != "$OPENFGA_VERSION" ]; then
-    go_install "github.com/openfga/openfga/cmd/openfga@$OPENFGA_VERSION" >&2
-    echo "$OPENFGA_VERSION" >"$bin.version"
-  fi
-  echo "$bin"
-}
-
 ensure_openfga() {
   if [ -n "${OPENFGA_API_URL:-}" ]; then return 0; fi
   OPENFGA_API_URL="http://127.0.0.1:${OPENFGA_HTTP_PORT:-8080}"
   if curl -fsS "$OPENFGA_API_URL/healthz" >/dev/null 2>&1; then return 0; fi
-  local bin; bin="$(openfga_bin)"
+  local bin; bin="$(ensure_openfga_bin)"
   "$bin" migrate --datastore-engine postgres --datastore-uri "$OPENFGA_DATASTORE_URI" >"$DATA/openfga-migrate.log" 2>&1 \
     || { cat "$DATA/openfga-migrate.log" >&2; exit 1; }
   log "starting OpenFGA on $OPENFGA_API_URL"

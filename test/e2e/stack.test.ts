@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { SignJWT, calculateJwkThumbprint, exportJWK, importPKCS8 } from 'jose';
 import { DATA_DIR, startStack, tokenFor, type Stack } from './stack.ts';
 import { PUBLISHER_IDS } from './policy.ts';
+import { decisions } from '../support/http.ts';
 import { USERS } from '../../migrations/seed/demo.ts';
 
 let stack: Stack;
@@ -24,15 +25,6 @@ async function get(base: string, path: string, email: string | null, publisher?:
   if (email) headers.authorization = `Bearer ${await tokenFor(email)}`;
   if (publisher) headers['x-publisher-id'] = publisher;
   return fetch(`${base}${path}`, { headers });
-}
-
-/** Sum of the sidecar's `sidecar_decisions_total` samples whose labels match `source`. */
-async function decisions(base: string, source: string): Promise<number> {
-  const text = await (await fetch(`${base}/metrics`)).text();
-  return text
-    .split('\n')
-    .filter((l) => l.startsWith('sidecar_decisions_total{') && l.includes(`source="${source}"`))
-    .reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
 }
 
 t.test('acceptance: viewer@dmp lists DMP works; the same call for Songtrust is 403', async (t) => {

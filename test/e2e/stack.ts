@@ -5,11 +5,11 @@
  * to OpenFGA, and spawns the catalog API and one or more sidecars exactly as `npm start` does.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { devIssuerFiles, ensureKeyPair, signAccessToken } from '../../scripts/dev-issuer.ts';
 import { USERS } from '../../migrations/seed/demo.ts';
+import { freePort, waitHttp } from '../support/http.ts';
 import { migrateUp } from '../../migrations/migrate.ts';
 import { seed } from '../../migrations/seed/run.ts';
 
@@ -21,33 +21,6 @@ export function env(name: string): string {
   const value = process.env[name];
   if (!value) throw new Error(`${name} is not set: run the tests with \`npm test\` (scripts/test.sh)`);
   return value;
-}
-
-/** A free TCP port on 127.0.0.1 (the OS picks it; there is a small race until it is bound again). */
-export async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.once('error', rej);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => res(port));
-    });
-  });
-}
-
-/** Poll `url` until it answers 2xx; @throws after `timeoutMs` (default 30 000 ms). */
-export async function waitHttp(url: string, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const res = await fetch(url);
-      if (res.ok) return;
-    } catch {
-      /* not up yet */
-    }
-    if (Date.now() > deadline) throw new Error(`${url} did not come up within ${timeoutMs} ms`);
-    await sleep(100);
-  }
 }
 
 /** A child process of the stack, with its captured output for failure messages. */
@@ -131,7 +104,7 @@ export async function startStack(opts: { sidecars?: number; env?: Record<string,
       `http://127.0.0.1:${p}`,
     );
     try {
-      await waitHttp(`${proc.url}/healthz`);
+      await waitHttp(`${proc.url}/healthz`, 30_000);
     } catch (err) {
       throw new Error(`${(err as Error).message}\n${proc.output()}`);
     }
@@ -139,7 +112,7 @@ export async function startStack(opts: { sidecars?: number; env?: Record<string,
     return proc;
   };
   try {
-    await waitHttp(`${api.url}/healthz`);
+    await waitHttp(`${api.url}/healthz`, 30_000);
   } catch (err) {
     throw new Error(`${(err as Error).message}\n${api.output()}`);
   }

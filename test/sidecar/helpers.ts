@@ -7,7 +7,6 @@
  */
 import { createServer, request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer as createNetServer } from 'node:net';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -30,31 +29,8 @@ export const OPENFGA_DATASTORE_URI =
 export const ISSUER = 'https://issuer.test.local';
 export const AUDIENCE = 'music-publishing';
 
-/** A free TCP port on 127.0.0.1. */
-export async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const srv = createNetServer();
-    srv.once('error', rej);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => res(port));
-    });
-  });
-}
-
-/** Poll `url` until 2xx. @throws after `timeoutMs`. */
-export async function waitHttp(url: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      if ((await fetch(url)).ok) return;
-    } catch {
-      /* not yet */
-    }
-    if (Date.now() > deadline) throw new Error(`${url} did not come up`);
-    await sleep(100);
-  }
-}
+import { freePort, waitHttp } from '../support/http.ts';
+export { freePort, waitHttp, decisions } from '../support/http.ts';
 
 // ---------------------------------------------------------------------------------------------
 /** What the upstream received. */
@@ -233,15 +209,6 @@ export function raw(
         req.end();
       })().catch(reject);
   });
-}
-
-/** Sum of `sidecar_decisions_total` samples with `source` (and `allowed` when given). */
-export async function decisions(base: string, source: string, allowed?: boolean): Promise<number> {
-  const text = await (await fetch(`${base}/metrics`)).text();
-  return text
-    .split('\n')
-    .filter((l) => l.startsWith('sidecar_decisions_total{') && l.includes(`source="${source}"`) && (allowed === undefined || l.includes(`allowed="${allowed}"`)))
-    .reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
 }
 
 // ---------------------------------------------------------------------------------------------
