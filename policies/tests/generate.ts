@@ -38,7 +38,10 @@ const ROW_GRANTS: Record<Role, Record<RowPermission, boolean>> = {
   creator: { can_read: false, can_update: false, can_delete: false },
 };
 
-/** The policy: what owning a row grants (whatever the role). Deleting stays a publisher decision. */
+/**
+ * The policy: what owning a row grants — only while the owner is still a creator of the row's
+ * publisher (a creator who leaves loses their rows at once). Deleting stays a publisher decision.
+ */
 const OWNER_GRANTS: Record<RowPermission, boolean> = { can_read: true, can_update: true, can_delete: false };
 
 /** The scenario: two publishers; every test user's role at each (system admins are admin everywhere). */
@@ -56,6 +59,7 @@ const USERS: TestUser[] = [
   { id: 'outsider', roles: {} },
   { id: 'other-admin', roles: { other: 'admin' } },
   { id: 'other-creator', roles: { other: 'creator' } },
+  { id: 'former-creator', roles: {} },
 ];
 
 /** Rows per type: in which publisher, owned by whom (undefined = created by staff, no owner). */
@@ -65,6 +69,7 @@ const ROWS: { key: string; publisher: Publisher; owner?: string }[] = [
   { key: 'own-by-creator2', publisher: 'own', owner: 'creator2' },
   { key: 'other-staff', publisher: 'other' },
   { key: 'other-by-other-creator', publisher: 'other', owner: 'other-creator' },
+  { key: 'own-by-former-creator', publisher: 'own', owner: 'former-creator' },
 ];
 
 const roleAt = (u: TestUser, p: Publisher): Role | undefined => (u.systemAdmin ? 'admin' : u.roles[p]);
@@ -76,7 +81,7 @@ function expectPublisher(u: TestUser, p: Publisher, perm: PublisherPermission): 
 
 function expectRow(u: TestUser, row: (typeof ROWS)[number], perm: RowPermission): boolean {
   const role = roleAt(u, row.publisher);
-  return (role ? ROW_GRANTS[role][perm] : false) || (row.owner === u.id && OWNER_GRANTS[perm]);
+  return (role ? ROW_GRANTS[role][perm] : false) || (row.owner === u.id && role === 'creator' && OWNER_GRANTS[perm]);
 }
 
 type Tuple = { user: string; relation: string; object: string };

@@ -119,3 +119,28 @@ t.test('removing a membership denies the next request on every sidecar', async (
   t.ok(put.status === 200 || put.status === 201, `membership restored (${put.status})`);
   t.equal((await get(b.url, '/api/v1/works?limit=1', 'editor@dmp.example', PUBLISHER_IDS.dmp)).status, 200, 'allowed again');
 });
+
+t.test("removing a creator's membership revokes the rows they own", async (t) => {
+  const base = stack.sidecars[0]!.url;
+  const creator = userId('creator1@songtrust.example');
+  const list = await get(base, '/api/v1/works?limit=1', 'creator1@songtrust.example', PUBLISHER_IDS.songtrust);
+  const own = ((await list.json()) as { items: { id: string; owner_user_id: string }[] }).items[0]!;
+  t.equal(own.owner_user_id, creator, 'a work creator1 owns');
+  const path = `/api/v1/works/${own.id}`;
+  t.equal((await get(base, path, 'creator1@songtrust.example', PUBLISHER_IDS.songtrust)).status, 200, 'readable while a creator');
+
+  const asSysadmin = async (method: string, body?: unknown) =>
+    fetch(`${base}/api/v1/members/${creator}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${await tokenFor('sysadmin@example.com')}`,
+        'x-publisher-id': PUBLISHER_IDS.songtrust,
+        ...(body ? { 'content-type': 'application/json' } : {}),
+      },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+  t.equal((await asSysadmin('DELETE')).status, 204, 'the system admin removes creator1 from Songtrust');
+  t.equal((await get(base, path, 'creator1@songtrust.example', PUBLISHER_IDS.songtrust)).status, 403, 'their own work is no longer readable');
+  t.equal((await asSysadmin('PUT', { role: 'creator' })).status, 201, 'membership restored');
+  t.equal((await get(base, path, 'creator1@songtrust.example', PUBLISHER_IDS.songtrust)).status, 200, 'readable again');
+});
