@@ -6,8 +6,9 @@
  * evaluated once per statement and an unset context (`''` after a transaction) matches nothing.
  *
  * Grants to `catalog_app`: SELECT/INSERT/UPDATE on the catalog tables (no DELETE: soft delete),
- * DELETE only on the link tables `user_publishers` and `work_songwriters`; `users` is updatable only
- * in its profile columns (never `is_system_admin`). `catalog_app` owns nothing.
+ * DELETE only on the link tables `user_publishers` and `work_songwriters`; a `users` row is updatable
+ * only by its own user (`id = app.user_id`: the row is shared by all the user's publishers) and only
+ * in its profile columns (never `is_system_admin` or `deleted_at`). `catalog_app` owns nothing.
  */
 import { Migration } from '@mikro-orm/migrations';
 
@@ -90,16 +91,16 @@ create policy users_select on users for select using (
   or exists (select 1 from user_publishers m where m.user_id = users.id and m.publisher_id = ${CTX.publisher}));
 create policy users_insert on users for insert with check (
   ${CTX.publisher} is not null and ${CTX.scope} = 'publisher');
+-- A users row is shared by every publisher its user belongs to, so no publisher context may edit
+-- it: only the user themself (app.user_id), whatever the publisher context and scope.
 create policy users_update on users for update
-  using (users.id = ${CTX.user}
-    or (${CTX.scope} = 'publisher'
-        and exists (select 1 from user_publishers m where m.user_id = users.id and m.publisher_id = ${CTX.publisher})))
-  with check (users.id = ${CTX.user}
-    or (${CTX.scope} = 'publisher'
-        and exists (select 1 from user_publishers m where m.user_id = users.id and m.publisher_id = ${CTX.publisher})));
+  using (users.id = ${CTX.user})
+  with check (users.id = ${CTX.user});
 grant select on users to catalog_app;
 grant insert (id, email, display_name, status, created_by, updated_by) on users to catalog_app;
-grant update (email, display_name, status, updated_at, updated_by, deleted_at) on users to catalog_app;
+-- No is_system_admin and no deleted_at: soft-deleting a system admin revokes system:platform#admin
+-- (0004's trigger), so whether someone is an effective system admin is never the app's to change.
+grant update (email, display_name, status, updated_at, updated_by) on users to catalog_app;
 `);
   }
 

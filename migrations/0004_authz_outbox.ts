@@ -15,7 +15,12 @@
  *   (deleted_at set) deletes them, an undelete writes them again, a hard delete deletes them.
  *
  * The trigger functions are SECURITY DEFINER (owned by catalog_owner, `SET search_path`), so the
- * app role needs no INSERT on the outbox; it may SELECT it and UPDATE the delivery columns.
+ * app role needs no privilege on the outbox; it has none (the outbox holds every publisher's
+ * tuples). The relay reaches it only through two SECURITY DEFINER functions executable by
+ * catalog_app alone: `authz_outbox_claim(batch_size)` (the oldest ≤ 100 pending rows in id order,
+ * FOR UPDATE SKIP LOCKED — the locks hold until the caller's transaction ends) and
+ * `authz_outbox_mark(ids, error)` (pending rows among `ids` → delivered when `error` is null, else
+ * attempts + 1 and last_error).
  * Each change also sends `NOTIFY authz_outbox` (delivered at commit) for a listening relay.
  */
 import { Migration } from '@mikro-orm/migrations';
@@ -39,8 +44,36 @@ create table authz_outbox (
   last_error text
 );
 create index authz_outbox_pending_idx on authz_outbox (id) where delivered_at is null;
-grant select on authz_outbox to catalog_app;
-grant update (delivered_at, attempts, last_error) on authz_outbox to catalog_app;
+revoke all on authz_outbox from catalog_app;
+
+-- The relay's only access (catalog_app has no privilege on the table itself): claim the oldest
+-- pending rows, locked FOR UPDATE SKIP LOCKED until the caller's transaction ends …
+create function authz_outbox_claim(batch_size integer) returns setof authz_outbox
+language sql security definer set search_path = public, pg_temp as $$
+  select * from authz_outbox
+   where delivered_at is null
+   order by id
+   limit least(greatest(coalesce(authz_outbox_claim.batch_size, 1), 1), 100)
+   for update skip locked
+$$;
+revoke all on function authz_outbox_claim(integer) from public;
+grant execute on function authz_outbox_claim(integer) to catalog_app;
+
+-- … and record the outcome for still-pending rows: delivered (error null) or attempts + 1/last_error.
+-- Returns how many rows it marked.
+create function authz_outbox_mark(ids bigint[], error text) returns integer
+language sql security definer set search_path = public, pg_temp as $$
+  with marked as (
+    update authz_outbox o
+       set delivered_at = case when authz_outbox_mark.error is null then now() end,
+           attempts = o.attempts + case when authz_outbox_mark.error is null then 0 else 1 end,
+           last_error = coalesce(left(authz_outbox_mark.error, 2000), o.last_error)
+     where o.id = any (authz_outbox_mark.ids) and o.delivered_at is null
+    returning 1)
+  select count(*)::integer from marked
+$$;
+revoke all on function authz_outbox_mark(bigint[], text) from public;
+grant execute on function authz_outbox_mark(bigint[], text) to catalog_app;
 
 create function authz_outbox_emit(op text, obj text, rel text, subj text) returns void
 language plpgsql security definer set search_path = public, pg_temp as $$
@@ -177,6 +210,8 @@ drop function authz_outbox_catalog();
 drop function authz_outbox_system_admin();
 drop function authz_outbox_membership();
 drop function authz_outbox_emit(text, text, text, text);
+drop function authz_outbox_mark(bigint[], text);
+drop function authz_outbox_claim(integer);
 drop table authz_outbox;
 `);
   }

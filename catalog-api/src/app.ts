@@ -73,6 +73,14 @@ export async function buildCatalogApi(config: CatalogConfig, deps: CatalogDeps =
       redact: ['req.headers.authorization', 'req.headers["x-identity-assertion"]'],
     },
     bodyLimit: BODY_LIMIT_BYTES,
+    // Slow or stalled clients (docs: config.ts): the whole request must arrive within
+    // REQUEST_TIMEOUT_MS (408), a silent socket is closed after CONNECTION_TIMEOUT_MS, an idle
+    // keep-alive one after KEEP_ALIVE_TIMEOUT_MS. Node's headersTimeout (default 60 s) must not
+    // exceed the request timeout.
+    requestTimeout: config.REQUEST_TIMEOUT_MS,
+    connectionTimeout: config.CONNECTION_TIMEOUT_MS,
+    keepAliveTimeout: config.KEEP_ALIVE_TIMEOUT_MS,
+    http: { headersTimeout: Math.min(60_000, config.REQUEST_TIMEOUT_MS) },
     requestIdHeader: 'x-request-id',
     routerOptions: { ignoreTrailingSlash: false, maxParamLength: 200 },
   }).withTypeProvider<ZodTypeProvider>();

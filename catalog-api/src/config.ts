@@ -35,6 +35,24 @@ export const envSchema = z.object({
   OUTBOX_BATCH_SIZE: positiveInt.max(100).default(100),
   /** `false` disables the relay (no OpenFGA/Redis connection is made); for tests of the API alone. */
   OUTBOX_RELAY: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+  /**
+   * Time to receive a whole request (headers and body) from the client, milliseconds (Node's
+   * `server.requestTimeout`; the headers alone get at most min(this, 60 s)); then 408 and close.
+   */
+  REQUEST_TIMEOUT_MS: positiveInt.default(30_000),
+  /**
+   * Socket inactivity timeout, milliseconds (Fastify `connectionTimeout`, Node's `server.timeout`): a
+   * connection on which nothing is sent or received for this long is closed. It also runs while a
+   * handler works, so keep it above the longest handler (statements are capped by
+   * DB_STATEMENT_TIMEOUT_MS; the sidecar gives up after its UPSTREAM_HEADERS_TIMEOUT_MS, 30 s).
+   */
+  CONNECTION_TIMEOUT_MS: positiveInt.default(60_000),
+  /**
+   * How long an idle keep-alive connection stays open, milliseconds (Fastify `keepAliveTimeout`). Keep
+   * it longer than the sidecar's upstream pool keeps idle sockets, so the server never closes a socket
+   * the client is about to reuse.
+   */
+  KEEP_ALIVE_TIMEOUT_MS: positiveInt.default(72_000),
 });
 
 /** The validated configuration. */

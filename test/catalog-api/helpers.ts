@@ -54,6 +54,10 @@ export async function makeKey(): Promise<SigningKey> {
 export type AssertionOptions = {
   sub: string;
   publisherId?: string | null;
+  /** `htm` claim: the request method it is for (omitted when undefined) */
+  htm?: string;
+  /** `htu` claim: the request path without the query string (omitted when undefined) */
+  htu?: string;
   iss?: string;
   aud?: string;
   expiresIn?: string | number;
@@ -67,6 +71,8 @@ export async function assertion(key: SigningKey, o: AssertionOptions): Promise<s
   const k = o.key ?? key;
   const claims: JWTPayload = { scope: 'catalog', request_id: randomUUID(), ...o.extra };
   if (o.publisherId) claims.publisher_id = o.publisherId;
+  if (o.htm !== undefined) claims.htm = o.htm;
+  if (o.htu !== undefined) claims.htu = o.htu;
   return new SignJWT(claims)
     .setProtectedHeader({ alg: 'ES256', kid: k.kid, typ: o.typ ?? 'JWT' })
     .setIssuer(o.iss ?? ISSUER)
@@ -76,6 +82,14 @@ export async function assertion(key: SigningKey, o: AssertionOptions): Promise<s
     .setExpirationTime(o.expiresIn ?? '60s')
     .setJti(randomUUID())
     .sign(k.privateKey);
+}
+
+/**
+ * The request binding the sidecar puts in an assertion (docs/CONTRACTS.md, "Identity assertion"):
+ * `htm` = the method in upper case, `htu` = the path without the query string.
+ */
+export function bindingOf(method: string | undefined, url: string): { htm: string; htu: string } {
+  return { htm: (method ?? 'GET').toUpperCase(), htu: url.split('?', 1)[0]! };
 }
 
 /** Configuration for tests: the throw-away database, no relay unless a sink is injected. */
@@ -107,8 +121,11 @@ export async function buildTestApp(db: TestDb, deps: CatalogDeps = {}, env: Reco
     app,
     orm,
     key,
-    as: async (sub, publisherId, opts) =>
-      app.inject({ ...opts, headers: { ...opts.headers, 'x-identity-assertion': await assertion(key, { sub, publisherId }) } }),
+    as: async (sub, publisherId, opts) => {
+      if (typeof opts.url !== 'string') throw new TypeError('TestApp.as: give opts.url as a string');
+      const token = await assertion(key, { sub, publisherId, ...bindingOf(opts.method, opts.url) });
+      return app.inject({ ...opts, headers: { ...opts.headers, 'x-identity-assertion': token } });
+    },
     close: async () => {
       await app.close();
       await orm.close(true);

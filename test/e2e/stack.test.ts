@@ -56,8 +56,8 @@ t.test('the catalog API trusts only a valid identity assertion', async (t) => {
 
   const key = await importPKCS8(readFileSync(join(DATA_DIR, 'sidecar-signing-key.pem'), 'utf8'), 'ES256', { extractable: true });
   const { d: _d, ...pub } = await exportJWK(key);
-  const assertion = async (sub: string, publisherId: string) =>
-    new SignJWT({ publisher_id: publisherId, scope: 'catalog', request_id: randomUUID() })
+  const assertion = async (sub: string, publisherId: string, htm: string, htu: string) =>
+    new SignJWT({ publisher_id: publisherId, scope: 'catalog', request_id: randomUUID(), htm, htu })
       .setProtectedHeader({ alg: 'ES256', kid: await calculateJwkThumbprint(pub), typ: 'JWT' })
       .setIssuer('urn:music-publishing:sidecar')
       .setAudience('catalog-api')
@@ -71,13 +71,14 @@ t.test('the catalog API trusts only a valid identity assertion', async (t) => {
   const songtrustWorks = await get(stack.sidecars[0]!.url, '/api/v1/works?limit=1', 'sysadmin@example.com', PUBLISHER_IDS.songtrust);
   const foreignId = ((await songtrustWorks.json()) as { items: { id: string }[] }).items[0]!.id;
   const res = await fetch(`${api}/api/v1/works/${foreignId}`, {
-    headers: { 'x-identity-assertion': await assertion(userId('admin@dmp.example'), PUBLISHER_IDS.dmp) },
+    headers: { 'x-identity-assertion': await assertion(userId('admin@dmp.example'), PUBLISHER_IDS.dmp, 'GET', `/api/v1/works/${foreignId}`) },
   });
   t.equal(res.status, 404, "publisher A's assertion cannot read B's row");
-  const own = await fetch(`${api}/api/v1/works?limit=1`, {
-    headers: { 'x-identity-assertion': await assertion(userId('admin@dmp.example'), PUBLISHER_IDS.dmp) },
-  });
-  t.equal(own.status, 200, 'the same assertion reads its own publisher');
+  const listAssertion = await assertion(userId('admin@dmp.example'), PUBLISHER_IDS.dmp, 'GET', '/api/v1/works');
+  const own = await fetch(`${api}/api/v1/works?limit=1`, { headers: { 'x-identity-assertion': listAssertion } });
+  t.equal(own.status, 200, 'an assertion for the list reads its own publisher');
+  const replay = await fetch(`${api}/api/v1/songwriters?limit=1`, { headers: { 'x-identity-assertion': listAssertion } });
+  t.equal(replay.status, 401, 'the same assertion replayed against another route is refused');
 });
 
 t.test('the second identical request is decided from the cache', async (t) => {
@@ -107,10 +108,11 @@ t.test('removing a membership denies the next request on every sidecar', async (
   t.equal((await get(b.url, '/api/v1/works?limit=1', 'editor@dmp.example', PUBLISHER_IDS.dmp)).status, 403, 'denied on the other sidecar');
   t.equal((await get(a.url, '/api/v1/works?limit=1', 'editor@dmp.example', PUBLISHER_IDS.dmp)).status, 403, 'denied on the first sidecar');
 
+  // Adding a user who is not (or no longer) a member is a system admin's call (no invitations yet).
   const put = await fetch(`${a.url}/api/v1/members/${editor}`, {
     method: 'PUT',
     headers: {
-      authorization: `Bearer ${await tokenFor('admin@dmp.example')}`,
+      authorization: `Bearer ${await tokenFor('sysadmin@example.com')}`,
       'x-publisher-id': PUBLISHER_IDS.dmp,
       'content-type': 'application/json',
     },

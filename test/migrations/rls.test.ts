@@ -167,8 +167,87 @@ t.test('RLS: writes outside the context are rejected', async (t) => {
   });
   await t.rejects(app(pub, (c) => c.query(`update users set is_system_admin = true where id = $1`, [ADMIN])), /permission denied/, 'no is_system_admin escalation');
   await t.rejects(app(pub, (c) => c.query(`insert into authz_outbox (operation, object, relation, subject) values ('write','a','b','c')`)), /permission denied/, 'outbox: no INSERT');
+});
+
+t.test('RLS: a users row is updatable only by that user, in its profile columns', async (t) => {
+  const MULTI = userId('multi@example.com');
+  const SYS = userId('sysadmin@example.com');
+  const OWNER = userId('owner@spirit.example');
+  const spiritAdmin = { publisher: SPIRIT, user: OWNER, scope: 'publisher' as const };
+  const snapshot = async () => admin(`select id, email, display_name, status, deleted_at, is_system_admin from users order by id`);
+  const before = await snapshot();
+  // the reviewer's reproduction: Spirit's admin rewrites a member shared with DMP
+  await inTx(db.appUrl, spiritAdmin, async (c) => {
+    const r = await c.query(`update users set email = 'x@evil', status = 'disabled' where id = $1`, [MULTI]);
+    t.equal(r.rowCount, 0, "Spirit's admin cannot rewrite multi@example.com (also a DMP member)");
+    t.equal((await c.query(`update users set display_name = 'pwned' where id <> $1`, [OWNER])).rowCount, 0, 'nor any other user');
+  }, true);
+  for (const ctx of [spiritAdmin, { publisher: DMP, user: ADMIN, scope: 'publisher' as const }, { publisher: DMP, user: userId('viewer@dmp.example'), scope: 'publisher' as const }]) {
+    await inTx(db.appUrl, ctx, async (c) => {
+      t.equal((await c.query(`update users set status = 'disabled' where id = $1`, [MULTI])).rowCount, 0, `${ctx.user}: not another member's status`);
+      t.equal((await c.query(`update users set email = 'other@example.com' where id = $1`, [MULTI])).rowCount, 0, `${ctx.user}: not another member's email`);
+    }, true);
+  }
+  // the system admin's row cannot be soft-deleted by a publisher admin (its trigger would revoke system:platform#admin) …
+  await inTx(db.adminUrl, null, (c) => c.query(`insert into user_publishers (publisher_id, user_id, role) values ($1, $2, 'viewer')`, [SPIRIT, SYS]), true);
+  t.teardown(() => admin(`delete from user_publishers where publisher_id = $1 and user_id = $2`, [SPIRIT, SYS]));
+  await t.rejects(app(spiritAdmin, (c) => c.query(`update users set deleted_at = now() where id = $1`, [SYS])), /permission denied/, 'no soft delete of users by the app');
+  await inTx(db.appUrl, spiritAdmin, async (c) => {
+    t.equal((await c.query(`update users set status = 'disabled', updated_at = now() where id = $1`, [SYS])).rowCount, 0, 'nor disable the system admin');
+  }, true);
+  // … nor by itself: the app never changes whether someone is a system admin
+  const sysCtx = { publisher: SPIRIT, user: SYS, scope: 'publisher' as const };
+  await t.rejects(app(sysCtx, (c) => c.query(`update users set deleted_at = now() where id = $1`, [SYS])), /permission denied/, 'system admin cannot soft-delete itself');
+  await t.rejects(app(sysCtx, (c) => c.query(`update users set is_system_admin = false where id = $1`, [SYS])), /permission denied/, 'nor drop the flag');
+  t.same(await snapshot(), before, 'no user changed');
+  // a user edits their own profile (with or without a publisher context)
+  for (const ctx of [{ user: MULTI }, { publisher: SPIRIT, user: MULTI, scope: 'publisher' as const }]) {
+    await app(ctx, async (c) => {
+      const r = await c.query(`update users set display_name = 'Multi Renamed', email = 'multi2@example.com', updated_at = now(), updated_by = $1 where id = $1`, [MULTI]);
+      t.equal(r.rowCount, 1, 'own row');
+      await t.rejects(c.query(`update users set id = gen_random_uuid() where id = $1`, [MULTI]), /permission denied/, 'not the id');
+    });
+  }
+  await t.rejects(app({ user: MULTI }, (c) => c.query(`update users set id = $1 where id = $2`, [OWNER, MULTI])), /permission denied/);
+});
+
+t.test('outbox: the app role has no direct access; the relay functions claim and mark', async (t) => {
+  const pub = { publisher: DMP, user: ADMIN, scope: 'publisher' as const };
+  await t.rejects(app(pub, (c) => c.query(`select * from authz_outbox limit 1`)), /permission denied/, 'no SELECT (every publisher\'s tuples)');
+  await t.rejects(app(pub, (c) => c.query(`select count(*) from authz_outbox`)), /permission denied/, 'not even a count');
+  await t.rejects(app(pub, (c) => c.query(`update authz_outbox set delivered_at = now() where delivered_at is null`)), /permission denied/, 'no UPDATE (mark revocations delivered)');
+  await t.rejects(app(pub, (c) => c.query(`update authz_outbox set attempts = 0`)), /permission denied/, 'no UPDATE of attempts');
+  await t.rejects(app(pub, (c) => c.query(`delete from authz_outbox`)), /permission denied/, 'no DELETE');
+  await t.rejects(app(pub, (c) => c.query(`select authz_outbox_emit('write', 'system:platform', 'admin', 'user:x')`)), /permission denied/, 'no direct emit');
+  const executable = await admin(`select p.proname from pg_proc p where p.pronamespace = 'public'::regnamespace and p.proname like 'authz_outbox%'
+    and has_function_privilege('catalog_app', p.oid, 'execute') order by 1`);
+  t.same(executable.map((r) => r.proname), ['authz_outbox_claim', 'authz_outbox_mark'], 'catalog_app executes only the relay functions');
+  const publicAcl = await admin(`select p.proname from pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+    where p.pronamespace = 'public'::regnamespace and p.proname like 'authz_outbox%' and a.grantee = 0`);
+  t.same(publicAcl, [], 'no function executable by PUBLIC');
+
+  const pendingIds = async () => (await admin(`select id::text as id from authz_outbox where delivered_at is null order by authz_outbox.id`)).map((r) => r.id as string);
+  const first = (await pendingIds()).slice(0, 3);
+  t.equal(first.length, 3);
+  await inTx(db.appUrl, pub, async (c) => {
+    const claimed = (await c.query(`select id::text, operation, object, relation, subject, delivered_at from authz_outbox_claim(3)`)).rows;
+    t.same(claimed.map((r) => r.id), first, 'claims the oldest pending rows in id order');
+    // locks hold until the end of the caller's transaction: another claimer skips them
+    const other = await inTx(db.appUrl, pub, async (c2) => (await c2.query(`select id::text from authz_outbox_claim(3)`)).rows.map((r) => r.id));
+    t.equal(other.filter((id) => first.includes(id)).length, 0, 'a concurrent claim skips locked rows');
+    t.equal((await c.query(`select authz_outbox_mark($1::bigint[], $2) as n`, [[first[0]], 'boom'])).rows[0].n, 1, 'mark failed');
+    t.equal((await c.query(`select authz_outbox_mark($1::bigint[], null) as n`, [first.slice(1)])).rows[0].n, 2, 'mark delivered');
+    t.equal((await c.query(`select authz_outbox_mark($1::bigint[], null) as n`, [first.slice(1)])).rows[0].n, 0, 'delivered rows are not marked again');
+  }, true);
+  const rows = await admin(`select id::text, delivered_at is not null as delivered, attempts, last_error from authz_outbox where id = any($1::bigint[]) order by id`, [first]);
+  t.same(rows, [
+    { id: first[0], delivered: false, attempts: 1, last_error: 'boom' },
+    { id: first[1], delivered: true, attempts: 0, last_error: null },
+    { id: first[2], delivered: true, attempts: 0, last_error: null },
+  ]);
   await app(pub, async (c) => {
-    t.ok((await c.query(`update authz_outbox set delivered_at = now(), attempts = attempts + 1 where id = (select min(id) from authz_outbox)`)).rowCount === 1, 'relay may mark delivered');
+    t.equal((await c.query(`select count(*)::int as n from authz_outbox_claim(0)`)).rows[0].n, 1, 'batch size is at least 1');
+    t.equal((await c.query(`select count(*)::int as n from authz_outbox_claim(100000)`)).rows[0].n, 100, 'and at most 100');
   });
 });
 

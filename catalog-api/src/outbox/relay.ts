@@ -6,8 +6,9 @@
  * `policies/src/relationships.ts` (`RelationshipWriter.write`, idempotent, bumps the cache epochs):
  *
  * - one batch = one transaction: `pg_advisory_xact_lock` (one delivering relay at a time across all
- *   processes, so batches reach OpenFGA in id order), then up to `batchSize` (≤ 100) rows
- *   `ORDER BY id FOR UPDATE SKIP LOCKED`;
+ *   processes, so batches reach OpenFGA in id order), then up to `batchSize` (≤ 100) rows claimed
+ *   with `authz_outbox_claim` (`ORDER BY id FOR UPDATE SKIP LOCKED`; the app role has no privilege
+ *   on the table itself, only on that function and `authz_outbox_mark`, migration 0004);
  * - a batch is cut into runs in which no tuple repeats (the writer refuses a tuple both written and
  *   deleted in one call; order between them matters), each run one `write` call, in order;
  * - rows of a delivered run get `delivered_at = now()`; on the first failing run, that run and every
@@ -163,10 +164,8 @@ export class OutboxRelay {
       await query(tem, `select pg_advisory_xact_lock(${LOCK_KEY})`);
       const rows = await query<OutboxRow>(
         tem,
-        `select id::text, operation, object, relation, subject from authz_outbox
-          where delivered_at is null
-          order by authz_outbox.id -- the bigint column, not the text alias
-          limit $1 for update skip locked`,
+        `select c.id::text, c.operation, c.object, c.relation, c.subject from authz_outbox_claim($1) c
+          order by c.id -- the bigint column, not the text alias`,
         [this.#batchSize],
       );
       if (rows.length === 0) return { delivered: 0, failed: 0 };
@@ -181,11 +180,11 @@ export class OutboxRelay {
         } catch (err) {
           const failedIds = splitIntoRuns(rows).slice(i).flat().map((r) => r.id);
           const message = errorText(err);
-          await query(tem, `update authz_outbox set attempts = attempts + 1, last_error = $2 where id = any($1::bigint[])`, [failedIds, message]);
+          await query(tem, `select authz_outbox_mark($1::bigint[], $2::text)`, [failedIds, message]);
           this.#log.warn({ rows: failedIds.length, firstId: failedIds[0], error: message }, 'authz outbox: delivery failed, will retry');
           return { delivered, failed: failedIds.length, error: message };
         }
-        await query(tem, `update authz_outbox set delivered_at = now() where id = any($1::bigint[])`, [run.map((r) => r.id)]);
+        await query(tem, `select authz_outbox_mark($1::bigint[], null)`, [run.map((r) => r.id)]);
         delivered += run.length;
       }
       return { delivered, failed: 0 };

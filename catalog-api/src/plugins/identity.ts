@@ -2,7 +2,9 @@
  * Identity: the catalog API trusts exactly one thing, the sidecar's signed identity assertion in
  * `X-Identity-Assertion` (docs/CONTRACTS.md, "Identity assertion"). Verified with jose: ES256 only,
  * `typ: JWT`, issuer ASSERTION_ISSUER, audience ASSERTION_AUDIENCE, `exp` and `sub` required, 5 s clock
- * tolerance; `sub` and (when present) `publisher_id` must be UUIDs. Keys come from the sidecar's JWKS
+ * tolerance; `sub` and (when present) `publisher_id` must be UUIDs; `htm`/`htu` must equal the method
+ * and the path (request.url without the query string) of the request carrying it, so an assertion
+ * cannot be replayed against another route or method. Keys come from the sidecar's JWKS
  * (`createRemoteJWKSet` with a fetch timeout and a refetch cooldown) or from an injected key resolver.
  *
  * Every route under /api/ needs a valid assertion unless it is declared with `config: { public: true }`;
@@ -39,6 +41,17 @@ declare module 'fastify' {
   }
 }
 
+/**
+ * The request an assertion must be bound to (docs/CONTRACTS.md, "Identity assertion"; after RFC
+ * 9449's `htm`/`htu`): compared exactly with the `htm` and `htu` claims.
+ */
+export type RequestBinding = {
+  /** the HTTP method as received (upper case) */
+  method: string;
+  /** the request target's path as received, without the query string (no decoding, no normalisation) */
+  path: string;
+};
+
 /** Options of {@link createAssertionVerifier} and the identity plugin. */
 export type AssertionVerifierOptions = {
   issuer: string;
@@ -59,13 +72,14 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * Build the assertion verifier.
- * @returns `verify(token)` resolving to the {@link Identity};
+ * @returns `verify(token, request)` resolving to the {@link Identity};
  *   it rejects with ProblemError 401 `unauthenticated` for any invalid token (bad signature, unknown
- *   key, wrong alg/typ/iss/aud, expired, missing or malformed claims), or 503 when the JWKS cannot be
+ *   key, wrong alg/typ/iss/aud, expired, missing or malformed claims, `htm`/`htu` missing or not those
+ *   of `request`), or 503 when the JWKS cannot be
  *   fetched (`upstream-timeout` / `upstream-unavailable`).
  * @throws Error when neither `getKey` nor `jwksUrl` is given
  */
-export function createAssertionVerifier(opts: AssertionVerifierOptions): (token: string) => Promise<Identity> {
+export function createAssertionVerifier(opts: AssertionVerifierOptions): (token: string, request: RequestBinding) => Promise<Identity> {
   const getKey =
     opts.getKey ??
     (opts.jwksUrl
@@ -75,7 +89,7 @@ export function createAssertionVerifier(opts: AssertionVerifierOptions): (token:
         })
       : undefined);
   if (!getKey) throw new Error('createAssertionVerifier: give jwksUrl or getKey');
-  return async (token: string) => {
+  return async (token: string, request: RequestBinding) => {
     let payload;
     try {
       ({ payload } = await jwtVerify(token, getKey, {
@@ -95,6 +109,12 @@ export function createAssertionVerifier(opts: AssertionVerifierOptions): (token:
     if (pub !== undefined && pub !== null && (typeof pub !== 'string' || !UUID.test(pub))) {
       throw problem.unauthenticated('The identity assertion carries an invalid publisher_id.');
     }
+    const { htm, htu } = payload;
+    if (typeof htm !== 'string' || typeof htu !== 'string' || !htm || !htu) {
+      throw problem.unauthenticated('The identity assertion is not bound to a request (htm and htu claims required).');
+    }
+    if (htm !== request.method) throw problem.unauthenticated('The identity assertion was issued for another request method (htm).');
+    if (htu !== request.path) throw problem.unauthenticated('The identity assertion was issued for another request path (htu).');
     return {
       userId: sub.toLowerCase(),
       publisherId: typeof pub === 'string' ? pub.toLowerCase() : null,
@@ -140,7 +160,7 @@ export const identityPlugin = fp(
       if (!path.startsWith('/api/')) return;
       const token = headerToken(request);
       if (!token) throw problem.unauthenticated('The X-Identity-Assertion header is missing.');
-      request.identity = await verify(token);
+      request.identity = await verify(token, { method: request.method, path });
     });
   },
   { name: 'catalog-identity' },

@@ -1,7 +1,10 @@
 /**
  * /api/v1/users/me — the caller and their memberships — and the membership administration of the
  * context publisher (/api/v1/members). The sidecar already limits /members to `can_manage_members`;
- * the API checks again: scope `publisher` and role `admin`, or a system admin.
+ * the API checks again: scope `publisher` and role `admin`, or a system admin. A publisher admin
+ * changes roles of and removes existing members; adding a user who is not yet a member needs a
+ * system admin (there is no invitation/consent flow yet), and a non-member is indistinguishable from
+ * an unknown user (404 `not-found`, same detail).
  */
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
@@ -25,6 +28,12 @@ const memberSchema = z.object({
   display_name: z.string().nullable(),
 });
 type Member = z.infer<typeof memberSchema>;
+
+/**
+ * The one answer for "not a member of this publisher" — also for a UUID that is no user at all, so
+ * that a publisher admin cannot probe which UUIDs are users.
+ */
+const NO_SUCH_MEMBER = 'No such member of this publisher.';
 
 /** @throws ProblemError 403 unless the caller administers the context publisher */
 function requireAdmin(tx: RequestTx): void {
@@ -95,7 +104,12 @@ export const usersRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, deps) =
     {
       schema: {
         tags: ['members'],
-        summary: 'Add a member or change their role (201 when added, 200 when changed)',
+        summary: "Change a member's role (200); a system admin may also add a member (201)",
+        description:
+          'A publisher admin changes the role of a user who is already a member of the context publisher. ' +
+          'Adding a user who is not yet a member needs a system admin (until there is an invitation flow); for ' +
+          'anyone else a non-member and an unknown user both get the same 404 `not-found`. Demoting the last ' +
+          'admin is refused with 409.',
         params: z.object({ userId: z.string() }),
         body: z.strictObject({ role: z.enum(ROLES) }),
         response: { 200: memberSchema, 201: memberSchema, ...commonErrors, 409: problemSchema },
@@ -114,11 +128,14 @@ export const usersRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, deps) =
               `select role from user_publishers where publisher_id = $1 and user_id = $2 for update`,
               [tx.ctx.publisherId, userId],
             );
-            await tx.sql(
-              `insert into user_publishers (publisher_id, user_id, role) values ($1, $2, $3)
-               on conflict (publisher_id, user_id) do update set role = excluded.role`,
-              [tx.ctx.publisherId, userId, request.body.role],
-            );
+            if (before) {
+              await tx.sql(`update user_publishers set role = $3 where publisher_id = $1 and user_id = $2`, [tx.ctx.publisherId, userId, request.body.role]);
+            } else {
+              // No consent flow yet: only a system admin enrols someone. Anyone else learns nothing
+              // about whether the UUID is a user (same answer as for an unknown one).
+              if (!tx.ctx.isSystemAdmin) throw problem.notFound(NO_SUCH_MEMBER);
+              await tx.sql(`insert into user_publishers (publisher_id, user_id, role) values ($1, $2, $3)`, [tx.ctx.publisherId, userId, request.body.role]);
+            }
             await keepAnAdmin(tx, before?.role);
             const member = await loadMember(tx, userId);
             if (!member) throw problem.internal();
@@ -127,7 +144,10 @@ export const usersRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, deps) =
           { mutating: true },
         );
       } catch (err) {
+        // only a system admin reaches the insert: an unknown user (foreign key) → 404
         if ((err as { code?: string }).code === '23503') throw problem.notFound('No such user.');
+        // a concurrent request added the same membership first
+        if ((err as { code?: string }).code === '23505') throw problem.conflict('The membership was changed concurrently; retry.');
         throw err;
       }
       if (result.created) reply.status(201).header('location', location('members', userId));
@@ -137,7 +157,14 @@ export const usersRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, deps) =
 
   app.delete(
     '/api/v1/members/:userId',
-    { schema: { tags: ['members'], summary: 'Remove a member', params: z.object({ userId: z.string() }), response: { 204: z.null(), ...commonErrors, 409: problemSchema } } },
+    {
+      schema: {
+        tags: ['members'],
+        summary: 'Remove a member',
+        description: 'A publisher admin removes a member of the context publisher (404 `not-found` for anyone who is not one). Removing the last admin is refused with 409.',
+        params: z.object({ userId: z.string() }), response: { 204: z.null(), ...commonErrors, 409: problemSchema },
+      },
+    },
     async (request, reply) => {
       const userId = pathId(request.params.userId);
       await inRequestTx(
@@ -149,7 +176,7 @@ export const usersRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, deps) =
             `delete from user_publishers where publisher_id = $1 and user_id = $2 returning role`,
             [tx.ctx.publisherId, userId],
           );
-          if (rows.length === 0) throw problem.notFound('No such member.');
+          if (rows.length === 0) throw problem.notFound(NO_SUCH_MEMBER);
           await keepAnAdmin(tx, rows[0]!.role);
         },
         { mutating: true },
