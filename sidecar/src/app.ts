@@ -3,11 +3,17 @@
  * - every request: request id, then the canonical-path check on the raw target (global hook);
  * - `/healthz`, `/readyz`, `/metrics`, `/.well-known/jwks.json`: the sidecar's own endpoints;
  * - `/ext-authz[/*]`: the decision only (Envoy ext_authz HTTP service, nginx auth_request, Traefik
- *   forwardAuth);
+ *   forwardAuth); in header mode the proxy must set/overwrite the original method AND URI headers
+ *   (stages/ext-authz-target.ts: nginx `proxy_set_header X-Original-Method $request_method;
+ *   proxy_set_header X-Original-URI $request_uri;`) — the auth request's own method is never used;
  * - everything else: the pipeline (pipeline.ts) in the route's onRequest hook — before any body
  *   handling — then forward.ts streams to the upstream.
  * Every error is `application/problem+json` (RFC 9457), including Fastify's own 400/404/413/415
  * and Node's client errors.
+ * Client-side timeouts (config.ts `server`): REQUEST_TIMEOUT_MS bounds receiving a whole request
+ * (headers + body; Node's requestTimeout, checked every {@link connectionsCheckInterval} ms, and —
+ * precisely — the proxied body's deadline in forward.ts) → 408; CONNECTION_TIMEOUT_MS is the socket
+ * inactivity timeout; KEEP_ALIVE_TIMEOUT_MS the idle time of a kept-alive connection.
  */
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { Redis } from 'ioredis';
@@ -22,6 +28,7 @@ import { runPipeline, type PipelineDeps, type PipelineResult } from './pipeline.
 import { ProblemError, kindForStatus, problemBody, sendProblem } from './problem.ts';
 import { createJwtAuthenticator } from './stages/authenticate.ts';
 import { checkCanonicalPath } from './stages/canonical-path.ts';
+import { EXT_AUTHZ, extAuthzTarget } from './stages/ext-authz-target.ts';
 import { createForwarder, hasBody } from './stages/forward.ts';
 import { requestIdFrom } from './stages/mutate-headers.ts';
 import { compileRoutes } from './stages/route.ts';
@@ -35,18 +42,21 @@ declare module 'fastify' {
 
 /** Methods the proxy route accepts (Fastify's supported set; others get a problem+json 404). */
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'TRACE', 'QUERY'];
-const EXT_AUTHZ = '/ext-authz';
-const METHOD_TOKEN = /^[A-Z]{1,20}$/;
+
+/**
+ * How often (ms) Node checks connections against requestTimeout/headersTimeout: a tenth of the
+ * request timeout, within 50…1000 ms (Node's default, 30 s, would let a request overrun by that much).
+ */
+export function connectionsCheckInterval(requestTimeoutMs: number): number {
+  return Math.min(1000, Math.max(50, Math.floor(requestTimeoutMs / 10)));
+}
+
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' };
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   return Promise.race([p, new Promise<T>((_, rej) => setTimeout(() => rej(new Error('timeout')), ms).unref())]);
 }
 
-function oneHeader(req: FastifyRequest, name: string): string | undefined {
-  const v = req.headers[name];
-  if (Array.isArray(v)) throw new ProblemError(400, 'bad-request', `${name} must be sent once.`);
-  return v;
-}
 
 /**
  * Build the sidecar: deploy the policies' model (written only when changed) and pin its id, load
@@ -63,15 +73,24 @@ export async function buildSidecar(config: SidecarConfig): Promise<FastifyInstan
     genReqId: (req) => requestIdFrom(req.headers),
     return503OnClosing: true,
     bodyLimit: config.upstream.bodyLimitBytes,
+    requestTimeout: config.server.requestTimeoutMs,
+    connectionTimeout: config.server.connectionTimeoutMs,
+    keepAliveTimeout: config.server.keepAliveTimeoutMs,
+    http: {
+      headersTimeout: config.server.requestTimeoutMs,
+      connectionsCheckingInterval: connectionsCheckInterval(config.server.requestTimeoutMs),
+    },
     routerOptions: { ignoreTrailingSlash: false, ignoreDuplicateSlashes: false, caseSensitive: true },
     clientErrorHandler: (err, socket) => {
-      // Node's parser rejected the request (bad request line/headers): answer RFC 9457 and close.
-      if (!socket.writable) return socket.destroy(err);
+      // Node's parser rejected the request (bad request line/headers) or the request timed out:
+      // answer RFC 9457 and close — unless a response is already under way on this socket.
+      const pending = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+      if (!socket.writable || pending?.headersSent) return socket.destroy(err);
       const code = (err as { code?: string }).code;
       const status = code === 'HPE_HEADER_OVERFLOW' ? 431 : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
       const body = JSON.stringify(problemBody(status, 'bad-request', 'The request could not be parsed.'));
       socket.end(
-        `HTTP/1.1 ${status} Bad Request\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+        `HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
       );
     },
     frameworkErrors: (err, req, reply) => {
@@ -162,10 +181,11 @@ export async function buildSidecar(config: SidecarConfig): Promise<FastifyInstan
     checkCanonicalPath(request.raw.url);
   });
 
-  const pipelineFor = (request: FastifyRequest, reply: FastifyReply, method: string, rawTarget: string | undefined) =>
+  const pipelineFor = (request: FastifyRequest, reply: FastifyReply, method: string, rawTarget: string | undefined, htuPrefix: string) =>
     runPipeline(deps, {
       method,
       rawTarget,
+      htuPrefix,
       headers: request.headers,
       requestId: request.id,
       clientIp: request.socket.remoteAddress,
@@ -204,27 +224,8 @@ export async function buildSidecar(config: SidecarConfig): Promise<FastifyInstan
 
   // --- /ext-authz: the decision only ---------------------------------------------------------
   const extAuthz = async (request: FastifyRequest, reply: FastifyReply) => {
-    const raw = request.raw.url ?? '';
-    let method = request.method;
-    let target: string | undefined;
-    if (raw.startsWith(`${EXT_AUTHZ}/`)) {
-      target = raw.slice(EXT_AUTHZ.length); // Envoy ext_authz `path_prefix`: the original path follows
-    } else {
-      // nginx auth_request (X-Original-URI/-Method) or Traefik forwardAuth (X-Forwarded-Uri/-Method).
-      // Both families present and different → reject: one of them came from the client.
-      const pick = (a: string | undefined, b: string | undefined, what: string) => {
-        if (a !== undefined && b !== undefined && a !== b) throw new ProblemError(400, 'bad-request', `Conflicting original ${what} headers.`);
-        return a ?? b;
-      };
-      target = pick(oneHeader(request, 'x-original-uri'), oneHeader(request, 'x-forwarded-uri'), 'URI');
-      if (target === undefined) throw new ProblemError(400, 'bad-request', 'Missing X-Original-URI / X-Forwarded-Uri (or use /ext-authz/<path>).');
-      const m = pick(oneHeader(request, 'x-original-method'), oneHeader(request, 'x-forwarded-method'), 'method');
-      if (m !== undefined) {
-        if (!METHOD_TOKEN.test(m)) throw new ProblemError(400, 'bad-request', 'Invalid original method.');
-        method = m;
-      }
-    }
-    const result = await pipelineFor(request, reply, method, target);
+    const { method, target } = extAuthzTarget(request.method, request.raw.url ?? '', request.headers);
+    const result = await pipelineFor(request, reply, method, target, ''); // htu: the original path
     if (result.assertion) reply.header('x-identity-assertion', result.assertion);
     if (result.publisherId) reply.header('x-publisher-id', result.publisherId);
     reply.header('cache-control', 'no-store');
@@ -239,7 +240,7 @@ export async function buildSidecar(config: SidecarConfig): Promise<FastifyInstan
     url: '/*',
     exposeHeadRoute: false,
     onRequest: async (request, reply) => {
-      request.pipeline = await pipelineFor(request, reply, request.method, request.raw.url);
+      request.pipeline = await pipelineFor(request, reply, request.method, request.raw.url, forwarder.basePath);
     },
     handler: async (request, reply) => {
       const result = request.pipeline!;
@@ -249,6 +250,8 @@ export async function buildSidecar(config: SidecarConfig): Promise<FastifyInstan
           pathAndQuery: request.raw.url!,
           headers: result.upstreamHeaders,
           body: hasBody(request.headers) ? request.raw : undefined,
+          // The whole request must be received within REQUEST_TIMEOUT_MS of its start.
+          bodyDeadlineMs: config.server.requestTimeoutMs - reply.elapsedTime,
         },
         reply,
       );

@@ -9,6 +9,7 @@ const csv = z
   .string()
   .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean));
 const int = (def: number) => z.coerce.number().int().nonnegative().default(def);
+const positive = (def: number) => z.coerce.number().int().positive().default(def);
 const url = (def: string) => z.url().default(def);
 
 /** Schema of the sidecar's environment. Every key has a default, so `{}` is a valid dev config. */
@@ -49,12 +50,31 @@ export const sidecarEnvSchema = z
     UPSTREAM_HEADERS_TIMEOUT_MS: int(30_000),
     UPSTREAM_BODY_TIMEOUT_MS: int(30_000),
     UPSTREAM_CONNECTIONS: int(64),
+    /**
+     * Longest wait (ms) of a proxied request for a free upstream connection when all
+     * UPSTREAM_CONNECTIONS are busy; then 503 `upstream-unavailable` with `Retry-After: 1`.
+     * 0 = answer 503 at once.
+     */
+    UPSTREAM_QUEUE_TIMEOUT_MS: int(5000),
     PROXY_BODY_LIMIT_BYTES: int(10 * 1024 * 1024),
+    /**
+     * Client side (ms). REQUEST_TIMEOUT_MS: the whole request (headers and body) must be received
+     * within this time of its start, else 408 and the connection (and any upstream request) is
+     * aborted — Fastify `requestTimeout`, also Node's headersTimeout, and the proxied body's
+     * deadline. CONNECTION_TIMEOUT_MS: socket inactivity timeout (Fastify `connectionTimeout`;
+     * 0 = none; keep it above UPSTREAM_HEADERS_TIMEOUT_MS + UPSTREAM_QUEUE_TIMEOUT_MS, as the
+     * client's socket is idle while the upstream works). KEEP_ALIVE_TIMEOUT_MS: idle time of a
+     * kept-alive connection (Fastify `keepAliveTimeout`; above a load balancer's idle timeout).
+     */
+    REQUEST_TIMEOUT_MS: positive(30_000),
+    CONNECTION_TIMEOUT_MS: int(60_000),
+    KEEP_ALIVE_TIMEOUT_MS: positive(72_000),
   })
   .transform((e) => ({
     logLevel: e.LOG_LEVEL,
     host: e.SIDECAR_HOST,
     port: e.SIDECAR_PORT,
+    server: { requestTimeoutMs: e.REQUEST_TIMEOUT_MS, connectionTimeoutMs: e.CONNECTION_TIMEOUT_MS, keepAliveTimeoutMs: e.KEEP_ALIVE_TIMEOUT_MS },
     upstream: {
       url: e.UPSTREAM_URL,
       audience: e.UPSTREAM_AUDIENCE,
@@ -62,6 +82,7 @@ export const sidecarEnvSchema = z
       headersTimeoutMs: e.UPSTREAM_HEADERS_TIMEOUT_MS,
       bodyTimeoutMs: e.UPSTREAM_BODY_TIMEOUT_MS,
       connections: e.UPSTREAM_CONNECTIONS,
+      queueTimeoutMs: e.UPSTREAM_QUEUE_TIMEOUT_MS,
       bodyLimitBytes: e.PROXY_BODY_LIMIT_BYTES,
     },
     assertion: { issuer: e.ASSERTION_ISSUER, audience: e.UPSTREAM_AUDIENCE, signingKeyFile: e.SIDECAR_SIGNING_KEY_FILE as string | undefined },

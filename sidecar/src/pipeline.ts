@@ -28,6 +28,12 @@ export type PipelineInput = {
   method: string;
   /** Raw request target (origin-form) exactly as received. */
   rawTarget: string | undefined;
+  /**
+   * Prepended to the path for the assertion's `htu` so that it equals the path the upstream
+   * receives: the upstream base path (UPSTREAM_URL's path) for the proxy; '' for ext_authz, where
+   * `htu` is the original request's path.
+   */
+  htuPrefix: string;
   headers: HeaderMap;
   requestId: string;
   clientIp?: string;
@@ -74,7 +80,14 @@ export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Pro
   }
 
   const assertion = identity
-    ? await deps.signer.sign({ sub: identity.subject, publisherId, scope: identity.scope, requestId: input.requestId })
+    ? await deps.signer.sign({
+        sub: identity.subject,
+        publisherId,
+        scope: identity.scope,
+        requestId: input.requestId,
+        method: input.method,
+        path: input.htuPrefix + path,
+      })
     : undefined;
   const host = typeof input.headers.host === 'string' ? input.headers.host : undefined;
   const upstreamHeaders = mutateHeaders(input.headers, {

@@ -95,6 +95,8 @@ t.test('allow: upstream gets a verifiable assertion and no spoofed identity head
   t.equal(payload.request_id, 'req-123');
   t.equal(payload.exp! - payload.iat!, 60);
   t.ok(payload.jti);
+  t.equal(payload.htm, 'GET', 'htm = the method');
+  t.equal(payload.htu, '/api/v1/works', 'htu = the path as forwarded, without the query');
 
   const bad = await call(a, viewer, '/api/v1/works', { 'x-request-id': 'bad id with spaces' });
   t.match(String(bad.headers['x-request-id']), /^[0-9a-f-]{36}$/, 'unsafe request id replaced');
@@ -189,15 +191,82 @@ t.test('/ext-authz: Envoy path_prefix, nginx auth_request, Traefik forwardAuth',
   t.equal(nginxPost.status, 403, 'viewer may not create (method from X-Original-Method)');
   const traefik = await raw(a.port, 'GET', '/ext-authz', { 'x-forwarded-uri': '/api/v1/works?limit=1', 'x-forwarded-method': 'GET', authorization: `Bearer ${token}`, 'x-publisher-id': publisher });
   t.equal(traefik.status, 200);
-  const noAuth = await raw(a.port, 'GET', '/ext-authz', { 'x-forwarded-uri': '/api/v1/works', 'x-publisher-id': publisher });
+  const noAuth = await raw(a.port, 'GET', '/ext-authz', { 'x-forwarded-uri': '/api/v1/works', 'x-forwarded-method': 'GET', 'x-publisher-id': publisher });
   t.equal(noAuth.status, 401);
   t.ok(noAuth.headers['www-authenticate']);
   const conflict = await raw(a.port, 'GET', '/ext-authz', { 'x-original-uri': '/docs/x', 'x-forwarded-uri': '/api/v1/works', authorization: `Bearer ${token}` });
   t.equal(conflict.status, 400, 'a client-injected second URI header is rejected, not trusted');
-  const nonCanon = await raw(a.port, 'GET', '/ext-authz', { 'x-original-uri': '/docs/%2e%2e/api/v1/works' });
+  const nonCanon = await raw(a.port, 'GET', '/ext-authz', { 'x-original-uri': '/docs/%2e%2e/api/v1/works', 'x-original-method': 'GET' });
   t.equal(nonCanon.status, 400);
   t.equal(nonCanon.json().type, 'https://errors.music-publishing.example/non-canonical-path');
   const missing = await raw(a.port, 'GET', '/ext-authz', {});
   t.equal(missing.status, 400);
   t.equal(upstream.received.length, before, 'ext-authz never forwards');
+});
+
+const verifyAssertion = async (s: Sidecar, jwt: string) =>
+  (await jwtVerify(jwt, createRemoteJWKSet(new URL(`${s.url}/.well-known/jwks.json`)), { algorithms: ['ES256'], issuer: 'urn:music-publishing:sidecar', audience: 'catalog-api' })).payload;
+
+t.test('/ext-authz header mode requires the original method header; never the auth request own method', async (t) => {
+  const token = await issuer.token(viewer);
+  const auth = { authorization: `Bearer ${token}`, 'x-publisher-id': publisher };
+  const before = upstream.received.length;
+  for (const [name, headers] of [
+    ['X-Original-URI without a method header', { 'x-original-uri': '/api/v1/works' }],
+    ['X-Forwarded-Uri without a method header', { 'x-forwarded-uri': '/api/v1/works' }],
+    ['method header without a URI header', { 'x-original-method': 'GET' }],
+    ['conflicting method families', { 'x-original-uri': '/api/v1/works', 'x-original-method': 'GET', 'x-forwarded-method': 'POST' }],
+    ['lower-case method', { 'x-original-uri': '/api/v1/works', 'x-original-method': 'get' }],
+  ] as const) {
+    for (const authMethod of ['GET', 'POST']) {
+      const res = await raw(a.port, authMethod, '/ext-authz', { ...auth, ...headers });
+      t.equal(res.status, 400, `${name} (auth request ${authMethod}) → 400`);
+      t.equal(res.json().type, 'https://errors.music-publishing.example/bad-request', `${name}: bad-request`);
+    }
+  }
+  const same = await raw(a.port, 'GET', '/ext-authz', { ...auth, 'x-original-uri': '/api/v1/works', 'x-forwarded-uri': '/api/v1/works', 'x-original-method': 'GET', 'x-forwarded-method': 'GET' });
+  t.equal(same.status, 200, 'both families present and equal → fine');
+  t.equal(upstream.received.length, before, 'ext-authz never forwards');
+});
+
+t.test('/ext-authz Envoy path_prefix mode: the auth request method decides, headers are ignored', async (t) => {
+  const token = await issuer.token(viewer);
+  const auth = { authorization: `Bearer ${token}`, 'x-publisher-id': publisher };
+  t.equal((await raw(a.port, 'GET', '/ext-authz/api/v1/works', auth)).status, 200, 'GET allowed');
+  const post = await raw(a.port, 'POST', '/ext-authz/api/v1/works', { ...auth, 'x-original-method': 'GET', 'x-forwarded-method': 'GET' });
+  t.equal(post.status, 403, 'POST denied to a viewer even with a spoofed X-Original-Method: GET');
+  const noHeaders = await raw(a.port, 'GET', `/ext-authz/api/v1/works/${work}`, auth);
+  t.equal(noHeaders.status, 200, 'no original-method header needed in Envoy mode');
+});
+
+t.test('assertion htm/htu: proxy (with an upstream base path) and ext_authz (original path)', async (t) => {
+  const c = await startSidecar({ OPENFGA_STORE_NAME: store.storeName, UPSTREAM_URL: `${upstream.url}/base/`, ROUTES_FILE: tmp.routesFile, JWT_JWKS_FILE: issuer.jwksFile });
+  t.teardown(() => c.close());
+  const res = await call(c, viewer, `/api/v1/works/${work}?fields=title`);
+  t.equal(res.status, 200);
+  const got = upstream.received.at(-1)!;
+  t.equal(got.url, `/base/api/v1/works/${work}?fields=title`, 'forwarded under the base path');
+  const proxied = await verifyAssertion(c, String(got.headers['x-identity-assertion']));
+  t.equal(proxied.htm, 'GET');
+  t.equal(proxied.htu, `/base/api/v1/works/${work}`, 'htu = exactly the path the upstream received, no query');
+
+  const token = await issuer.token(viewer);
+  const nginx = await raw(a.port, 'GET', '/ext-authz', { authorization: `Bearer ${token}`, 'x-publisher-id': publisher, 'x-original-uri': `/api/v1/works/${work}?a=1`, 'x-original-method': 'GET' });
+  t.equal(nginx.status, 200);
+  const fromNginx = await verifyAssertion(a, String(nginx.headers['x-identity-assertion']));
+  t.equal(fromNginx.htm, 'GET');
+  t.equal(fromNginx.htu, `/api/v1/works/${work}`, 'ext_authz: the original request path');
+  const envoy = await raw(a.port, 'GET', '/ext-authz/api/v1/works?limit=5', { authorization: `Bearer ${token}`, 'x-publisher-id': publisher });
+  t.equal(envoy.status, 200);
+  const fromEnvoy = await verifyAssertion(a, String(envoy.headers['x-identity-assertion']));
+  t.equal(fromEnvoy.htm, 'GET');
+  t.equal(fromEnvoy.htu, '/api/v1/works', 'Envoy: the path after /ext-authz');
+
+  const editor = randomUUID();
+  await writer.write({ writes: [{ user: `user:${editor}`, relation: 'editor', object: `publisher:${publisher}` }] });
+  const post = await raw(a.port, 'POST', '/api/v1/works', { authorization: `Bearer ${await issuer.token(editor)}`, 'x-publisher-id': publisher, 'content-type': 'application/json' }, Buffer.from('{}'));
+  t.equal(post.status, 200);
+  const posted = await verifyAssertion(a, String(upstream.received.at(-1)!.headers['x-identity-assertion']));
+  t.equal(posted.htm, 'POST');
+  t.equal(posted.htu, '/api/v1/works');
 });

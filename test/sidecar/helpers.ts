@@ -41,12 +41,24 @@ export type Received = { method: string; url: string; headers: IncomingHttpHeade
  * 200 JSON `{ok, bytes}` after reading the whole body. Hop-by-hop and Connection-named response
  * headers are added on `/hop/*` so the suite can check they are stripped.
  */
-export type Upstream = { url: string; port: number; received: Received[]; close(): Promise<void>; server: Server };
+export type Upstream = {
+  url: string;
+  port: number;
+  received: Received[];
+  /** Targets of requests whose body was cut off (the connection closed before the body ended). */
+  aborted: string[];
+  close(): Promise<void>;
+  server: Server;
+};
 
 export async function startUpstream(port = 0): Promise<Upstream> {
   const received: Received[] = [];
+  const aborted: string[] = [];
   const server = createServer((req, res) => {
     let bytes = 0;
+    req.on('close', () => {
+      if (!req.complete) aborted.push(req.url!);
+    });
     req.on('data', (c: Buffer) => (bytes += c.length));
     req.on('end', async () => {
       received.push({ method: req.method!, url: req.url!, headers: req.headers, bytes });
@@ -68,6 +80,7 @@ export async function startUpstream(port = 0): Promise<Upstream> {
     url: `http://127.0.0.1:${p}`,
     port: p,
     received,
+    aborted,
     server,
     close: () =>
       new Promise<void>((r) => {

@@ -2,7 +2,11 @@
  * The identity assertion the sidecar signs for the upstream (docs/CONTRACTS.md, "Identity
  * assertion"): a JWT (RFC 7519), ES256 (RFC 7518 §3.4, P-256), protected header
  * `{alg: 'ES256', kid, typ: 'JWT'}` with `kid` = RFC 7638 JWK thumbprint of the public key;
- * claims `iss`, `aud`, `sub`, `publisher_id?`, `scope`, `request_id`, `iat`, `exp` = iat + 60 s, `jti`.
+ * claims `iss`, `aud`, `sub`, `publisher_id?`, `scope`, `request_id`, `iat`, `exp` = iat + 60 s, `jti`,
+ * and the request it is bound to (after RFC 9449 §4.2's DPoP claims): `htm` = the HTTP method in
+ * upper case, `htu` = the request path without the query string, exactly as the upstream receives
+ * it (for ext_authz: the original request's path). The catalog API rejects an assertion whose
+ * `htm`/`htu` differ from the request it arrived with, so it cannot be replayed on another route.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
@@ -11,8 +15,11 @@ import { SignJWT, calculateJwkThumbprint, exportJWK, generateKeyPair, importPKCS
 /** Lifetime of an assertion in seconds. */
 export const ASSERTION_TTL_SECONDS = 60;
 
-/** What goes into one assertion. */
-export type AssertionClaims = { sub: string; publisherId?: string; scope: string; requestId: string };
+/**
+ * What goes into one assertion. `method` becomes `htm` (upper-cased here); `path` becomes `htu`
+ * and must be the path only (no `?query`) as the upstream will see it.
+ */
+export type AssertionClaims = { sub: string; publisherId?: string; scope: string; requestId: string; method: string; path: string };
 
 /** Signs assertions and publishes the public key set. */
 export type AssertionSigner = {
@@ -54,7 +61,8 @@ export async function createAssertionSigner(opts: {
   return {
     kid,
     async sign(c) {
-      const claims: Record<string, unknown> = { scope: c.scope, request_id: c.requestId };
+      if (c.path.includes('?')) throw new Error('assertion htu must not contain a query string');
+      const claims: Record<string, unknown> = { scope: c.scope, request_id: c.requestId, htm: c.method.toUpperCase(), htu: c.path };
       if (c.publisherId) claims.publisher_id = c.publisherId;
       const now = Math.floor(Date.now() / 1000);
       return new SignJWT(claims)
