@@ -1,0 +1,189 @@
+/**
+ * Resource limits of the proxy with a small upstream pool (UPSTREAM_CONNECTIONS=2) and small
+ * timeouts, against real OpenFGA + Redis and the recording upstream: a client that aborts its
+ * upload while queued for an upstream connection, or a chunked body over the limit while queued,
+ * must not take the sidecar down; the queue wait is bounded (503 + Retry-After); slow-drip uploads
+ * are cut at REQUEST_TIMEOUT_MS (408, the upstream request aborted too) and other users' requests
+ * are served meanwhile.
+ */
+import t from 'tap';
+import { randomUUID } from 'node:crypto';
+import { request as httpRequest, type ClientRequest } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { loadConfig } from '../../sidecar/src/config.ts';
+import { createIssuer, createTestStore, raw, startSidecar, startUpstream, tempDir, type Issuer, type RawResponse, type Sidecar, type TestStore, type Upstream } from './helpers.ts';
+
+let store: TestStore;
+let issuer: Issuer;
+let upstream: Upstream;
+const tmp = tempDir();
+const editor = randomUUID();
+const publisher = randomUUID();
+
+t.before(async () => {
+  upstream = await startUpstream();
+  store = await createTestStore();
+  issuer = await createIssuer(tmp.dir);
+  await store.fga.write({ writes: [{ user: `user:${editor}`, relation: 'editor', object: `publisher:${publisher}` }] });
+});
+t.teardown(async () => {
+  await upstream?.close();
+  await store?.remove();
+  tmp.cleanup();
+});
+
+const sidecarWith = (env: Record<string, string>) =>
+  startSidecar({
+    OPENFGA_STORE_NAME: store.storeName,
+    UPSTREAM_URL: upstream.url,
+    ROUTES_FILE: tmp.routesFile,
+    JWT_JWKS_FILE: issuer.jwksFile,
+    UPSTREAM_CONNECTIONS: '2',
+    ...env,
+  });
+
+/** Reject when `p` takes longer than `ms` (so a regression fails fast instead of hanging the suite). */
+const within = <T>(ms: number, p: Promise<T>, what: string): Promise<T> =>
+  Promise.race([p, sleep(ms, undefined, { ref: false }).then(() => Promise.reject(new Error(`${what}: no answer within ${ms} ms`)))]);
+
+/** An upload whose body the test writes by hand; `response` settles with the answer or the connection error. */
+type Upload = { req: ClientRequest; response: Promise<RawResponse | Error> };
+
+async function startUpload(port: number): Promise<Upload> {
+  const headers = {
+    authorization: `Bearer ${await issuer.token(editor)}`,
+    'x-publisher-id': publisher,
+    'content-type': 'application/octet-stream',
+    'transfer-encoding': 'chunked',
+  };
+  const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: '/api/v1/works', headers, agent: false });
+  const response = new Promise<RawResponse | Error>((resolve) => {
+    req.on('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        resolve({ status: res.statusCode!, headers: res.headers, text, json: () => JSON.parse(text) });
+      });
+      res.on('error', resolve);
+    });
+    req.on('error', resolve);
+  });
+  req.flushHeaders();
+  return { req, response };
+}
+
+/** Write `bytes` every `everyMs` until the request is closed. */
+function drip(req: ClientRequest, bytes: number, everyMs: number): void {
+  const timer = setInterval(() => {
+    if (req.destroyed || req.writableEnded) return clearInterval(timer);
+    req.write(Buffer.alloc(bytes, 1));
+  }, everyMs);
+  req.once('close', () => clearInterval(timer));
+  req.once('response', () => clearInterval(timer));
+}
+
+/** Occupy both upstream connections with public GETs the upstream answers after `ms`. */
+const occupy = (s: Sidecar, ms: number) => [raw(s.port, 'GET', `/slow/${ms}?a`), raw(s.port, 'GET', `/slow/${ms}?b`)];
+
+t.test('config: new timeouts have documented defaults and reach the server', async (t) => {
+  const c = loadConfig({});
+  t.same(c.server, { requestTimeoutMs: 30_000, connectionTimeoutMs: 60_000, keepAliveTimeoutMs: 72_000 });
+  t.equal(c.upstream.queueTimeoutMs, 5_000);
+  t.throws(() => loadConfig({ REQUEST_TIMEOUT_MS: '0' }), /REQUEST_TIMEOUT_MS/, 'a request timeout is mandatory');
+  const s = await sidecarWith({ REQUEST_TIMEOUT_MS: '1234', CONNECTION_TIMEOUT_MS: '5678', KEEP_ALIVE_TIMEOUT_MS: '9012' });
+  t.teardown(() => s.close());
+  t.equal(s.app.server.requestTimeout, 1234);
+  t.equal(s.app.server.timeout, 5678);
+  t.equal(s.app.server.keepAliveTimeout, 9012);
+  t.ok(s.app.server.headersTimeout <= 1234, 'headers timeout within the request timeout');
+});
+
+t.test('a client aborting its upload while queued for an upstream connection does not crash the sidecar', async (t) => {
+  const s = await sidecarWith({ UPSTREAM_QUEUE_TIMEOUT_MS: '5000' });
+  t.teardown(() => s.close());
+  const busy = occupy(s, 800);
+  await sleep(100);
+  const up = await startUpload(s.port);
+  up.req.write(Buffer.alloc(1024, 1));
+  await sleep(200); // authorised and waiting for a connection
+  up.req.destroy();
+  t.type(await up.response, Error, 'the client gave up');
+  await sleep(100);
+  t.equal((await within(1000, raw(s.port, 'GET', '/healthz'), 'healthz')).status, 200, 'still alive');
+  for (const b of await Promise.all(busy)) t.equal(b.status, 200, 'the requests holding the connections finish');
+  const after = await within(2000, raw(s.port, 'GET', '/docs/after-abort'), 'request after the abort');
+  t.equal(after.status, 200, 'and serves requests (no slot leaked)');
+  t.notOk(upstream.received.some((r) => r.method === 'POST' && r.bytes === 1024), 'the aborted upload never completed upstream');
+});
+
+t.test('a chunked body over the limit while queued → 413, the sidecar survives', async (t) => {
+  const s = await sidecarWith({ UPSTREAM_QUEUE_TIMEOUT_MS: '5000', PROXY_BODY_LIMIT_BYTES: '1000' });
+  t.teardown(() => s.close());
+  const busy = occupy(s, 800);
+  await sleep(100);
+  const before = upstream.received.length;
+  const up = await startUpload(s.port);
+  up.req.write(Buffer.alloc(4096, 1));
+  const res = await within(2000, up.response, 'over-limit upload');
+  up.req.destroy();
+  t.notOk(res instanceof Error, `answered, not reset${res instanceof Error ? `: ${res.message}` : ''}`);
+  if (!(res instanceof Error)) {
+    t.equal(res.status, 413);
+    t.equal(res.json().type, 'https://errors.music-publishing.example/payload-too-large');
+    t.equal(res.headers.connection, 'close');
+  }
+  t.equal((await within(1000, raw(s.port, 'GET', '/healthz'), 'healthz')).status, 200, 'still alive');
+  await Promise.all(busy);
+  t.equal((await within(2000, raw(s.port, 'GET', '/docs/after-413'), 'request after the 413')).status, 200, 'no slot leaked');
+  t.notOk(upstream.received.slice(before).some((r) => r.method === 'POST'), 'the over-limit body never reached the upstream');
+});
+
+t.test('waiting for an upstream connection is bounded: 503 upstream-unavailable with Retry-After', async (t) => {
+  const s = await sidecarWith({ UPSTREAM_QUEUE_TIMEOUT_MS: '300' });
+  t.teardown(() => s.close());
+  const busy = occupy(s, 1500);
+  await sleep(100);
+  const started = Date.now();
+  const res = await within(1200, raw(s.port, 'GET', '/docs/queued'), 'queued request');
+  const waited = Date.now() - started;
+  t.equal(res.status, 503);
+  t.equal(res.json().type, 'https://errors.music-publishing.example/upstream-unavailable');
+  t.equal(res.headers['retry-after'], '1');
+  t.ok(waited >= 250 && waited < 1000, `answered after the queue timeout (${waited} ms)`);
+  t.equal((await within(500, raw(s.port, 'GET', '/readyz'), 'readyz')).json().checks.upstream, 'ok', 'the readiness probe does not queue behind proxied requests');
+  for (const b of await Promise.all(busy)) t.equal(b.status, 200);
+});
+
+t.test('slow-drip uploads are cut at REQUEST_TIMEOUT_MS; other users are served meanwhile', async (t) => {
+  const s = await sidecarWith({ REQUEST_TIMEOUT_MS: '1000', UPSTREAM_QUEUE_TIMEOUT_MS: '3000' });
+  t.teardown(() => s.close());
+  const abortedBefore = upstream.aborted.length;
+  const N = 4; // twice the pool: two hold the connections, two wait for one
+  const uploads: Upload[] = [];
+  const started = Date.now();
+  for (let i = 0; i < N; i++) {
+    const up = await startUpload(s.port);
+    drip(up.req, 16, 100);
+    uploads.push(up);
+  }
+  await sleep(200);
+  t.equal((await within(500, raw(s.port, 'GET', '/healthz'), 'healthz')).status, 200, 'own endpoints answer during the slow uploads');
+  const other = await within(3000, raw(s.port, 'GET', '/docs/other-user'), "another user's request");
+  t.equal(other.status, 200, "another user's request is served");
+  t.ok(Date.now() - started < 2500, `within about one request timeout (${Date.now() - started} ms)`);
+  const results = await within(3000, Promise.all(uploads.map((u) => u.response)), 'slow uploads');
+  for (const u of uploads) u.req.destroy();
+  for (const [i, r] of results.entries()) {
+    t.notOk(r instanceof Error, `upload ${i}: answered${r instanceof Error ? `: ${r.message}` : ''}`);
+    if (r instanceof Error) continue;
+    t.equal(r.status, 408, `upload ${i}: 408`);
+    t.equal(r.json().type, 'https://errors.music-publishing.example/bad-request');
+    t.equal(r.headers.connection, 'close');
+  }
+  const elapsed = Date.now() - started;
+  t.ok(elapsed >= 900 && elapsed < 2500, `cut at the deadline (${elapsed} ms)`);
+  await sleep(100);
+  t.ok(upstream.aborted.length - abortedBefore >= 2, 'the upstream requests of the uploads that had a connection were aborted');
+  t.equal((await within(2000, raw(s.port, 'GET', '/docs/after'), 'request after the uploads')).status, 200, 'connections free again');
+});
