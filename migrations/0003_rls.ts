@@ -9,6 +9,19 @@
  * DELETE only on the link tables `user_publishers` and `work_songwriters`; a `users` row is updatable
  * only by its own user (`id = app.user_id`: the row is shared by all the user's publishers) and only
  * in its profile columns (never `is_system_admin` or `deleted_at`). `catalog_app` owns nothing.
+ *
+ * Identity rows are the second wall behind the API's rules (catalog-api/src/routes/users.ts), so
+ * that even SQL injected as catalog_app under a legitimately set context cannot escalate:
+ * - `user_publishers`: update (only the `role` column) and delete need the context user to be an
+ *   admin of the context publisher or a system admin; insert (enrolling a non-member) needs a
+ *   system admin. "The last admin stays" is the API's rule (409), not enforced here.
+ * - `users`: insert needs a system-admin context (there is no user-creation endpoint).
+ * The policies ask two STABLE SECURITY DEFINER helpers (owned by catalog_owner, pinned
+ * search_path, EXECUTE for catalog_app only), `app_caller_is_system_admin()` and
+ * `app_caller_is_publisher_admin()`. FORCE RLS applies to their queries too (owner = definer), but
+ * they read only the caller's own `users` row and `user_publishers` rows, which the select
+ * policies always show to `app.user_id` — and those select policies call no helper, so there is no
+ * recursion. An active, not deleted user only (as the API's scope lookup).
  */
 import { Migration } from '@mikro-orm/migrations';
 
@@ -23,6 +36,13 @@ export const CTX = {
 export const RLS_TABLES = ['publishers', 'users', 'user_publishers', 'works', 'songwriters', 'recordings', 'work_songwriters'] as const;
 
 const CATALOG = ['works', 'songwriters', 'recordings'] as const;
+
+/** The context user is an active system admin (`users.is_system_admin`, not deleted). */
+const IS_SYSTEM_ADMIN = `(select app_caller_is_system_admin())`;
+/** The context user is an admin of the context publisher, or a system admin. */
+const IS_PUBLISHER_ADMIN = `(select app_caller_is_publisher_admin())`;
+/** A membership row of the context publisher under scope publisher. */
+const memberRow = `user_publishers.publisher_id = ${CTX.publisher} and ${CTX.scope} = 'publisher'`;
 
 /** A catalog row is visible/writable: context publisher and (scope publisher, or scope own and owned). */
 const catalogRow = (t: string) => `${t}.publisher_id = ${CTX.publisher} and (
@@ -66,14 +86,43 @@ grant select, insert, update, delete on work_songwriters to catalog_app;
 create policy user_publishers_select on user_publishers for select using (
   user_publishers.user_id = ${CTX.user}
   or (user_publishers.publisher_id = ${CTX.publisher} and ${CTX.scope} = 'publisher'));
+-- Helpers of the membership/user write policies. SECURITY DEFINER (owner catalog_owner) with a
+-- pinned search_path: the caller cannot redirect the lookups. FORCE RLS still applies to the owner,
+-- so they see only what the select policies show the context user — its own users row and its own
+-- memberships — which is all they need; the select policies call no helper (no recursion).
+create function app_caller_is_system_admin() returns boolean
+language sql stable security definer set search_path = public, pg_temp as $fn$
+  select coalesce((
+    select u.is_system_admin
+      from users u
+     where u.id = ${CTX.user} and u.deleted_at is null and u.status = 'active'), false)
+$fn$;
+revoke all on function app_caller_is_system_admin() from public;
+grant execute on function app_caller_is_system_admin() to catalog_app;
+
+create function app_caller_is_publisher_admin() returns boolean
+language sql stable security definer set search_path = public, pg_temp as $fn$
+  select app_caller_is_system_admin() or exists (
+    select 1
+      from user_publishers m join users u on u.id = m.user_id
+     where m.user_id = ${CTX.user} and m.publisher_id = ${CTX.publisher} and m.role = 'admin'
+       and u.deleted_at is null and u.status = 'active')
+$fn$;
+revoke all on function app_caller_is_publisher_admin() from public;
+grant execute on function app_caller_is_publisher_admin() to catalog_app;
+
+-- Enrolling a user who is not yet a member needs a system admin (no invitation/consent flow); a
+-- publisher admin changes roles of and removes existing members (catalog-api/src/routes/users.ts).
 create policy user_publishers_insert on user_publishers for insert with check (
-  user_publishers.publisher_id = ${CTX.publisher} and ${CTX.scope} = 'publisher');
+  ${memberRow} and ${IS_SYSTEM_ADMIN});
 create policy user_publishers_update on user_publishers for update
-  using (user_publishers.publisher_id = ${CTX.publisher} and ${CTX.scope} = 'publisher')
-  with check (user_publishers.publisher_id = ${CTX.publisher} and ${CTX.scope} = 'publisher');
+  using (${memberRow} and ${IS_PUBLISHER_ADMIN})
+  with check (${memberRow} and ${IS_PUBLISHER_ADMIN});
 create policy user_publishers_delete on user_publishers for delete using (
-  user_publishers.publisher_id = ${CTX.publisher} and ${CTX.scope} = 'publisher');
-grant select, insert, update, delete on user_publishers to catalog_app;
+  ${memberRow} and ${IS_PUBLISHER_ADMIN});
+grant select, insert, delete on user_publishers to catalog_app;
+-- Only the role changes: rewriting user_id would enrol a non-member without the insert policy.
+grant update (role, updated_at, updated_by) on user_publishers to catalog_app;
 
 create policy publishers_select on publishers for select using (
   publishers.id = ${CTX.publisher}
@@ -89,8 +138,9 @@ grant select on tenants to catalog_app;
 create policy users_select on users for select using (
   users.id = ${CTX.user}
   or exists (select 1 from user_publishers m where m.user_id = users.id and m.publisher_id = ${CTX.publisher}));
+-- No user-creation endpoint: only a system admin creates users (no squatting of emails).
 create policy users_insert on users for insert with check (
-  ${CTX.publisher} is not null and ${CTX.scope} = 'publisher');
+  ${CTX.publisher} is not null and ${CTX.scope} = 'publisher' and ${IS_SYSTEM_ADMIN});
 -- A users row is shared by every publisher its user belongs to, so no publisher context may edit
 -- it: only the user themself (app.user_id), whatever the publisher context and scope.
 create policy users_update on users for update
@@ -116,6 +166,7 @@ drop policy user_publishers_select on user_publishers; drop policy user_publishe
 drop policy user_publishers_update on user_publishers; drop policy user_publishers_delete on user_publishers;
 drop policy publishers_select on publishers; drop policy publishers_insert on publishers; drop policy publishers_update on publishers;
 drop policy users_select on users; drop policy users_insert on users; drop policy users_update on users;
+drop function app_caller_is_publisher_admin(); drop function app_caller_is_system_admin();
 revoke all on publishers, users, user_publishers, works, songwriters, recordings, work_songwriters, tenants from catalog_app;
 `);
     for (const t of RLS_TABLES) {

@@ -7,7 +7,11 @@
  * - Runs as the schema owner in one transaction (all or nothing) under an advisory lock; skips when
  *   the first demo publisher already exists (idempotent).
  * - FORCE RLS applies to the owner too, so the seed sets the RLS context itself per publisher
- *   (`set_config('app.publisher_id', p, true)`, `app.access_scope = publisher`) — no exemption.
+ *   (`set_config('app.publisher_id', p, true)`, `app.access_scope = publisher`) — no exemption,
+ *   with one bootstrap step: creating users and memberships needs a system-admin context (0003),
+ *   which the very first system admin cannot have, so FORCE RLS is lifted on `users` for inserting
+ *   that one row and restored in the same transaction (the owner may do so anyway); every other
+ *   user and membership is inserted under that system admin's context, through the policies.
  * - The outbox triggers (migration 0004) record every relationship in `authz_outbox`; the seed
  *   does not talk to OpenFGA (the catalog API's relay delivers the tuples).
  * - Deterministic: a private Faker instance seeded with `SEED`; ids, titles, identifiers, shares
@@ -16,7 +20,7 @@
 import pg from 'pg';
 import { Faker, en } from '@faker-js/faker';
 import { pathToFileURL } from 'node:url';
-import { MEMBERSHIPS, PUBLISHERS, SEED, USERS, WORKS_PER_PUBLISHER, userId, type DemoPublisher } from './demo.ts';
+import { MEMBERSHIPS, PUBLISHERS, SEED, USERS, WORKS_PER_PUBLISHER, userId, type DemoPublisher, type DemoUser } from './demo.ts';
 import { makeIpiNameNumber, makeIsrc, makeIswc } from './identifiers.ts';
 
 /** Default owner URL (docs/CONTRACTS.md). */
@@ -171,10 +175,11 @@ export function generateCatalog(seed = SEED): Map<string, GeneratedCatalog> {
   return out;
 }
 
-async function setContext(c: pg.ClientBase, publisherId: string): Promise<void> {
+/** RLS context of the following statements: `publisherId` under scope publisher, as `userId` (none by default). */
+async function setContext(c: pg.ClientBase, publisherId: string, userId = ''): Promise<void> {
   await c.query(
-    `select set_config('app.publisher_id', $1, true), set_config('app.access_scope', 'publisher', true), set_config('app.user_id', '', true)`,
-    [publisherId],
+    `select set_config('app.publisher_id', $1, true), set_config('app.access_scope', 'publisher', true), set_config('app.user_id', $2, true)`,
+    [publisherId, userId],
   );
 }
 
@@ -218,24 +223,31 @@ export async function seed(url: string): Promise<SeedResult> {
       await client.query('commit');
       return none;
     }
-    await insertRows(
-      client,
-      'users',
-      { id: 'uuid', email: 'text', display_name: 'text', is_system_admin: 'boolean' },
-      USERS.map((u) => ({ id: u.id, email: u.email, display_name: u.displayName, is_system_admin: u.isSystemAdmin })),
-    );
+    const userColumns = { id: 'uuid', email: 'text', display_name: 'text', is_system_admin: 'boolean' };
+    const userRow = (u: DemoUser) => ({ id: u.id, email: u.email, display_name: u.displayName, is_system_admin: u.isSystemAdmin });
+    const sysAdmin = USERS.find((u) => u.isSystemAdmin);
+    if (!sysAdmin) throw new Error('the demo data needs a system admin');
+    // Bootstrap: only a system-admin context may create users, and the first one has none yet.
+    // DDL is transactional: FORCE is back before anything else runs, also on rollback.
+    await client.query('alter table users no force row level security');
+    await insertRows(client, 'users', userColumns, [userRow(sysAdmin)]);
+    await client.query('alter table users force row level security');
+    await setContext(client, first.id, sysAdmin.id);
+    await insertRows(client, 'users', userColumns, USERS.filter((u) => u !== sysAdmin).map(userRow));
     const catalog = generateCatalog();
     const result: SeedResult = { ...none, skipped: false, users: USERS.length };
     for (const p of PUBLISHERS) {
       await setContext(client, p.id);
       await insertPublisher(client, p);
       const members = MEMBERSHIPS.filter((m) => m.publisherId === p.id);
+      await setContext(client, p.id, sysAdmin.id); // enrolling members needs a system admin (0003)
       await insertRows(
         client,
         'user_publishers',
         { publisher_id: 'uuid', user_id: 'uuid', role: 'text' },
         members.map((m) => ({ publisher_id: m.publisherId, user_id: m.userId, role: m.role })),
       );
+      await setContext(client, p.id);
       const cat = catalog.get(p.id)!;
       const audit = { created_by: 'uuid', updated_by: 'uuid', created_at: 'timestamptz', updated_at: 'timestamptz' };
       const withAudit = <T extends { created_by: string | null; created_at: string }>(rows: T[]) =>

@@ -32,6 +32,13 @@ const admin = async (sql: string, params: unknown[] = []) => (await adminQuery(d
 const app = <T>(ctx: Ctx | null, fn: (c: pg.Client) => Promise<T>) => inTx(db.appUrl, ctx, fn);
 const count = async (c: pg.Client, table: string, where = 'true') =>
   Number((await c.query(`select count(*) as n from ${table} where ${where}`)).rows[0].n);
+/** Replace the RLS context in the middle of a transaction (as `inTx` sets it first). */
+const setCtx = (c: pg.Client, ctx: Ctx) =>
+  c.query(`select set_config('app.publisher_id', $1, true), set_config('app.user_id', $2, true), set_config('app.access_scope', $3, true)`, [
+    ctx.publisher ?? '',
+    ctx.user ?? '',
+    ctx.scope ?? '',
+  ]);
 
 t.test('seed identifier generators', async (t) => {
   t.equal(makeIswc(34524680), 'T0345246801', 'T-034.524.680-1');
@@ -312,7 +319,10 @@ t.test('outbox: membership insert/update/delete, work insert/owner change/soft d
   const u = userId('viewer@dmp.example');
   let workId = '';
   await inTx(db.appUrl, pub, async (c) => {
+    // enrolling a non-member needs a system admin; Spirit's admin then changes and removes it
+    await setCtx(c, { publisher: SPIRIT, user: userId('sysadmin@example.com'), scope: 'publisher' });
     await c.query(`insert into user_publishers (publisher_id, user_id, role) values ($1, $2, 'viewer')`, [SPIRIT, u]);
+    await setCtx(c, pub);
     await c.query(`update user_publishers set role = 'editor' where publisher_id = $1 and user_id = $2`, [SPIRIT, u]);
     await c.query(`delete from user_publishers where publisher_id = $1 and user_id = $2`, [SPIRIT, u]);
     workId = (await c.query(`insert into works (publisher_id, title) values ($1, 'Outbox') returning id`, [SPIRIT])).rows[0].id;
@@ -335,4 +345,152 @@ t.test('outbox: membership insert/update/delete, work insert/owner change/soft d
     `delete ${w}#publisher@${p}`,
     `delete ${w}#owner@user:${userId('multi@example.com')}`,
   ]);
+});
+
+t.test('RLS: only publisher admins change or remove memberships; only system admins enrol', async (t) => {
+  const SYS = userId('sysadmin@example.com');
+  const VIEWER = userId('viewer@dmp.example');
+  const EDITOR = userId('editor@dmp.example');
+  const MANAGER = userId('manager@dmp.example');
+  const MULTI = userId('multi@example.com');
+  const OUTSIDER = userId('creator1@songtrust.example');
+  const ctxOf = (publisher: string, user: string, scope: 'publisher' | 'own' = 'publisher') => ({ publisher, user, scope });
+  const snapshot = async () => admin(`select publisher_id, user_id, role from user_publishers order by 1, 2`);
+  const outboxMax = async () => Number((await admin(`select coalesce(max(id), 0) as m from authz_outbox`))[0].m);
+  const before = await snapshot();
+  const outboxBefore = await outboxMax();
+
+  // viewer, editor, manager of DMP (scope publisher, legitimately set), a creator (scope own), and an
+  // admin of DMP under Spirit's context: every write is refused
+  const refused = [
+    ['viewer', ctxOf(DMP, VIEWER)],
+    ['editor', ctxOf(DMP, EDITOR)],
+    ['manager', ctxOf(DMP, MANAGER)],
+    ['multi (viewer of DMP)', ctxOf(DMP, MULTI)],
+    ['creator', ctxOf(SONGTRUST, C1, 'own')],
+    ['creator (forged scope publisher)', ctxOf(SONGTRUST, C1)],
+    ['DMP admin in Spirit', ctxOf(SPIRIT, ADMIN)],
+  ] as const;
+  for (const [who, ctx] of refused) {
+    const pub = ctx.publisher;
+    await t.rejects(
+      app(ctx, (c) => c.query(`insert into user_publishers (publisher_id, user_id, role) values ($1, $2, 'admin')`, [pub, OUTSIDER])),
+      /row-level security/,
+      `${who}: cannot enrol a non-member`,
+    );
+    await app(ctx, async (c) => {
+      t.equal((await c.query(`update user_publishers set role = 'admin' where user_id = $1`, [ctx.user])).rowCount, 0, `${who}: cannot make itself admin`);
+      t.equal((await c.query(`update user_publishers set role = 'viewer' where publisher_id = $1`, [pub])).rowCount, 0, `${who}: cannot change roles`);
+      t.equal((await c.query(`delete from user_publishers where publisher_id = $1 and user_id <> $2`, [pub, ctx.user])).rowCount, 0, `${who}: cannot remove members`);
+      t.equal((await c.query(`delete from user_publishers where user_id = $1`, [ctx.user])).rowCount, 0, `${who}: cannot remove itself either`);
+      t.equal((await c.query(`select app_caller_is_publisher_admin() as a`)).rows[0].a, false, `${who}: not a publisher admin`);
+      t.equal((await c.query(`select app_caller_is_system_admin() as a`)).rows[0].a, false, `${who}: not a system admin`);
+    });
+  }
+  // an upsert is an insert first
+  await t.rejects(
+    app(ctxOf(DMP, VIEWER), (c) => c.query(`insert into user_publishers (publisher_id, user_id, role) values ($1, $2, 'admin') on conflict (publisher_id, user_id) do update set role = 'admin'`, [DMP, VIEWER])),
+    /row-level security/,
+    'viewer: no upsert to admin',
+  );
+  t.same(await snapshot(), before, 'no membership changed');
+  t.equal(await outboxMax(), outboxBefore, 'no relationship written');
+
+  // the publisher admin: changes roles of and removes existing members, cannot enrol anyone
+  const dmpAdmin = ctxOf(DMP, ADMIN);
+  await app(dmpAdmin, async (c) => {
+    t.equal((await c.query(`select app_caller_is_publisher_admin() as a, app_caller_is_system_admin() as s`)).rows[0], { a: true, s: false } as never);
+    t.same((await c.query(`select app_caller_is_publisher_admin() as a, app_caller_is_system_admin() as s`)).rows[0], { a: true, s: false }, 'helpers: admin of DMP, not a system admin');
+    t.equal((await c.query(`update user_publishers set role = 'editor' where publisher_id = $1 and user_id = $2`, [DMP, VIEWER])).rowCount, 1, 'admin changes a role');
+    t.equal((await c.query(`delete from user_publishers where publisher_id = $1 and user_id = $2`, [DMP, EDITOR])).rowCount, 1, 'admin removes a member');
+    t.equal((await c.query(`update user_publishers set role = 'admin' where publisher_id = $1 and user_id = $2`, [SPIRIT, MULTI])).rowCount, 0, 'not in another publisher');
+    t.equal((await c.query(`delete from user_publishers where publisher_id = $1`, [SPIRIT])).rowCount, 0, 'nor remove there');
+  });
+  await t.rejects(
+    app(dmpAdmin, (c) => c.query(`insert into user_publishers (publisher_id, user_id, role) values ($1, $2, 'viewer')`, [DMP, OUTSIDER])),
+    /row-level security/,
+    'admin cannot enrol a non-member',
+  );
+  await t.rejects(
+    app(dmpAdmin, (c) => c.query(`update user_publishers set user_id = $1 where publisher_id = $2 and user_id = $3`, [OUTSIDER, DMP, VIEWER])),
+    /permission denied/,
+    'admin cannot turn a membership into one of a non-member (only the role is updatable)',
+  );
+  await t.rejects(
+    app(dmpAdmin, (c) => c.query(`update user_publishers set publisher_id = $1 where publisher_id = $2 and user_id = $3`, [SPIRIT, DMP, VIEWER])),
+    /permission denied/,
+    'nor move it to another publisher',
+  );
+  await t.rejects(app(dmpAdmin, (c) => c.query(`update user_publishers set created_by = $1`, [ADMIN])), /permission denied/, 'nor rewrite created_by');
+  // demoting itself ends its admin rights for the following statements of the transaction
+  await app(dmpAdmin, async (c) => {
+    t.equal((await c.query(`update user_publishers set role = 'viewer' where publisher_id = $1 and user_id = $2`, [DMP, ADMIN])).rowCount, 1, 'admin demotes itself');
+    t.equal((await c.query(`update user_publishers set role = 'admin' where publisher_id = $1 and user_id = $2`, [DMP, ADMIN])).rowCount, 0, 'and cannot undo it');
+  });
+  // a deleted or disabled admin is no admin
+  await admin(`update users set status = 'disabled' where id = $1`, [ADMIN]);
+  try {
+    await app(dmpAdmin, async (c) => {
+      t.equal((await c.query(`update user_publishers set role = 'editor' where publisher_id = $1 and user_id = $2`, [DMP, VIEWER])).rowCount, 0, 'disabled admin: refused');
+    });
+  } finally {
+    await admin(`update users set status = 'active' where id = $1`, [ADMIN]);
+  }
+
+  // the system admin enrols (in any publisher), changes and removes
+  const sys = ctxOf(DMP, SYS);
+  await app(sys, async (c) => {
+    t.same((await c.query(`select app_caller_is_publisher_admin() as a, app_caller_is_system_admin() as s`)).rows[0], { a: true, s: true }, 'helpers: system admin');
+    t.equal((await c.query(`insert into user_publishers (publisher_id, user_id, role) values ($1, $2, 'viewer')`, [DMP, OUTSIDER])).rowCount, 1, 'system admin enrols');
+    t.equal((await c.query(`update user_publishers set role = 'admin' where publisher_id = $1 and user_id = $2`, [DMP, OUTSIDER])).rowCount, 1, 'and changes the role');
+    t.equal((await c.query(`delete from user_publishers where publisher_id = $1 and user_id = $2`, [DMP, OUTSIDER])).rowCount, 1, 'and removes');
+  });
+  await t.rejects(
+    app(sys, (c) => c.query(`insert into user_publishers (publisher_id, user_id, role) values ($1, $2, 'viewer')`, [SPIRIT, OUTSIDER])),
+    /row-level security/,
+    'system admin: only into the context publisher',
+  );
+  await admin(`update users set status = 'disabled' where id = $1`, [SYS]);
+  try {
+    await t.rejects(
+      app(sys, (c) => c.query(`insert into user_publishers (publisher_id, user_id, role) values ($1, $2, 'viewer')`, [DMP, OUTSIDER])),
+      /row-level security/,
+      'a disabled system admin cannot enrol',
+    );
+  } finally {
+    await admin(`update users set status = 'active' where id = $1`, [SYS]);
+  }
+  t.same(await snapshot(), before, 'everything above was rolled back');
+});
+
+t.test('RLS: only a system admin context creates users', async (t) => {
+  const SYS = userId('sysadmin@example.com');
+  const insertUser = (c: pg.Client, email: string) => c.query(`insert into users (id, email, display_name) values (gen_random_uuid(), $1, 'Squatter')`, [email]);
+  for (const [who, ctx] of [
+    ['viewer', { publisher: DMP, user: userId('viewer@dmp.example'), scope: 'publisher' as const }],
+    ['publisher admin', { publisher: DMP, user: ADMIN, scope: 'publisher' as const }],
+    ['creator', { publisher: SONGTRUST, user: C1, scope: 'own' as const }],
+    ['no user', { publisher: DMP, scope: 'publisher' as const }],
+    ['system admin without a publisher context', { user: SYS }],
+  ] as const) {
+    await t.rejects(app(ctx, (c) => insertUser(c, 'ceo@dmp.example')), /row-level security/, `${who}: cannot create a user`);
+  }
+  await app({ publisher: DMP, user: SYS, scope: 'publisher' }, async (c) => {
+    t.equal((await insertUser(c, 'new.hire@dmp.example')).rowCount, 1, 'system admin creates a user');
+  });
+  t.equal(Number((await admin(`select count(*) as n from users where email in ('ceo@dmp.example', 'new.hire@dmp.example')`))[0].n), 0, 'rolled back');
+});
+
+t.test('RLS helpers: STABLE SECURITY DEFINER, executable by catalog_app only', async (t) => {
+  const fns = await admin(`select p.proname, p.provolatile, p.prosecdef, r.rolname, p.proconfig,
+      has_function_privilege('catalog_app', p.oid, 'execute') as app
+    from pg_proc p join pg_roles r on r.oid = p.proowner
+    where p.pronamespace = 'public'::regnamespace and p.proname like 'app_caller_%' order by 1`);
+  t.same(fns, [
+    { proname: 'app_caller_is_publisher_admin', provolatile: 's', prosecdef: true, rolname: 'catalog_owner', proconfig: ['search_path=public, pg_temp'], app: true },
+    { proname: 'app_caller_is_system_admin', provolatile: 's', prosecdef: true, rolname: 'catalog_owner', proconfig: ['search_path=public, pg_temp'], app: true },
+  ]);
+  const publicAcl = await admin(`select p.proname from pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+    where p.pronamespace = 'public'::regnamespace and p.proname like 'app_caller_%' and a.grantee = 0`);
+  t.same(publicAcl, [], 'not executable by PUBLIC');
 });
