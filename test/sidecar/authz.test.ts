@@ -8,53 +8,26 @@
 import t from 'tap';
 import { randomUUID } from 'node:crypto';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
-import { Redis } from 'ioredis';
-import { RelationshipWriter } from '../../policies/src/relationships.ts';
-import { REDIS_URL, createIssuer, createTestStore, decisions, raw, startSidecar, startUpstream, tempDir, type Issuer, type Sidecar, type TestStore, type Upstream } from './helpers.ts';
+import { decisions, raw, startSidecar, useSidecarFixture, type Sidecar } from './helpers.ts';
 
-let upstream: Upstream;
-let store: TestStore;
-let a: Sidecar;
-let b: Sidecar;
-let issuer: Issuer;
-let redis: Redis;
-let writer: RelationshipWriter;
-const tmp = tempDir();
 const viewer = randomUUID();
 const stranger = randomUUID();
 const publisher = randomUUID();
 const work = randomUUID();
 
-t.before(async () => {
-  upstream = await startUpstream();
-  store = await createTestStore();
-  issuer = await createIssuer(tmp.dir);
-  redis = new Redis(REDIS_URL);
-  writer = new RelationshipWriter({ fga: store.fga, redis, storeId: store.storeId, modelId: store.modelId });
-  await writer.write({
-    writes: [
-      { user: `user:${viewer}`, relation: 'viewer', object: `publisher:${publisher}` },
-      { user: `publisher:${publisher}`, relation: 'publisher', object: `work:${work}` },
-    ],
-  });
-  const env = { OPENFGA_STORE_NAME: store.storeName, UPSTREAM_URL: upstream.url, ROUTES_FILE: tmp.routesFile, JWT_JWKS_FILE: issuer.jwksFile };
-  a = await startSidecar(env);
-  b = await startSidecar(env);
-});
-t.teardown(async () => {
-  await a?.close();
-  await b?.close();
-  await upstream?.close();
-  await store?.remove();
-  redis?.disconnect();
-  tmp.cleanup();
+const fx = useSidecarFixture(t, {
+  sidecars: 2,
+  tuples: [
+    { user: `user:${viewer}`, relation: 'viewer', object: `publisher:${publisher}` },
+    { user: `publisher:${publisher}`, relation: 'publisher', object: `work:${work}` },
+  ],
 });
 
 const call = async (s: Sidecar, userId: string, path = '/api/v1/works', extra: Record<string, string> = {}) =>
-  raw(s.port, 'GET', path, { authorization: `Bearer ${await issuer.token(userId)}`, 'x-publisher-id': publisher, ...extra });
+  raw(s.port, 'GET', path, { authorization: `Bearer ${await fx.issuer.token(userId)}`, 'x-publisher-id': publisher, ...extra });
 
 t.test('allow: upstream gets a verifiable assertion and no spoofed identity headers', async (t) => {
-  const res = await call(a, viewer, '/api/v1/works?limit=1', {
+  const res = await call(fx.sidecar, viewer, '/api/v1/works?limit=1', {
     'x-identity-assertion': 'forged',
     'x-user-id': randomUUID(),
     'x-user-email': 'x@evil',
@@ -68,7 +41,7 @@ t.test('allow: upstream gets a verifiable assertion and no spoofed identity head
   });
   t.equal(res.status, 200);
   t.equal(res.headers['x-request-id'], 'req-123', 'valid inbound request id kept');
-  const got = upstream.received.at(-1)!;
+  const got = fx.upstream.received.at(-1)!;
   for (const h of ['authorization', 'x-user-id', 'x-user-email', 'x-auth-request-user', 'x-remote-user', 'x-forwarded-user', 'x-custom-hop', 'proxy-authorization']) {
     t.notOk(got.headers[h], `${h} not forwarded`);
   }
@@ -79,7 +52,7 @@ t.test('allow: upstream gets a verifiable assertion and no spoofed identity head
   t.match(String(got.headers['x-forwarded-host']), /^127\.0\.0\.1:/);
   const assertion = String(got.headers['x-identity-assertion']);
   t.not(assertion, 'forged');
-  const jwks = createRemoteJWKSet(new URL(`${a.url}/.well-known/jwks.json`));
+  const jwks = createRemoteJWKSet(new URL(`${fx.sidecar.url}/.well-known/jwks.json`));
   const { payload, protectedHeader } = await jwtVerify(assertion, jwks, {
     algorithms: ['ES256'],
     issuer: 'urn:music-publishing:sidecar',
@@ -98,50 +71,51 @@ t.test('allow: upstream gets a verifiable assertion and no spoofed identity head
   t.equal(payload.htm, 'GET', 'htm = the method');
   t.equal(payload.htu, '/api/v1/works', 'htu = the path as forwarded, without the query');
 
-  const bad = await call(a, viewer, '/api/v1/works', { 'x-request-id': 'bad id with spaces' });
+  const bad = await call(fx.sidecar, viewer, '/api/v1/works', { 'x-request-id': 'bad id with spaces' });
   t.match(String(bad.headers['x-request-id']), /^[0-9a-f-]{36}$/, 'unsafe request id replaced');
 });
 
 t.test('hop-by-hop response headers of the upstream are stripped', async (t) => {
-  const res = await raw(a.port, 'GET', '/hop/x');
+  const res = await raw(fx.sidecar.port, 'GET', '/hop/x');
   t.equal(res.status, 200);
   t.notOk(res.headers['x-secret-hop'], 'header named in upstream Connection removed');
   t.equal(res.headers['x-upstream'], 'yes');
 });
 
 t.test('authenticated-only route: identity, no check, no publisher context', async (t) => {
-  const pdpBefore = await decisions(a.url, 'pdp');
-  const res = await call(a, stranger, '/api/v1/users/me');
+  const pdpBefore = await decisions(fx.sidecar.url, 'pdp');
+  const res = await call(fx.sidecar, stranger, '/api/v1/users/me');
   t.equal(res.status, 200);
-  const got = upstream.received.at(-1)!;
+  const got = fx.upstream.received.at(-1)!;
   t.notOk(got.headers['x-publisher-id']);
   t.ok(got.headers['x-identity-assertion']);
-  t.equal(await decisions(a.url, 'pdp'), pdpBefore, 'no Check');
+  t.equal(await decisions(fx.sidecar.url, 'pdp'), pdpBefore, 'no Check');
 });
 
 t.test('deny → 403 problem+json, upstream saw nothing', async (t) => {
-  const before = upstream.received.length;
-  const res = await call(a, stranger);
+  const before = fx.upstream.received.length;
+  const res = await call(fx.sidecar, stranger);
   t.equal(res.status, 403);
   t.match(String(res.headers['content-type']), /problem\+json/);
   t.equal(res.json().type, 'https://errors.music-publishing.example/forbidden');
-  const obj = await call(a, stranger, `/api/v1/works/${work}`);
+  const obj = await call(fx.sidecar, stranger, `/api/v1/works/${work}`);
   t.equal(obj.status, 403);
-  t.equal(upstream.received.length, before);
-  t.equal((await call(a, viewer, `/api/v1/works/${work.toUpperCase()}`)).status, 200, 'object check via publisher (UUID case-insensitive)');
+  t.equal(fx.upstream.received.length, before);
+  t.equal((await call(fx.sidecar, viewer, `/api/v1/works/${work.toUpperCase()}`)).status, 200, 'object check via publisher (UUID case-insensitive)');
 });
 
 t.test('the second identical request is decided from the in-process cache', async (t) => {
   const path = `/api/v1/works?probe=${randomUUID()}`;
   const u = randomUUID();
-  await writer.write({ writes: [{ user: `user:${u}`, relation: 'editor', object: `publisher:${publisher}` }] });
-  t.equal((await call(a, u, path)).status, 200);
-  const pdp = await decisions(a.url, 'pdp');
-  const lru = await decisions(a.url, 'lru', true);
-  t.equal((await call(a, u, path)).status, 200);
-  t.equal(await decisions(a.url, 'pdp'), pdp, 'no OpenFGA Check');
-  t.equal(await decisions(a.url, 'lru', true), lru + 1, 'served from the LRU');
+  await fx.writer.write({ writes: [{ user: `user:${u}`, relation: 'editor', object: `publisher:${publisher}` }] });
+  t.equal((await call(fx.sidecar, u, path)).status, 200);
+  const pdp = await decisions(fx.sidecar.url, 'pdp');
+  const lru = await decisions(fx.sidecar.url, 'lru', true);
+  t.equal((await call(fx.sidecar, u, path)).status, 200);
+  t.equal(await decisions(fx.sidecar.url, 'pdp'), pdp, 'no OpenFGA Check');
+  t.equal(await decisions(fx.sidecar.url, 'lru', true), lru + 1, 'served from the LRU');
   // The other instance has an empty LRU but shares Redis.
+  const b = fx.sidecars[1]!;
   const redisBefore = await decisions(b.url, 'redis', true);
   t.equal((await call(b, u, path)).status, 200);
   t.equal(await decisions(b.url, 'redis', true), redisBefore + 1, 'second instance served from Redis');
@@ -150,67 +124,68 @@ t.test('the second identical request is decided from the in-process cache', asyn
 t.test('revocation + epoch bump denies the next request on both instances', async (t) => {
   const u = randomUUID();
   const tuple = { user: `user:${u}`, relation: 'viewer', object: `publisher:${publisher}` };
-  await writer.write({ writes: [tuple] });
-  for (const s of [a, b]) {
+  const b = fx.sidecars[1]!;
+  await fx.writer.write({ writes: [tuple] });
+  for (const s of fx.sidecars) {
     t.equal((await call(s, u)).status, 200, `allowed on ${s.url}`);
     t.equal((await call(s, u)).status, 200, `cached on ${s.url}`);
   }
-  await writer.write({ deletes: [tuple] });
+  await fx.writer.write({ deletes: [tuple] });
   t.equal((await call(b, u)).status, 403, 'denied on b');
-  t.equal((await call(a, u)).status, 403, 'denied on a');
-  await writer.write({ writes: [tuple] });
-  t.equal((await call(a, u)).status, 200, 'allowed again after re-grant');
+  t.equal((await call(fx.sidecar, u)).status, 403, 'denied on a');
+  await fx.writer.write({ writes: [tuple] });
+  t.equal((await call(fx.sidecar, u)).status, 200, 'allowed again after re-grant');
 });
 
 t.test('bare INCR of the user epoch also invalidates (writer-independent contract)', async (t) => {
   const u = randomUUID();
   const tuple = { user: `user:${u}`, relation: 'viewer', object: `publisher:${publisher}` };
-  await store.fga.write({ writes: [tuple] });
-  t.equal((await call(a, u)).status, 200);
-  await store.fga.write({ deletes: [tuple] });
-  t.equal((await call(a, u)).status, 200, 'stale until the epoch moves (by design: the writer bumps)');
-  await redis.incr(`authz:epoch:${store.storeId}:user:${u}`);
-  t.equal((await call(a, u)).status, 403, 'denied after INCR');
+  await fx.store.fga.write({ writes: [tuple] });
+  t.equal((await call(fx.sidecar, u)).status, 200);
+  await fx.store.fga.write({ deletes: [tuple] });
+  t.equal((await call(fx.sidecar, u)).status, 200, 'stale until the epoch moves (by design: the writer bumps)');
+  await fx.redis.incr(`authz:epoch:${fx.store.storeId}:user:${u}`);
+  t.equal((await call(fx.sidecar, u)).status, 403, 'denied after INCR');
 });
 
 t.test('/ext-authz: Envoy path_prefix, nginx auth_request, Traefik forwardAuth', async (t) => {
-  const token = await issuer.token(viewer);
-  const before = upstream.received.length;
-  const envoy = await raw(a.port, 'GET', '/ext-authz/api/v1/works', { authorization: `Bearer ${token}`, 'x-publisher-id': publisher });
+  const token = await fx.issuer.token(viewer);
+  const before = fx.upstream.received.length;
+  const envoy = await raw(fx.sidecar.port, 'GET', '/ext-authz/api/v1/works', { authorization: `Bearer ${token}`, 'x-publisher-id': publisher });
   t.equal(envoy.status, 200);
   t.ok(envoy.headers['x-identity-assertion']);
   t.equal(envoy.headers['x-publisher-id'], publisher);
   t.ok(envoy.headers['x-request-id']);
-  const envoyDeny = await raw(a.port, 'GET', '/ext-authz/api/v1/works', { authorization: `Bearer ${await issuer.token(stranger)}`, 'x-publisher-id': publisher });
+  const envoyDeny = await raw(fx.sidecar.port, 'GET', '/ext-authz/api/v1/works', { authorization: `Bearer ${await fx.issuer.token(stranger)}`, 'x-publisher-id': publisher });
   t.equal(envoyDeny.status, 403);
   t.match(String(envoyDeny.headers['content-type']), /problem\+json/);
 
-  const nginx = await raw(a.port, 'GET', '/ext-authz', { 'x-original-uri': `/api/v1/works/${work}`, 'x-original-method': 'GET', authorization: `Bearer ${token}`, 'x-publisher-id': publisher });
+  const nginx = await raw(fx.sidecar.port, 'GET', '/ext-authz', { 'x-original-uri': `/api/v1/works/${work}`, 'x-original-method': 'GET', authorization: `Bearer ${token}`, 'x-publisher-id': publisher });
   t.equal(nginx.status, 200);
-  const nginxPost = await raw(a.port, 'GET', '/ext-authz', { 'x-original-uri': '/api/v1/works', 'x-original-method': 'POST', authorization: `Bearer ${token}`, 'x-publisher-id': publisher });
+  const nginxPost = await raw(fx.sidecar.port, 'GET', '/ext-authz', { 'x-original-uri': '/api/v1/works', 'x-original-method': 'POST', authorization: `Bearer ${token}`, 'x-publisher-id': publisher });
   t.equal(nginxPost.status, 403, 'viewer may not create (method from X-Original-Method)');
-  const traefik = await raw(a.port, 'GET', '/ext-authz', { 'x-forwarded-uri': '/api/v1/works?limit=1', 'x-forwarded-method': 'GET', authorization: `Bearer ${token}`, 'x-publisher-id': publisher });
+  const traefik = await raw(fx.sidecar.port, 'GET', '/ext-authz', { 'x-forwarded-uri': '/api/v1/works?limit=1', 'x-forwarded-method': 'GET', authorization: `Bearer ${token}`, 'x-publisher-id': publisher });
   t.equal(traefik.status, 200);
-  const noAuth = await raw(a.port, 'GET', '/ext-authz', { 'x-forwarded-uri': '/api/v1/works', 'x-forwarded-method': 'GET', 'x-publisher-id': publisher });
+  const noAuth = await raw(fx.sidecar.port, 'GET', '/ext-authz', { 'x-forwarded-uri': '/api/v1/works', 'x-forwarded-method': 'GET', 'x-publisher-id': publisher });
   t.equal(noAuth.status, 401);
   t.ok(noAuth.headers['www-authenticate']);
-  const conflict = await raw(a.port, 'GET', '/ext-authz', { 'x-original-uri': '/docs/x', 'x-forwarded-uri': '/api/v1/works', authorization: `Bearer ${token}` });
+  const conflict = await raw(fx.sidecar.port, 'GET', '/ext-authz', { 'x-original-uri': '/docs/x', 'x-forwarded-uri': '/api/v1/works', authorization: `Bearer ${token}` });
   t.equal(conflict.status, 400, 'a client-injected second URI header is rejected, not trusted');
-  const nonCanon = await raw(a.port, 'GET', '/ext-authz', { 'x-original-uri': '/docs/%2e%2e/api/v1/works', 'x-original-method': 'GET' });
+  const nonCanon = await raw(fx.sidecar.port, 'GET', '/ext-authz', { 'x-original-uri': '/docs/%2e%2e/api/v1/works', 'x-original-method': 'GET' });
   t.equal(nonCanon.status, 400);
   t.equal(nonCanon.json().type, 'https://errors.music-publishing.example/non-canonical-path');
-  const missing = await raw(a.port, 'GET', '/ext-authz', {});
+  const missing = await raw(fx.sidecar.port, 'GET', '/ext-authz', {});
   t.equal(missing.status, 400);
-  t.equal(upstream.received.length, before, 'ext-authz never forwards');
+  t.equal(fx.upstream.received.length, before, 'ext-authz never forwards');
 });
 
 const verifyAssertion = async (s: Sidecar, jwt: string) =>
   (await jwtVerify(jwt, createRemoteJWKSet(new URL(`${s.url}/.well-known/jwks.json`)), { algorithms: ['ES256'], issuer: 'urn:music-publishing:sidecar', audience: 'catalog-api' })).payload;
 
 t.test('/ext-authz header mode requires the original method header; never the auth request own method', async (t) => {
-  const token = await issuer.token(viewer);
+  const token = await fx.issuer.token(viewer);
   const auth = { authorization: `Bearer ${token}`, 'x-publisher-id': publisher };
-  const before = upstream.received.length;
+  const before = fx.upstream.received.length;
   for (const [name, headers] of [
     ['X-Original-URI without a method header', { 'x-original-uri': '/api/v1/works' }],
     ['X-Forwarded-Uri without a method header', { 'x-forwarded-uri': '/api/v1/works' }],
@@ -219,54 +194,54 @@ t.test('/ext-authz header mode requires the original method header; never the au
     ['lower-case method', { 'x-original-uri': '/api/v1/works', 'x-original-method': 'get' }],
   ] as const) {
     for (const authMethod of ['GET', 'POST']) {
-      const res = await raw(a.port, authMethod, '/ext-authz', { ...auth, ...headers });
+      const res = await raw(fx.sidecar.port, authMethod, '/ext-authz', { ...auth, ...headers });
       t.equal(res.status, 400, `${name} (auth request ${authMethod}) → 400`);
       t.equal(res.json().type, 'https://errors.music-publishing.example/bad-request', `${name}: bad-request`);
     }
   }
-  const same = await raw(a.port, 'GET', '/ext-authz', { ...auth, 'x-original-uri': '/api/v1/works', 'x-forwarded-uri': '/api/v1/works', 'x-original-method': 'GET', 'x-forwarded-method': 'GET' });
+  const same = await raw(fx.sidecar.port, 'GET', '/ext-authz', { ...auth, 'x-original-uri': '/api/v1/works', 'x-forwarded-uri': '/api/v1/works', 'x-original-method': 'GET', 'x-forwarded-method': 'GET' });
   t.equal(same.status, 200, 'both families present and equal → fine');
-  t.equal(upstream.received.length, before, 'ext-authz never forwards');
+  t.equal(fx.upstream.received.length, before, 'ext-authz never forwards');
 });
 
 t.test('/ext-authz Envoy path_prefix mode: the auth request method decides, headers are ignored', async (t) => {
-  const token = await issuer.token(viewer);
+  const token = await fx.issuer.token(viewer);
   const auth = { authorization: `Bearer ${token}`, 'x-publisher-id': publisher };
-  t.equal((await raw(a.port, 'GET', '/ext-authz/api/v1/works', auth)).status, 200, 'GET allowed');
-  const post = await raw(a.port, 'POST', '/ext-authz/api/v1/works', { ...auth, 'x-original-method': 'GET', 'x-forwarded-method': 'GET' });
+  t.equal((await raw(fx.sidecar.port, 'GET', '/ext-authz/api/v1/works', auth)).status, 200, 'GET allowed');
+  const post = await raw(fx.sidecar.port, 'POST', '/ext-authz/api/v1/works', { ...auth, 'x-original-method': 'GET', 'x-forwarded-method': 'GET' });
   t.equal(post.status, 403, 'POST denied to a viewer even with a spoofed X-Original-Method: GET');
-  const noHeaders = await raw(a.port, 'GET', `/ext-authz/api/v1/works/${work}`, auth);
+  const noHeaders = await raw(fx.sidecar.port, 'GET', `/ext-authz/api/v1/works/${work}`, auth);
   t.equal(noHeaders.status, 200, 'no original-method header needed in Envoy mode');
 });
 
 t.test('assertion htm/htu: proxy (with an upstream base path) and ext_authz (original path)', async (t) => {
-  const c = await startSidecar({ OPENFGA_STORE_NAME: store.storeName, UPSTREAM_URL: `${upstream.url}/base/`, ROUTES_FILE: tmp.routesFile, JWT_JWKS_FILE: issuer.jwksFile });
+  const c = await startSidecar({ ...fx.env, UPSTREAM_URL: `${fx.upstream.url}/base/` });
   t.teardown(() => c.close());
   const res = await call(c, viewer, `/api/v1/works/${work}?fields=title`);
   t.equal(res.status, 200);
-  const got = upstream.received.at(-1)!;
+  const got = fx.upstream.received.at(-1)!;
   t.equal(got.url, `/base/api/v1/works/${work}?fields=title`, 'forwarded under the base path');
   const proxied = await verifyAssertion(c, String(got.headers['x-identity-assertion']));
   t.equal(proxied.htm, 'GET');
   t.equal(proxied.htu, `/base/api/v1/works/${work}`, 'htu = exactly the path the upstream received, no query');
 
-  const token = await issuer.token(viewer);
-  const nginx = await raw(a.port, 'GET', '/ext-authz', { authorization: `Bearer ${token}`, 'x-publisher-id': publisher, 'x-original-uri': `/api/v1/works/${work}?a=1`, 'x-original-method': 'GET' });
+  const token = await fx.issuer.token(viewer);
+  const nginx = await raw(fx.sidecar.port, 'GET', '/ext-authz', { authorization: `Bearer ${token}`, 'x-publisher-id': publisher, 'x-original-uri': `/api/v1/works/${work}?a=1`, 'x-original-method': 'GET' });
   t.equal(nginx.status, 200);
-  const fromNginx = await verifyAssertion(a, String(nginx.headers['x-identity-assertion']));
+  const fromNginx = await verifyAssertion(fx.sidecar, String(nginx.headers['x-identity-assertion']));
   t.equal(fromNginx.htm, 'GET');
   t.equal(fromNginx.htu, `/api/v1/works/${work}`, 'ext_authz: the original request path');
-  const envoy = await raw(a.port, 'GET', '/ext-authz/api/v1/works?limit=5', { authorization: `Bearer ${token}`, 'x-publisher-id': publisher });
+  const envoy = await raw(fx.sidecar.port, 'GET', '/ext-authz/api/v1/works?limit=5', { authorization: `Bearer ${token}`, 'x-publisher-id': publisher });
   t.equal(envoy.status, 200);
-  const fromEnvoy = await verifyAssertion(a, String(envoy.headers['x-identity-assertion']));
+  const fromEnvoy = await verifyAssertion(fx.sidecar, String(envoy.headers['x-identity-assertion']));
   t.equal(fromEnvoy.htm, 'GET');
   t.equal(fromEnvoy.htu, '/api/v1/works', 'Envoy: the path after /ext-authz');
 
   const editor = randomUUID();
-  await writer.write({ writes: [{ user: `user:${editor}`, relation: 'editor', object: `publisher:${publisher}` }] });
-  const post = await raw(a.port, 'POST', '/api/v1/works', { authorization: `Bearer ${await issuer.token(editor)}`, 'x-publisher-id': publisher, 'content-type': 'application/json' }, Buffer.from('{}'));
+  await fx.writer.write({ writes: [{ user: `user:${editor}`, relation: 'editor', object: `publisher:${publisher}` }] });
+  const post = await raw(fx.sidecar.port, 'POST', '/api/v1/works', { authorization: `Bearer ${await fx.issuer.token(editor)}`, 'x-publisher-id': publisher, 'content-type': 'application/json' }, Buffer.from('{}'));
   t.equal(post.status, 200);
-  const posted = await verifyAssertion(a, String(upstream.received.at(-1)!.headers['x-identity-assertion']));
+  const posted = await verifyAssertion(fx.sidecar, String(fx.upstream.received.at(-1)!.headers['x-identity-assertion']));
   t.equal(posted.htm, 'POST');
   t.equal(posted.htu, '/api/v1/works');
 });

@@ -8,34 +8,12 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { SignJWT, base64url } from 'jose';
-import { createIssuer, createTestStore, raw, startSidecar, startUpstream, tempDir, type Issuer, type Sidecar, type TestStore, type Upstream } from './helpers.ts';
+import { createIssuer, raw, startSidecar, useSidecarFixture } from './helpers.ts';
 
-let upstream: Upstream;
-let store: TestStore;
-let sidecar: Sidecar;
-let issuer: Issuer;
-const tmp = tempDir();
 const user = randomUUID();
 const publisher = randomUUID();
 
-t.before(async () => {
-  upstream = await startUpstream();
-  store = await createTestStore();
-  issuer = await createIssuer(tmp.dir);
-  await store.fga.write({ writes: [{ user: `user:${user}`, relation: 'viewer', object: `publisher:${publisher}` }] });
-  sidecar = await startSidecar({
-    OPENFGA_STORE_NAME: store.storeName,
-    UPSTREAM_URL: upstream.url,
-    ROUTES_FILE: tmp.routesFile,
-    JWT_JWKS_FILE: issuer.jwksFile,
-  });
-});
-t.teardown(async () => {
-  await sidecar?.close();
-  await upstream?.close();
-  await store?.remove();
-  tmp.cleanup();
-});
+const fx = useSidecarFixture(t, { tuples: [{ user: `user:${user}`, relation: 'viewer', object: `publisher:${publisher}` }] });
 
 const problem = (t: Test, res: { status: number; headers: Record<string, unknown>; json(): any }, status: number, kind: string) => {
   t.equal(res.status, status, `status ${status}`);
@@ -46,8 +24,8 @@ const problem = (t: Test, res: { status: number; headers: Record<string, unknown
 };
 
 t.test('non-canonical targets are rejected with 400 and never reach the upstream', async (t) => {
-  const token = await issuer.token(user);
-  const before = upstream.received.length;
+  const token = await fx.issuer.token(user);
+  const before = fx.upstream.received.length;
   const targets = [
     '//api/v1/works',
     '/api//v1/works',
@@ -67,20 +45,20 @@ t.test('non-canonical targets are rejected with 400 and never reach the upstream
     '*',
   ];
   for (const target of targets) {
-    const res = await raw(sidecar.port, target === '*' ? 'OPTIONS' : 'GET', target, { authorization: `Bearer ${token}`, 'x-publisher-id': publisher });
+    const res = await raw(fx.sidecar.port, target === '*' ? 'OPTIONS' : 'GET', target, { authorization: `Bearer ${token}`, 'x-publisher-id': publisher });
     t.equal(res.status, 400, `${target} → 400`);
     t.equal(res.json().type, 'https://errors.music-publishing.example/non-canonical-path', `${target} kind`);
   }
   // Non-ASCII: Node's parser or our check rejects it — either way 400 problem+json.
-  const nonAscii = await raw(sidecar.port, 'GET', '/docs/\u00e9', {});
+  const nonAscii = await raw(fx.sidecar.port, 'GET', '/docs/\u00e9', {});
   t.equal(nonAscii.status, 400, 'non-ASCII → 400');
   t.match(String(nonAscii.headers['content-type']), /problem\+json/);
-  t.equal(upstream.received.length, before, 'upstream saw nothing');
+  t.equal(fx.upstream.received.length, before, 'upstream saw nothing');
 });
 
 t.test('routing is exact and case-sensitive; no rule → 404 problem+json', async (t) => {
-  const token = await issuer.token(user);
-  const before = upstream.received.length;
+  const token = await fx.issuer.token(user);
+  const before = fx.upstream.received.length;
   for (const [m, p] of [
     ['GET', '/API/V1/WORKS'],
     ['GET', '/api/v1/works/'],
@@ -89,44 +67,44 @@ t.test('routing is exact and case-sensitive; no rule → 404 problem+json', asyn
     ['GET', '/api/v1/works/not-a-uuid'],
     ['GET', '/docs'],
   ] as const) {
-    const res = await raw(sidecar.port, m, p, { authorization: `Bearer ${token}`, 'x-publisher-id': publisher });
+    const res = await raw(fx.sidecar.port, m, p, { authorization: `Bearer ${token}`, 'x-publisher-id': publisher });
     problem(t, res, 404, 'not-found');
   }
-  const propfind = await raw(sidecar.port, 'PROPFIND', '/docs/x', {});
+  const propfind = await raw(fx.sidecar.port, 'PROPFIND', '/docs/x', {});
   problem(t, propfind, 404, 'not-found');
-  t.equal(upstream.received.length, before, 'upstream saw nothing');
+  t.equal(fx.upstream.received.length, before, 'upstream saw nothing');
 });
 
 t.test('public route: no identity needed; HEAD follows the GET rule; identity headers stripped', async (t) => {
-  const res = await raw(sidecar.port, 'GET', '/docs/index.html?x=%2F', { 'x-user-id': 'spoof', authorization: 'Bearer abc' });
+  const res = await raw(fx.sidecar.port, 'GET', '/docs/index.html?x=%2F', { 'x-user-id': 'spoof', authorization: 'Bearer abc' });
   t.equal(res.status, 200);
   t.equal(res.headers['x-upstream'], 'yes');
-  const got = upstream.received.at(-1)!;
+  const got = fx.upstream.received.at(-1)!;
   t.equal(got.url, '/docs/index.html?x=%2F', 'raw target forwarded unchanged');
   t.notOk(got.headers['x-user-id']);
   t.notOk(got.headers['authorization']);
   t.notOk(got.headers['x-identity-assertion'], 'no assertion on public routes');
-  const head = await raw(sidecar.port, 'HEAD', '/docs/index.html', {});
+  const head = await raw(fx.sidecar.port, 'HEAD', '/docs/index.html', {});
   t.equal(head.status, 200);
-  t.equal(upstream.received.at(-1)!.method, 'HEAD');
+  t.equal(fx.upstream.received.at(-1)!.method, 'HEAD');
 });
 
 t.test('authentication failures → 401 with an RFC 6750 challenge', async (t) => {
-  const before = upstream.received.length;
+  const before = fx.upstream.received.length;
   const path = '/api/v1/works';
   const h = (token?: string) => ({ ...(token ? { authorization: `Bearer ${token}` } : {}), 'x-publisher-id': publisher });
-  const missing = await raw(sidecar.port, 'GET', path, h());
+  const missing = await raw(fx.sidecar.port, 'GET', path, h());
   problem(t, missing, 401, 'unauthenticated');
   t.equal(missing.headers['www-authenticate'], 'Bearer realm="music-publishing"', 'no error code without credentials (RFC 6750 §3.1)');
 
   const now = Math.floor(Date.now() / 1000);
   const cases: [string, string][] = [
-    ['expired', await issuer.token(user, { expSeconds: -60 })],
-    ['wrong iss', await issuer.token(user, { iss: 'https://evil.example' })],
-    ['wrong aud', await issuer.token(user, { aud: 'other' })],
-    ['no exp', await issuer.token(user, { omitExp: true })],
-    ['typ JWT (not an access token)', await issuer.token(user, { typ: 'JWT' })],
-    ['sub not a UUID', await issuer.token('alice')],
+    ['expired', await fx.issuer.token(user, { expSeconds: -60 })],
+    ['wrong iss', await fx.issuer.token(user, { iss: 'https://evil.example' })],
+    ['wrong aud', await fx.issuer.token(user, { aud: 'other' })],
+    ['no exp', await fx.issuer.token(user, { omitExp: true })],
+    ['typ JWT (not an access token)', await fx.issuer.token(user, { typ: 'JWT' })],
+    ['sub not a UUID', await fx.issuer.token('alice')],
     ['garbage', 'abc.def.ghi'],
     [
       'alg none',
@@ -137,17 +115,17 @@ t.test('authentication failures → 401 with an RFC 6750 challenge', async (t) =
     [
       'HS256 signed with the public key',
       await new SignJWT({})
-        .setProtectedHeader({ alg: 'HS256', typ: 'at+jwt', kid: issuer.kid })
+        .setProtectedHeader({ alg: 'HS256', typ: 'at+jwt', kid: fx.issuer.kid })
         .setIssuer('https://issuer.test.local')
         .setAudience('music-publishing')
         .setSubject(user)
         .setExpirationTime(now + 600)
-        .sign(new TextEncoder().encode(JSON.stringify(issuer.publicJwk))),
+        .sign(new TextEncoder().encode(JSON.stringify(fx.issuer.publicJwk))),
     ],
     [
       'signed by another key',
       await (async () => {
-        const dir = join(tmp.dir, 'other-issuer');
+        const dir = join(fx.tmp.dir, 'other-issuer');
         mkdirSync(dir);
         const other = await createIssuer(dir);
         return other.token(user);
@@ -155,46 +133,46 @@ t.test('authentication failures → 401 with an RFC 6750 challenge', async (t) =
     ],
   ];
   for (const [name, token] of cases) {
-    const res = await raw(sidecar.port, 'GET', path, h(token));
+    const res = await raw(fx.sidecar.port, 'GET', path, h(token));
     t.equal(res.status, 401, `${name} → 401`);
     t.match(String(res.headers['www-authenticate']), /^Bearer realm="music-publishing", error="invalid_token"/, `${name}: invalid_token`);
   }
-  const basic = await raw(sidecar.port, 'GET', path, { authorization: 'Basic dTpw', 'x-publisher-id': publisher });
+  const basic = await raw(fx.sidecar.port, 'GET', path, { authorization: 'Basic dTpw', 'x-publisher-id': publisher });
   t.equal(basic.status, 401, 'another scheme counts as no credentials');
-  t.equal(upstream.received.length, before, 'upstream saw nothing');
+  t.equal(fx.upstream.received.length, before, 'upstream saw nothing');
 });
 
 t.test('publisher context: alias, conflict, malformed, missing', async (t) => {
-  const token = await issuer.token(user);
+  const token = await fx.issuer.token(user);
   const auth = { authorization: `Bearer ${token}` };
-  const alias = await raw(sidecar.port, 'GET', '/api/v1/works', { ...auth, 'x-tenant-id': publisher.toUpperCase() });
+  const alias = await raw(fx.sidecar.port, 'GET', '/api/v1/works', { ...auth, 'x-tenant-id': publisher.toUpperCase() });
   t.equal(alias.status, 200, 'X-Tenant-Id alone works');
   t.equal(alias.headers['deprecation'], '@1793491200', 'RFC 9745 date form');
   t.match(String(alias.headers['sunset']), /GMT$/);
-  t.equal(upstream.received.at(-1)!.headers['x-publisher-id'], publisher, 'forwarded as normalised X-Publisher-Id');
-  t.notOk(upstream.received.at(-1)!.headers['x-tenant-id'], 'legacy header not forwarded');
+  t.equal(fx.upstream.received.at(-1)!.headers['x-publisher-id'], publisher, 'forwarded as normalised X-Publisher-Id');
+  t.notOk(fx.upstream.received.at(-1)!.headers['x-tenant-id'], 'legacy header not forwarded');
 
-  const same = await raw(sidecar.port, 'GET', '/api/v1/works', { ...auth, 'x-tenant-id': publisher, 'x-publisher-id': publisher });
+  const same = await raw(fx.sidecar.port, 'GET', '/api/v1/works', { ...auth, 'x-tenant-id': publisher, 'x-publisher-id': publisher });
   t.equal(same.status, 200, 'both equal → fine');
-  const before = upstream.received.length;
-  const conflict = await raw(sidecar.port, 'GET', '/api/v1/works', { ...auth, 'x-tenant-id': randomUUID(), 'x-publisher-id': publisher });
+  const before = fx.upstream.received.length;
+  const conflict = await raw(fx.sidecar.port, 'GET', '/api/v1/works', { ...auth, 'x-tenant-id': randomUUID(), 'x-publisher-id': publisher });
   problem(t, conflict, 400, 'publisher-context');
   t.equal(conflict.headers['deprecation'], '@1793491200', 'Deprecation also on the error');
-  problem(t, await raw(sidecar.port, 'GET', '/api/v1/works', { ...auth, 'x-publisher-id': 'dmp' }), 400, 'publisher-context');
-  problem(t, await raw(sidecar.port, 'GET', '/api/v1/works', auth), 400, 'publisher-context');
-  t.equal(upstream.received.length, before, 'upstream saw nothing');
+  problem(t, await raw(fx.sidecar.port, 'GET', '/api/v1/works', { ...auth, 'x-publisher-id': 'dmp' }), 400, 'publisher-context');
+  problem(t, await raw(fx.sidecar.port, 'GET', '/api/v1/works', auth), 400, 'publisher-context');
+  t.equal(fx.upstream.received.length, before, 'upstream saw nothing');
 });
 
 t.test('own endpoints', async (t) => {
-  t.equal((await raw(sidecar.port, 'GET', '/healthz')).status, 200);
-  const ready = await raw(sidecar.port, 'GET', '/readyz');
+  t.equal((await raw(fx.sidecar.port, 'GET', '/healthz')).status, 200);
+  const ready = await raw(fx.sidecar.port, 'GET', '/readyz');
   t.equal(ready.status, 200);
   t.same(ready.json().checks, { openfga: 'ok', redis: 'ok', upstream: 'ok' });
-  const jwks = (await raw(sidecar.port, 'GET', '/.well-known/jwks.json')).json();
+  const jwks = (await raw(fx.sidecar.port, 'GET', '/.well-known/jwks.json')).json();
   t.equal(jwks.keys.length, 1);
   t.equal(jwks.keys[0].alg, 'ES256');
   t.notOk(jwks.keys[0].d, 'no private part');
-  const metrics = await raw(sidecar.port, 'GET', '/metrics');
+  const metrics = await raw(fx.sidecar.port, 'GET', '/metrics');
   t.match(metrics.text, /sidecar_decisions_total\{source="pdp",allowed="true"\}/);
 });
 
@@ -202,16 +180,16 @@ t.test('remote JWKS unreachable → 503 (fail closed), not 401', async (t) => {
   const { freePort } = await import('./helpers.ts');
   const dead = await freePort();
   const s = await startSidecar({
-    OPENFGA_STORE_NAME: store.storeName,
-    UPSTREAM_URL: upstream.url,
-    ROUTES_FILE: tmp.routesFile,
+    OPENFGA_STORE_NAME: fx.store.storeName,
+    UPSTREAM_URL: fx.upstream.url,
+    ROUTES_FILE: fx.tmp.routesFile,
     JWT_JWKS_URL: `http://127.0.0.1:${dead}/jwks.json`,
     JWT_JWKS_TIMEOUT_MS: '300',
   });
   t.teardown(() => s.close());
-  const before = upstream.received.length;
-  const res = await raw(s.port, 'GET', '/api/v1/works', { authorization: `Bearer ${await issuer.token(user)}`, 'x-publisher-id': publisher });
+  const before = fx.upstream.received.length;
+  const res = await raw(s.port, 'GET', '/api/v1/works', { authorization: `Bearer ${await fx.issuer.token(user)}`, 'x-publisher-id': publisher });
   t.equal(res.status, 503);
   t.match(String(res.headers['content-type']), /problem\+json/);
-  t.equal(upstream.received.length, before);
+  t.equal(fx.upstream.received.length, before);
 });

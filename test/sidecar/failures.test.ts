@@ -7,47 +7,23 @@
 import t from 'tap';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import {
-  createIssuer,
-  createTestStore,
-  decisions,
-  freePort,
-  raw,
-  startPrivateOpenFga,
-  startPrivateRedis,
-  startSidecar,
-  startUpstream,
-  tempDir,
-  type Issuer,
-  type TestStore,
-} from './helpers.ts';
+import { decisions, freePort, raw, startPrivateOpenFga, startPrivateRedis, startSidecar, startUpstream, useSidecarFixture } from './helpers.ts';
 
-let store: TestStore;
-let issuer: Issuer;
-const tmp = tempDir();
 const viewer = randomUUID();
 const stranger = randomUUID();
 const publisher = randomUUID();
 
-t.before(async () => {
-  store = await createTestStore();
-  issuer = await createIssuer(tmp.dir);
-  await store.fga.write({ writes: [{ user: `user:${viewer}`, relation: 'viewer', object: `publisher:${publisher}` }] });
-});
-t.teardown(async () => {
-  await store?.remove();
-  tmp.cleanup();
-});
+// No sidecar here: each test starts its own with the dependency it breaks (and its own upstream).
+const fx = useSidecarFixture(t, { sidecars: 0, tuples: [{ user: `user:${viewer}`, relation: 'viewer', object: `publisher:${publisher}` }] });
 
-const baseEnv = () => ({ OPENFGA_STORE_NAME: store.storeName, ROUTES_FILE: tmp.routesFile, JWT_JWKS_FILE: issuer.jwksFile });
 const call = async (port: number, userId: string, path = '/api/v1/works') =>
-  raw(port, 'GET', path, { authorization: `Bearer ${await issuer.token(userId)}`, 'x-publisher-id': publisher });
+  raw(port, 'GET', path, { authorization: `Bearer ${await fx.issuer.token(userId)}`, 'x-publisher-id': publisher });
 
 t.test('OpenFGA down → 503 pdp-unavailable, never cached; back → recovers', async (t) => {
   const fgaPort = await freePort();
   let fga = await startPrivateOpenFga(fgaPort);
   const upstream = await startUpstream();
-  const s = await startSidecar({ ...baseEnv(), OPENFGA_API_URL: `http://127.0.0.1:${fgaPort}`, UPSTREAM_URL: upstream.url, OPENFGA_TIMEOUT_MS: '500' });
+  const s = await startSidecar({ ...fx.env, OPENFGA_API_URL: `http://127.0.0.1:${fgaPort}`, UPSTREAM_URL: upstream.url, OPENFGA_TIMEOUT_MS: '500' });
   t.teardown(async () => {
     await s.close();
     await upstream.close();
@@ -77,7 +53,7 @@ t.test('Redis down → decisions stay correct without the cache; readyz degraded
   const redisPort = await freePort();
   const redis = await startPrivateRedis(redisPort);
   const upstream = await startUpstream();
-  const s = await startSidecar({ ...baseEnv(), REDIS_URL: `redis://127.0.0.1:${redisPort}/0`, UPSTREAM_URL: upstream.url });
+  const s = await startSidecar({ ...fx.env, REDIS_URL: `redis://127.0.0.1:${redisPort}/0`, UPSTREAM_URL: upstream.url });
   t.teardown(async () => {
     await s.close();
     await upstream.close();
@@ -103,7 +79,7 @@ t.test('Redis down → decisions stay correct without the cache; readyz degraded
 
 t.test('upstream failures: down → 502, slow → 504', async (t) => {
   const deadPort = await freePort();
-  const s = await startSidecar({ ...baseEnv(), UPSTREAM_URL: `http://127.0.0.1:${deadPort}`, UPSTREAM_HEADERS_TIMEOUT_MS: '300' });
+  const s = await startSidecar({ ...fx.env, UPSTREAM_URL: `http://127.0.0.1:${deadPort}`, UPSTREAM_HEADERS_TIMEOUT_MS: '300' });
   t.teardown(() => s.close());
   const down = await call(s.port, viewer);
   t.equal(down.status, 502);
@@ -113,7 +89,7 @@ t.test('upstream failures: down → 502, slow → 504', async (t) => {
   t.equal(ready.json().checks.upstream, 'fail');
 
   const upstream = await startUpstream();
-  const s2 = await startSidecar({ ...baseEnv(), UPSTREAM_URL: upstream.url, UPSTREAM_HEADERS_TIMEOUT_MS: '300' });
+  const s2 = await startSidecar({ ...fx.env, UPSTREAM_URL: upstream.url, UPSTREAM_HEADERS_TIMEOUT_MS: '300' });
   t.teardown(async () => {
     await s2.close();
     await upstream.close();
@@ -126,13 +102,13 @@ t.test('upstream failures: down → 502, slow → 504', async (t) => {
 
 t.test('request bodies stream; the limit answers 413', async (t) => {
   const upstream = await startUpstream();
-  await store.fga.write({ writes: [{ user: `user:${viewer}`, relation: 'editor', object: `publisher:${publisher}` }] });
-  const s = await startSidecar({ ...baseEnv(), UPSTREAM_URL: upstream.url, PROXY_BODY_LIMIT_BYTES: String(6 * 1024 * 1024) });
+  await fx.store.fga.write({ writes: [{ user: `user:${viewer}`, relation: 'editor', object: `publisher:${publisher}` }] });
+  const s = await startSidecar({ ...fx.env, UPSTREAM_URL: upstream.url, PROXY_BODY_LIMIT_BYTES: String(6 * 1024 * 1024) });
   t.teardown(async () => {
     await s.close();
     await upstream.close();
   });
-  const headers = async () => ({ authorization: `Bearer ${await issuer.token(viewer)}`, 'x-publisher-id': publisher, 'content-type': 'application/octet-stream' });
+  const headers = async () => ({ authorization: `Bearer ${await fx.issuer.token(viewer)}`, 'x-publisher-id': publisher, 'content-type': 'application/octet-stream' });
   const FIVE_MIB = 5 * 1024 * 1024;
   async function* chunks(total: number) {
     const chunk = Buffer.alloc(64 * 1024, 7);
@@ -153,6 +129,6 @@ t.test('request bodies stream; the limit answers 413', async (t) => {
   t.equal(tooBig.json().type, 'https://errors.music-publishing.example/payload-too-large');
   t.equal(upstream.received.length, before, 'declared too-large body never forwarded');
 
-  const deniedBig = await raw(s.port, 'POST', '/api/v1/works', { authorization: `Bearer ${await issuer.token(stranger)}`, 'x-publisher-id': publisher, 'content-length': String(FIVE_MIB) }, Buffer.alloc(FIVE_MIB));
+  const deniedBig = await raw(s.port, 'POST', '/api/v1/works', { authorization: `Bearer ${await fx.issuer.token(stranger)}`, 'x-publisher-id': publisher, 'content-length': String(FIVE_MIB) }, Buffer.alloc(FIVE_MIB));
   t.equal(deniedBig.status, 403, 'denied before the body is read');
 });

@@ -4,6 +4,7 @@
  * name, deleted at teardown), a throw-away token issuer (ES256 key + JWKS file in a temp dir), a
  * recording upstream (a real Node HTTP server on an ephemeral loopback port), and a raw HTTP client
  * that sends request targets byte-for-byte (fetch/WHATWG URL would normalise `/./`, `%2e%2e` …).
+ * `useSidecarFixture` wires the usual set of them into a suite's `t.before`/`t.teardown`.
  */
 import { createServer, request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -14,9 +15,11 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SignJWT, calculateJwkThumbprint, exportJWK, generateKeyPair, type CryptoKey } from 'jose';
 import { Redis } from 'ioredis';
-import { OpenFgaClient } from '@openfga/sdk';
+import { OpenFgaClient, type TupleKey } from '@openfga/sdk';
 import type { FastifyInstance } from 'fastify';
+import type { Test } from 'tap';
 import { deployModel } from '../../policies/src/model.ts';
+import { RelationshipWriter } from '../../policies/src/relationships.ts';
 import { buildSidecar } from '../../sidecar/src/app.ts';
 import { loadConfig } from '../../sidecar/src/config.ts';
 
@@ -186,6 +189,73 @@ export async function startSidecar(env: Record<string, string>): Promise<Sidecar
   await app.listen({ host: '127.0.0.1', port: 0 });
   const port = (app.server.address() as { port: number }).port;
   return { app, url: `http://127.0.0.1:${port}`, port, close: () => app.close() };
+}
+
+// ---------------------------------------------------------------------------------------------
+/** What `useSidecarFixture` sets up; every field but `tmp` is filled in by the suite's `t.before`. */
+export type SidecarFixture = {
+  /** Temp dir with routes.yaml (TEST_ROUTES) and the issuer's JWKS file; exists from the start. */
+  tmp: ReturnType<typeof tempDir>;
+  upstream: Upstream;
+  store: TestStore;
+  issuer: Issuer;
+  /** A client of the shared Redis (REDIS_URL), the one `writer` bumps epochs in. */
+  redis: Redis;
+  writer: RelationshipWriter;
+  /** The env the fixture's sidecars were started with: store, upstream, routes, JWKS file, then `env`. */
+  env: Record<string, string>;
+  /** The fixture's sidecars, in start order. */
+  sidecars: Sidecar[];
+  /** `sidecars[0]` (undefined when `sidecars: 0`). */
+  sidecar: Sidecar;
+};
+
+export type SidecarFixtureOptions = {
+  /** Tuples written (through `writer`, so epochs are bumped) before any sidecar starts. */
+  tuples?: TupleKey[];
+  /** How many sidecars to start with `env` (default 1; 0 when the suite starts its own). */
+  sidecars?: number;
+  /** Extra sidecar environment, merged over the fixture's defaults into `fixture.env`. */
+  env?: Record<string, string>;
+};
+
+/**
+ * The common setup of the sidecar suites, registered on `t`:
+ * - `t.before`: start a recording upstream, create a throw-away OpenFGA store and token issuer,
+ *   connect to the shared Redis, write `tuples` with a RelationshipWriter, start `sidecars`
+ *   sidecars with `env`;
+ * - `t.teardown`: close the sidecars and the upstream, delete the store, disconnect Redis, remove
+ *   the temp dir.
+ * Returns the fixture object at once; read its fields inside the tests (they are set by `t.before`).
+ * Suite-specific services (private OpenFGA/Redis, per-test sidecars) stay in the suite.
+ */
+export function useSidecarFixture(t: Test, opts: SidecarFixtureOptions = {}): SidecarFixture {
+  const fx = { tmp: tempDir(), sidecars: [] as Sidecar[] } as SidecarFixture;
+  t.before(async () => {
+    fx.upstream = await startUpstream();
+    fx.store = await createTestStore();
+    fx.issuer = await createIssuer(fx.tmp.dir);
+    fx.redis = new Redis(REDIS_URL);
+    fx.writer = new RelationshipWriter({ fga: fx.store.fga, redis: fx.redis, storeId: fx.store.storeId, modelId: fx.store.modelId });
+    if (opts.tuples) await fx.writer.write({ writes: opts.tuples });
+    fx.env = {
+      OPENFGA_STORE_NAME: fx.store.storeName,
+      UPSTREAM_URL: fx.upstream.url,
+      ROUTES_FILE: fx.tmp.routesFile,
+      JWT_JWKS_FILE: fx.issuer.jwksFile,
+      ...opts.env,
+    };
+    for (let i = 0; i < (opts.sidecars ?? 1); i++) fx.sidecars.push(await startSidecar(fx.env));
+    fx.sidecar = fx.sidecars[0]!;
+  });
+  t.teardown(async () => {
+    for (const s of fx.sidecars) await s.close();
+    await fx.upstream?.close();
+    await fx.store?.remove();
+    fx.redis?.disconnect();
+    fx.tmp.cleanup();
+  });
+  return fx;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,10 +12,8 @@ import { createServer } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Redis } from 'ioredis';
-import { RelationshipWriter } from '../../policies/src/relationships.ts';
 import { createTokenCache } from '../../sidecar/src/identity/token-cache.ts';
-import { REDIS_URL, createIssuer, createTestStore, raw, startSidecar, startUpstream, tempDir, type Issuer, type Sidecar, type TestStore, type Upstream } from './helpers.ts';
+import { createIssuer, raw, startSidecar, tempDir, useSidecarFixture, type Sidecar } from './helpers.ts';
 
 t.test('unit: an entry ends at exp or after the max TTL; past exp is never stored; TTL 0 is off', async (t) => {
   let now = 1_000_000;
@@ -42,32 +40,10 @@ t.test('unit: an entry ends at exp or after the max TTL; past exp is never store
   t.not(cache.keyOf('tok'), 'tok', 'keyed by a hash, not the token');
 });
 
-let upstream: Upstream;
-let store: TestStore;
-let issuer: Issuer;
-let sidecar: Sidecar;
-let redis: Redis;
-let writer: RelationshipWriter;
-const tmp = tempDir();
 const viewer = randomUUID();
 const publisher = randomUUID();
 
-t.before(async () => {
-  upstream = await startUpstream();
-  store = await createTestStore();
-  issuer = await createIssuer(tmp.dir);
-  redis = new Redis(REDIS_URL);
-  writer = new RelationshipWriter({ fga: store.fga, redis, storeId: store.storeId, modelId: store.modelId });
-  await writer.write({ writes: [{ user: `user:${viewer}`, relation: 'viewer', object: `publisher:${publisher}` }] });
-  sidecar = await startSidecar({ OPENFGA_STORE_NAME: store.storeName, UPSTREAM_URL: upstream.url, ROUTES_FILE: tmp.routesFile, JWT_JWKS_FILE: issuer.jwksFile });
-});
-t.teardown(async () => {
-  await sidecar?.close();
-  await upstream?.close();
-  await store?.remove();
-  redis?.disconnect();
-  tmp.cleanup();
-});
+const fx = useSidecarFixture(t, { tuples: [{ user: `user:${viewer}`, relation: 'viewer', object: `publisher:${publisher}` }] });
 
 /** `sidecar_token_cache_total{result}` of a sidecar. */
 async function tokenCache(s: Sidecar, result: 'hit' | 'miss'): Promise<number> {
@@ -77,39 +53,39 @@ async function tokenCache(s: Sidecar, result: 'hit' | 'miss'): Promise<number> {
 const get = (s: Sidecar, token: string) => raw(s.port, 'GET', '/api/v1/works', { authorization: `Bearer ${token}`, 'x-publisher-id': publisher });
 
 t.test('the same token twice: verified once, then served from the cache', async (t) => {
-  const token = await issuer.token(viewer);
-  const [hits, misses] = [await tokenCache(sidecar, 'hit'), await tokenCache(sidecar, 'miss')];
-  t.equal((await get(sidecar, token)).status, 200);
-  t.equal((await get(sidecar, token)).status, 200);
-  t.equal(await tokenCache(sidecar, 'miss'), misses + 1, 'one full verification');
-  t.equal(await tokenCache(sidecar, 'hit'), hits + 1, 'one hit');
+  const token = await fx.issuer.token(viewer);
+  const [hits, misses] = [await tokenCache(fx.sidecar, 'hit'), await tokenCache(fx.sidecar, 'miss')];
+  t.equal((await get(fx.sidecar, token)).status, 200);
+  t.equal((await get(fx.sidecar, token)).status, 200);
+  t.equal(await tokenCache(fx.sidecar, 'miss'), misses + 1, 'one full verification');
+  t.equal(await tokenCache(fx.sidecar, 'hit'), hits + 1, 'one hit');
 });
 
 t.test('an invalid token is never cached', async (t) => {
-  const good = await issuer.token(viewer);
-  const other = await issuer.token(viewer);
+  const good = await fx.issuer.token(viewer);
+  const other = await fx.issuer.token(viewer);
   const forged = `${good.slice(0, good.lastIndexOf('.'))}${other.slice(other.lastIndexOf('.'))}`; // another token's signature
-  const hits = await tokenCache(sidecar, 'hit');
-  for (let i = 0; i < 3; i++) t.equal((await get(sidecar, forged)).status, 401, `rejected (${i + 1})`);
-  t.equal(await tokenCache(sidecar, 'hit'), hits, 'no hit for the forged token');
-  const wrongAudience = await issuer.token(viewer, { aud: 'someone-else' });
-  t.equal((await get(sidecar, wrongAudience)).status, 401);
-  t.equal((await get(sidecar, wrongAudience)).status, 401, 'still rejected');
-  t.equal(await tokenCache(sidecar, 'hit'), hits, 'no hit for a token with bad claims');
+  const hits = await tokenCache(fx.sidecar, 'hit');
+  for (let i = 0; i < 3; i++) t.equal((await get(fx.sidecar, forged)).status, 401, `rejected (${i + 1})`);
+  t.equal(await tokenCache(fx.sidecar, 'hit'), hits, 'no hit for the forged token');
+  const wrongAudience = await fx.issuer.token(viewer, { aud: 'someone-else' });
+  t.equal((await get(fx.sidecar, wrongAudience)).status, 401);
+  t.equal((await get(fx.sidecar, wrongAudience)).status, 401, 'still rejected');
+  t.equal(await tokenCache(fx.sidecar, 'hit'), hits, 'no hit for a token with bad claims');
 });
 
 t.test('a cached token is re-verified after its exp and rejected past exp + clock tolerance', async (t) => {
-  const token = await issuer.token(viewer, { expSeconds: 1 });
+  const token = await fx.issuer.token(viewer, { expSeconds: 1 });
   const expMs = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()).exp * 1000;
-  t.equal((await get(sidecar, token)).status, 200);
-  t.equal((await get(sidecar, token)).status, 200, 'cached');
+  t.equal((await get(fx.sidecar, token)).status, 200);
+  t.equal((await get(fx.sidecar, token)).status, 200, 'cached');
   await sleep(Math.max(0, expMs - Date.now()) + 50);
-  const hits = await tokenCache(sidecar, 'hit');
-  const res = await get(sidecar, token);
-  t.equal(await tokenCache(sidecar, 'hit'), hits, 'past exp: not served from the cache');
+  const hits = await tokenCache(fx.sidecar, 'hit');
+  const res = await get(fx.sidecar, token);
+  t.equal(await tokenCache(fx.sidecar, 'hit'), hits, 'past exp: not served from the cache');
   if (Date.now() < expMs + 5000) t.equal(res.status, 200, 'jose still accepts within its 5 s clock tolerance');
   await sleep(Math.max(0, expMs + 5000 - Date.now()) + 1100);
-  const late = await get(sidecar, token);
+  const late = await get(fx.sidecar, token);
   t.equal(late.status, 401, 'rejected once past exp + tolerance');
   t.match(String(late.headers['www-authenticate']), /invalid_token/);
 });
@@ -117,21 +93,21 @@ t.test('a cached token is re-verified after its exp and rejected past exp + cloc
 t.test('a revoked decision is denied at once for a cached token', async (t) => {
   const u = randomUUID();
   const tuple = { user: `user:${u}`, relation: 'viewer', object: `publisher:${publisher}` };
-  await writer.write({ writes: [tuple] });
-  const token = await issuer.token(u);
-  t.equal((await get(sidecar, token)).status, 200);
-  t.equal((await get(sidecar, token)).status, 200);
-  const hits = await tokenCache(sidecar, 'hit');
-  await writer.write({ deletes: [tuple] });
-  t.equal((await get(sidecar, token)).status, 403, 'denied right after the revocation');
-  t.equal(await tokenCache(sidecar, 'hit'), hits + 1, 'the token itself came from the cache');
+  await fx.writer.write({ writes: [tuple] });
+  const token = await fx.issuer.token(u);
+  t.equal((await get(fx.sidecar, token)).status, 200);
+  t.equal((await get(fx.sidecar, token)).status, 200);
+  const hits = await tokenCache(fx.sidecar, 'hit');
+  await fx.writer.write({ deletes: [tuple] });
+  t.equal((await get(fx.sidecar, token)).status, 403, 'denied right after the revocation');
+  t.equal(await tokenCache(fx.sidecar, 'hit'), hits + 1, 'the token itself came from the cache');
 });
 
 t.test('JWKS rotation: a cached token whose key left the set is rejected at once', async (t) => {
   const rotated = tempDir();
   t.teardown(() => rotated.cleanup());
   const next = await createIssuer(rotated.dir);
-  let served = readFileSync(issuer.jwksFile, 'utf8');
+  let served = readFileSync(fx.issuer.jwksFile, 'utf8');
   const jwksServer = createServer((_req, res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(served);
@@ -139,15 +115,15 @@ t.test('JWKS rotation: a cached token whose key left the set is rejected at once
   await new Promise<void>((r) => jwksServer.listen(0, '127.0.0.1', r));
   t.teardown(() => new Promise<void>((r) => jwksServer.close(() => r())));
   const s = await startSidecar({
-    OPENFGA_STORE_NAME: store.storeName,
-    UPSTREAM_URL: upstream.url,
-    ROUTES_FILE: tmp.routesFile,
+    OPENFGA_STORE_NAME: fx.store.storeName,
+    UPSTREAM_URL: fx.upstream.url,
+    ROUTES_FILE: fx.tmp.routesFile,
     JWT_JWKS_URL: `http://127.0.0.1:${(jwksServer.address() as { port: number }).port}/jwks.json`,
     JWT_JWKS_COOLDOWN_MS: '0',
   });
   t.teardown(() => s.close());
 
-  const old = await issuer.token(viewer);
+  const old = await fx.issuer.token(viewer);
   t.equal((await get(s, old)).status, 200);
   t.equal((await get(s, old)).status, 200);
   t.equal(await tokenCache(s, 'hit'), 1, 'old-key token cached');

@@ -11,36 +11,18 @@ import { randomUUID } from 'node:crypto';
 import { request as httpRequest, type ClientRequest } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfig } from '../../sidecar/src/config.ts';
-import { createIssuer, createTestStore, raw, startSidecar, startUpstream, tempDir, type Issuer, type RawResponse, type Sidecar, type TestStore, type Upstream } from './helpers.ts';
+import { raw, startSidecar, useSidecarFixture, type RawResponse, type Sidecar } from './helpers.ts';
 
-let store: TestStore;
-let issuer: Issuer;
-let upstream: Upstream;
-const tmp = tempDir();
 const editor = randomUUID();
 const publisher = randomUUID();
 
-t.before(async () => {
-  upstream = await startUpstream();
-  store = await createTestStore();
-  issuer = await createIssuer(tmp.dir);
-  await store.fga.write({ writes: [{ user: `user:${editor}`, relation: 'editor', object: `publisher:${publisher}` }] });
+// No sidecar here: each test starts its own on the small pool (UPSTREAM_CONNECTIONS=2).
+const fx = useSidecarFixture(t, {
+  sidecars: 0,
+  tuples: [{ user: `user:${editor}`, relation: 'editor', object: `publisher:${publisher}` }],
+  env: { UPSTREAM_CONNECTIONS: '2' },
 });
-t.teardown(async () => {
-  await upstream?.close();
-  await store?.remove();
-  tmp.cleanup();
-});
-
-const sidecarWith = (env: Record<string, string>) =>
-  startSidecar({
-    OPENFGA_STORE_NAME: store.storeName,
-    UPSTREAM_URL: upstream.url,
-    ROUTES_FILE: tmp.routesFile,
-    JWT_JWKS_FILE: issuer.jwksFile,
-    UPSTREAM_CONNECTIONS: '2',
-    ...env,
-  });
+const sidecarWith = (env: Record<string, string>) => startSidecar({ ...fx.env, ...env });
 
 /** Reject when `p` takes longer than `ms` (so a regression fails fast instead of hanging the suite). */
 const within = <T>(ms: number, p: Promise<T>, what: string): Promise<T> =>
@@ -51,7 +33,7 @@ type Upload = { req: ClientRequest; response: Promise<RawResponse | Error> };
 
 async function startUpload(port: number): Promise<Upload> {
   const headers = {
-    authorization: `Bearer ${await issuer.token(editor)}`,
+    authorization: `Bearer ${await fx.issuer.token(editor)}`,
     'x-publisher-id': publisher,
     'content-type': 'application/octet-stream',
     'transfer-encoding': 'chunked',
@@ -114,7 +96,7 @@ t.test('a client aborting its upload while queued for an upstream connection doe
   for (const b of await Promise.all(busy)) t.equal(b.status, 200, 'the requests holding the connections finish');
   const after = await within(2000, raw(s.port, 'GET', '/docs/after-abort'), 'request after the abort');
   t.equal(after.status, 200, 'and serves requests (no slot leaked)');
-  t.notOk(upstream.received.some((r) => r.method === 'POST' && r.bytes === 1024), 'the aborted upload never completed upstream');
+  t.notOk(fx.upstream.received.some((r) => r.method === 'POST' && r.bytes === 1024), 'the aborted upload never completed upstream');
 });
 
 t.test('a chunked body over the limit while queued → 413, the sidecar survives', async (t) => {
@@ -122,7 +104,7 @@ t.test('a chunked body over the limit while queued → 413, the sidecar survives
   t.teardown(() => s.close());
   const busy = occupy(s, 800);
   await sleep(100);
-  const before = upstream.received.length;
+  const before = fx.upstream.received.length;
   const up = await startUpload(s.port);
   up.req.write(Buffer.alloc(4096, 1));
   const res = await within(2000, up.response, 'over-limit upload');
@@ -136,7 +118,7 @@ t.test('a chunked body over the limit while queued → 413, the sidecar survives
   t.equal((await within(1000, raw(s.port, 'GET', '/healthz'), 'healthz')).status, 200, 'still alive');
   await Promise.all(busy);
   t.equal((await within(2000, raw(s.port, 'GET', '/docs/after-413'), 'request after the 413')).status, 200, 'no slot leaked');
-  t.notOk(upstream.received.slice(before).some((r) => r.method === 'POST'), 'the over-limit body never reached the upstream');
+  t.notOk(fx.upstream.received.slice(before).some((r) => r.method === 'POST'), 'the over-limit body never reached the upstream');
 });
 
 t.test('waiting for an upstream connection is bounded: 503 upstream-unavailable with Retry-After', async (t) => {
@@ -158,7 +140,7 @@ t.test('waiting for an upstream connection is bounded: 503 upstream-unavailable 
 t.test('slow-drip uploads are cut at REQUEST_TIMEOUT_MS; other users are served meanwhile', async (t) => {
   const s = await sidecarWith({ REQUEST_TIMEOUT_MS: '1000', UPSTREAM_QUEUE_TIMEOUT_MS: '3000' });
   t.teardown(() => s.close());
-  const abortedBefore = upstream.aborted.length;
+  const abortedBefore = fx.upstream.aborted.length;
   const N = 4; // twice the pool: two hold the connections, two wait for one
   const uploads: Upload[] = [];
   const started = Date.now();
@@ -184,6 +166,6 @@ t.test('slow-drip uploads are cut at REQUEST_TIMEOUT_MS; other users are served 
   const elapsed = Date.now() - started;
   t.ok(elapsed >= 900 && elapsed < 2500, `cut at the deadline (${elapsed} ms)`);
   await sleep(100);
-  t.ok(upstream.aborted.length - abortedBefore >= 2, 'the upstream requests of the uploads that had a connection were aborted');
+  t.ok(fx.upstream.aborted.length - abortedBefore >= 2, 'the upstream requests of the uploads that had a connection were aborted');
   t.equal((await within(2000, raw(s.port, 'GET', '/docs/after'), 'request after the uploads')).status, 200, 'connections free again');
 });
