@@ -3,10 +3,9 @@
  * identity straight to the catalog API, the decision cache, and revocation across sidecar processes.
  */
 import t from 'tap';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { SignJWT, calculateJwkThumbprint, exportJWK, importPKCS8 } from 'jose';
+import { createAssertionSigner } from '../../sidecar/src/identity/assertion.ts';
 import { DATA_DIR, startStack, tokenFor, type Stack } from './stack.ts';
 import { PUBLISHER_IDS } from './policy.ts';
 import { decisions } from '../support/http.ts';
@@ -54,18 +53,15 @@ t.test('the catalog API trusts only a valid identity assertion', async (t) => {
   const noAssertion = await fetch(`${api}/api/v1/works`, { headers: { 'x-publisher-id': PUBLISHER_IDS.dmp, 'x-user-id': userId('admin@dmp.example') } });
   t.equal(noAssertion.status, 401, 'plain identity headers are not trusted');
 
-  const key = await importPKCS8(readFileSync(join(DATA_DIR, 'sidecar-signing-key.pem'), 'utf8'), 'ES256', { extractable: true });
-  const { d: _d, ...pub } = await exportJWK(key);
-  const assertion = async (sub: string, publisherId: string, htm: string, htu: string) =>
-    new SignJWT({ publisher_id: publisherId, scope: 'catalog', request_id: randomUUID(), htm, htu })
-      .setProtectedHeader({ alg: 'ES256', kid: await calculateJwkThumbprint(pub), typ: 'JWT' })
-      .setIssuer('urn:music-publishing:sidecar')
-      .setAudience('catalog-api')
-      .setSubject(sub)
-      .setIssuedAt()
-      .setExpirationTime('60s')
-      .setJti(randomUUID())
-      .sign(key);
+  // The sidecar's own signer with the sidecars' key: what the API would receive from a sidecar.
+  const signer = await createAssertionSigner({
+    keyFile: join(DATA_DIR, 'sidecar-signing-key.pem'),
+    issuer: 'urn:music-publishing:sidecar',
+    audience: 'catalog-api',
+    warn: (m) => t.fail(m),
+  });
+  const assertion = (sub: string, publisherId: string, method: string, path: string) =>
+    signer.sign({ sub, publisherId, scope: 'catalog', requestId: randomUUID(), method, path });
 
   // A DMP admin asks, in DMP's context, for a Songtrust work: RLS hides it.
   const songtrustWorks = await get(stack.sidecars[0]!.url, '/api/v1/works?limit=1', 'sysadmin@example.com', PUBLISHER_IDS.songtrust);

@@ -78,7 +78,6 @@ export async function startStack(opts: { sidecars?: number; env?: Record<string,
   await ensureKeyPair(signingKey);
   await migrateUp(env('DATABASE_OWNER_URL'));
   await seed(env('DATABASE_OWNER_URL'));
-  await node(['policies/src/cli.ts', 'deploy']);
   await node(['catalog-api/src/outbox/drain.ts']);
 
   const [apiPort, firstSidecarPort] = [await freePort(), await freePort()];
