@@ -2,7 +2,9 @@
  * Benchmark: what the sidecar costs in front of an upstream, measured side by side in one run.
  *
  *   direct      autocannon → upstream
- *   sidecar     autocannon → sidecar (JWT verify, route rule, cached decision, signed assertion) → upstream
+ *   sidecar     autocannon → sidecar (JWT verify, route rule, cached decision, signed assertion) → upstream,
+ *               once with the session-revocation check (the default for the platform's issuer) and
+ *               once for an issuer without revocable sessions, to show what the check costs
  *   sidecar-pdp a second sidecar with the decision cache off (DECISION_CACHE_TTL_MS=0): every
  *               request pays an OpenFGA Check.
  *
@@ -25,10 +27,11 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { OpenFgaClient } from '@openfga/sdk';
 import { deployModel } from '../policies/src/model.ts';
-import { devIssuerFiles, ensureKeyPair, signAccessToken } from '../scripts/dev-issuer.ts';
+import { SignJWT, calculateJwkThumbprint, exportJWK, exportPKCS8, generateKeyPair } from 'jose';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 
 const ROOT = resolve(import.meta.dirname, '..');
-const DATA = process.env.DATA_DIR ?? join(ROOT, '.data');
 const duration = Number(process.env.BENCH_DURATION_S ?? 10);
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const apiUrl = process.env.OPENFGA_API_URL ?? 'http://127.0.0.1:8080';
@@ -54,11 +57,28 @@ const user = randomUUID();
 const publisher = randomUUID();
 await fga.write({ writes: [{ user: `user:${user}`, relation: 'viewer', object: `publisher:${publisher}` }] });
 
-const issuer = devIssuerFiles(DATA);
-await ensureKeyPair(issuer.pem, issuer.jwks);
-const signingKey = join(DATA, 'sidecar-signing-key.pem');
-await ensureKeyPair(signingKey);
-const token = await signAccessToken(issuer.pem, { sub: user }, 3600);
+// A throw-away issuer: an ES256 key whose JWKS a loopback server publishes, like the sign-in service.
+const ISSUER = 'https://bench-issuer.local';
+const issuerKeys = await generateKeyPair('ES256', { extractable: true });
+const issuerJwk = await exportJWK(issuerKeys.publicKey);
+const kid = await calculateJwkThumbprint(issuerJwk);
+const jwksBody = JSON.stringify({ keys: [{ ...issuerJwk, kid, alg: 'ES256', use: 'sig' }] });
+const jwksServer = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(jwksBody));
+await new Promise<void>((r) => jwksServer.listen(0, '127.0.0.1', r));
+const jwksUrl = `http://127.0.0.1:${(jwksServer.address() as { port: number }).port}/jwks.json`;
+const signingKey = join(mkdtempSync(join(tmpdir(), 'bench-')), 'sidecar-signing-key.pem');
+writeFileSync(signingKey, await exportPKCS8((await generateKeyPair('ES256', { extractable: true })).privateKey), { mode: 0o600 });
+const token = await new SignJWT({ sid: randomUUID(), amr: ['pwd'] })
+  .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid })
+  .setIssuer(ISSUER)
+  .setAudience('music-publishing')
+  .setSubject(user)
+  .setIssuedAt()
+  .setExpirationTime('1h')
+  .setJti(randomUUID())
+  .sign(issuerKeys.privateKey);
+/** The same issuer without revocable sessions: the baseline for the cost of the session check. */
+const noSessions = JSON.stringify([{ issuer: ISSUER, audience: 'music-publishing', jwks_uri: jwksUrl, sessions: false }]);
 
 async function startSidecar(port: number, extra: Record<string, string>): Promise<ChildProcess> {
   const child = spawn(process.execPath, [...nodeArgs, sidecarMain], {
@@ -70,7 +90,8 @@ async function startSidecar(port: number, extra: Record<string, string>): Promis
       UPSTREAM_URL: upstreamUrl,
       OPENFGA_STORE_NAME: storeName,
       SIDECAR_SIGNING_KEY_FILE: signingKey,
-      JWT_JWKS_FILE: issuer.jwks,
+      JWT_ISSUER: ISSUER,
+      JWT_JWKS_URL: jwksUrl,
       ...extra,
     },
     stdio: ['ignore', 'inherit', 'inherit'],
@@ -87,8 +108,10 @@ async function startSidecar(port: number, extra: Record<string, string>): Promis
 }
 const cachedPort = 18000 + Math.floor(Math.random() * 1000);
 const uncachedPort = cachedPort + 1000;
+const noRevocationPort = cachedPort + 2000;
 const cached = await startSidecar(cachedPort, {});
 const uncached = await startSidecar(uncachedPort, { DECISION_CACHE_TTL_MS: '0' });
+const noRevocation = await startSidecar(noRevocationPort, { JWT_ISSUERS: noSessions });
 const rssAtStart = [rssMiB(cached.pid), rssMiB(uncached.pid)];
 
 type Row = { name: string; rps: number; p50: number; p99: number; non2xx: number; cpuUsPerReq?: number };
@@ -130,7 +153,8 @@ function countsBy(text: string, metric: string, label: string): Record<string, n
 
 const rows = [
   await run('direct upstream', `${upstreamUrl}/api/v1/works`),
-  await run('sidecar, cached decision', `http://127.0.0.1:${cachedPort}/api/v1/works`, cached.pid),
+  await run('sidecar, cached decision, no session check', `http://127.0.0.1:${noRevocationPort}/api/v1/works`, noRevocation.pid),
+  await run('sidecar, cached decision + session revocation check', `http://127.0.0.1:${cachedPort}/api/v1/works`, cached.pid),
   await run('sidecar, every request checks OpenFGA', `http://127.0.0.1:${uncachedPort}/api/v1/works`, uncached.pid),
 ];
 const [direct] = rows as [Row];
@@ -159,7 +183,8 @@ for (const [name, port] of [['cached', cachedPort], ['uncached', uncachedPort]] 
 }
 if (cacheLeak) console.log('ERROR: the DECISION_CACHE_TTL_MS=0 sidecar answered from a decision cache');
 
-await Promise.all([cached, uncached].map((c) => new Promise((r) => { c.once('exit', r); c.kill('SIGTERM'); })));
+await Promise.all([cached, uncached, noRevocation].map((c) => new Promise((r) => { c.once('exit', r); c.kill('SIGTERM'); })));
 upstream.close();
+jwksServer.close();
 await fga.deleteStore();
 process.exit(rows.some((r) => r.non2xx > 0) || cacheLeak ? 1 : 0);

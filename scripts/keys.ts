@@ -1,11 +1,89 @@
 /**
- * CLI: create (once) the development issuer's key pair and the sidecar's assertion-signing key
- * under the data directory. Usage: node scripts/keys.ts [dataDir]   (default .data)
+ * Key management: `npm run keys -- <command>`.
+ *
+ *   init [dataDir]      create what the stack needs on disk, once (idempotent): the issuer's
+ *                       key-encryption key (ISSUER_KEK_FILE, default <dataDir>/issuer-kek.key) and the
+ *                       sidecar's assertion signing key (<dataDir>/sidecar-signing-key.pem, ES256)
+ *   list                the issuer's signing keys: kid, status, dates
+ *   rotate [--force]    next → active, active → retired (kept in the JWKS until every token it
+ *                       signed has expired), a new next key; refuses a next key published for less
+ *                       than ISSUER_KEY_PUBLISH_AHEAD_S unless --force
+ *
+ * `list` and `rotate` use AUTH_DATABASE_URL and ISSUER_KEK_FILE (catalog-api/src/config.ts). Running
+ * catalog API processes pick a rotation up within ISSUER_KEY_RELOAD_MS.
  */
-import { join } from 'node:path';
-import { devIssuerFiles, ensureKeyPair } from './dev-issuer.ts';
+import { mkdirSync, existsSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { Command } from 'commander';
+import { exportPKCS8, generateKeyPair } from 'jose';
+import { loadConfig } from '../catalog-api/src/config.ts';
+import { createOrm } from '../catalog-api/src/db/orm.ts';
+import { ensureKekFile, loadKek } from '../catalog-api/src/modules/auth/secrets.ts';
+import { listKeys, rotateKeys } from '../catalog-api/src/modules/auth/keys/key-store.ts';
 
-const dataDir = process.argv[2] ?? process.env.DATA_DIR ?? '.data';
-const issuer = devIssuerFiles(dataDir);
-await ensureKeyPair(issuer.pem, issuer.jwks);
-await ensureKeyPair(join(dataDir, 'sidecar-signing-key.pem'));
+/** Create an ES256 private key (PKCS#8 PEM, mode 0600) at `file` unless one exists. @returns true when written */
+async function ensureSigningKeyFile(file: string): Promise<boolean> {
+  if (existsSync(file)) return false;
+  mkdirSync(dirname(file), { recursive: true });
+  const { privateKey } = await generateKeyPair('ES256', { extractable: true });
+  writeFileSync(file, await exportPKCS8(privateKey), { mode: 0o600 });
+  return true;
+}
+
+async function withAuthOrm<T>(fn: (orm: Awaited<ReturnType<typeof createOrm>>) => Promise<T>): Promise<T> {
+  const orm = await createOrm(loadConfig(), 'auth');
+  try {
+    return await fn(orm);
+  } finally {
+    await orm.close(true);
+  }
+}
+
+const program = new Command('keys').description('Manage the issuer and sidecar keys').exitOverride();
+
+program
+  .command('init')
+  .argument('[dataDir]', 'data directory', process.env.DATA_DIR ?? '.data')
+  .description('create the key-encryption key and the sidecar signing key when missing')
+  .action(async (dataDir: string) => {
+    const kekFile = process.env.ISSUER_KEK_FILE || join(dataDir, 'issuer-kek.key');
+    if (ensureKekFile(kekFile)) console.log(`created the key-encryption key ${resolve(kekFile)}`);
+    const sidecarKey = join(dataDir, 'sidecar-signing-key.pem');
+    if (await ensureSigningKeyFile(sidecarKey)) console.log(`created the sidecar signing key ${resolve(sidecarKey)}`);
+  });
+
+program
+  .command('list')
+  .description("list the issuer's signing keys")
+  .action(async () => {
+    const keys = await withAuthOrm(listKeys);
+    for (const k of keys) {
+      const when = [`created ${k.createdAt.toISOString()}`];
+      if (k.activatedAt) when.push(`active since ${k.activatedAt.toISOString()}`);
+      if (k.expiresAt) when.push(`leaves the JWKS ${k.expiresAt.toISOString()}`);
+      console.log(`${k.status.padEnd(7)} ${k.kid}  ${k.alg}  ${when.join(', ')}`);
+    }
+    if (keys.length === 0) console.log('no keys yet: the catalog API creates them on its first start');
+  });
+
+program
+  .command('rotate')
+  .option('--force', 'promote a next key that has not been published for ISSUER_KEY_PUBLISH_AHEAD_S yet')
+  .description('rotate the issuer signing key')
+  .action(async (opts: { force?: boolean }) => {
+    const config = loadConfig();
+    const kek = loadKek(config.ISSUER_KEK_FILE);
+    const r = await withAuthOrm((orm) =>
+      rotateKeys(orm, kek, { publishAheadMs: config.ISSUER_KEY_PUBLISH_AHEAD_S * 1000, accessTokenTtlMs: config.ACCESS_TOKEN_TTL_S * 1000, force: opts.force }),
+    );
+    console.log(`active: ${r.activated}\nretired: ${r.retired ?? '(none)'}\nnext: ${r.next}${r.deleted.length ? `\ndeleted: ${r.deleted.join(', ')}` : ''}`);
+  });
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  const e = err as { code?: string; exitCode?: number; message?: string };
+  if (e.code?.startsWith('commander.')) process.exit(e.exitCode ?? 2);
+  console.error(`keys: ${e.message ?? String(err)}`);
+  process.exit(1);
+}

@@ -27,6 +27,10 @@ ensure_node() {
   export PATH="$dir/bin:$PATH"
 }
 
+# Node's on-disk compile cache (V8 code cache of every module, TypeScript included): start-up of each
+# process — tests spawn many — drops by about a third once warm.
+export NODE_COMPILE_CACHE="${NODE_COMPILE_CACHE:-$CACHE/node-compile-cache}"
+
 # ensure_deps: npm ci when node_modules is missing or older than the lock file.
 ensure_deps() {
   if [ ! -d "$ROOT/node_modules" ] || [ "$ROOT/package-lock.json" -nt "$ROOT/node_modules/.package-lock.json" ]; then

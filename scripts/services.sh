@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Make PostgreSQL, Redis and OpenFGA available on loopback and print their URLs as `export` lines.
+# Make PostgreSQL, Redis, OpenFGA and the demo directory (a Samba AD domain controller) available on
+# loopback and print their settings as `export` lines.
 #
-# Reuses a configured or reachable service (DATABASE_URL/DATABASE_OWNER_URL, REDIS_URL,
-# OPENFGA_API_URL); otherwise installs Debian packages and starts private instances under .data/.
-# OpenFGA is built with `go install` into tools/cache/bin (reused when present) and uses PostgreSQL
-# as its datastore, prepared with `openfga migrate`.
+# Reuses a configured or reachable service (DATABASE_URL/DATABASE_OWNER_URL/AUTH_DATABASE_URL,
+# REDIS_URL, OPENFGA_API_URL, DIRECTORY_URL); otherwise installs Debian packages and starts private
+# instances under .data/. OpenFGA is built with `go install` into tools/cache/bin (reused when
+# present) and uses PostgreSQL as its datastore, prepared with `openfga migrate`. The directory is
+# provisioned once under .data/samba (realm CORP.EXAMPLE.TEST, LDAPS on 127.0.0.1:636 with a
+# certificate from a private CA in .data/samba/tls, random administrator and service passwords kept
+# in .data/samba/*-password) and started with only its LDAP service.
 #
 # Usage: scripts/services.sh [--db NAME]   (default database name: publishing)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -23,14 +27,16 @@ port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
 apt_install() {
   log "installing Debian packages: $*"
+  # man-db's trigger rebuilds every manual page index after each install; skip it (minutes on CI).
+  rm -f /var/lib/man-db/auto-update 2>/dev/null || true
   if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -print -quit 2>/dev/null)" ]; then apt-get update -qq; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
 }
 
 # ---------- PostgreSQL ----------
 PG_HOST=127.0.0.1 PG_PORT="${PG_PORT:-5432}"
 ensure_postgres() {
-  if [ -n "${DATABASE_URL:-}" ] && [ -n "${DATABASE_OWNER_URL:-}" ]; then return 0; fi
+  if [ -n "${DATABASE_URL:-}" ] && [ -n "${DATABASE_OWNER_URL:-}" ] && [ -n "${AUTH_DATABASE_URL:-}" ]; then return 0; fi
   if ! port_open "$PG_HOST" "$PG_PORT"; then
     command -v pg_ctlcluster >/dev/null || apt_install postgresql postgresql-client
     if pg_lsclusters -h 2>/dev/null | grep -q .; then
@@ -54,6 +60,7 @@ ensure_postgres() {
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'catalog_owner') THEN CREATE ROLE catalog_owner LOGIN PASSWORD 'catalog_owner' NOSUPERUSER NOBYPASSRLS; END IF;
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'catalog_app') THEN CREATE ROLE catalog_app LOGIN PASSWORD 'catalog_app' NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE; END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'catalog_auth') THEN CREATE ROLE catalog_auth LOGIN PASSWORD 'catalog_auth' NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE; END IF;
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'openfga') THEN CREATE ROLE openfga LOGIN PASSWORD 'openfga'; END IF;
 END \$\$;
 SQL
@@ -65,9 +72,10 @@ SQL
       $su -d postgres -c "CREATE DATABASE \"$name\" OWNER $owner" >/dev/null
     fi
   done
-  $su -d "$DB_NAME" -c "SET client_min_messages = warning; REVOKE ALL ON SCHEMA public FROM PUBLIC; ALTER SCHEMA public OWNER TO catalog_owner; GRANT USAGE ON SCHEMA public TO catalog_app; CREATE EXTENSION IF NOT EXISTS pgcrypto" >/dev/null
+  $su -d "$DB_NAME" -c "SET client_min_messages = warning; REVOKE ALL ON SCHEMA public FROM PUBLIC; ALTER SCHEMA public OWNER TO catalog_owner; GRANT USAGE ON SCHEMA public TO catalog_app, catalog_auth; CREATE EXTENSION IF NOT EXISTS pgcrypto" >/dev/null
   DATABASE_URL="postgres://catalog_app:catalog_app@$PG_HOST:$PG_PORT/$DB_NAME"
   DATABASE_OWNER_URL="postgres://catalog_owner:catalog_owner@$PG_HOST:$PG_PORT/$DB_NAME"
+  AUTH_DATABASE_URL="postgres://catalog_auth:catalog_auth@$PG_HOST:$PG_PORT/$DB_NAME"
   OPENFGA_DATASTORE_URI="${OPENFGA_DATASTORE_URI:-postgres://openfga:openfga@$PG_HOST:$PG_PORT/openfga?sslmode=disable}"
 }
 
@@ -102,11 +110,81 @@ ensure_openfga() {
   echo "OpenFGA did not become healthy; see $DATA/openfga.log" >&2; tail -20 "$DATA/openfga.log" >&2; exit 1
 }
 
+# ---------- Directory (Samba AD DC) ----------
+SAMBA_DIR="$DATA/samba"
+samba_running() { [ -f /run/samba/samba.pid ] && kill -0 "$(cat /run/samba/samba.pid)" 2>/dev/null; }
+# A password that satisfies AD's complexity rule (three of: upper, lower, digit, symbol).
+new_password() { printf 'Mp-%s-9x' "$(head -c 15 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"; }
+
+make_directory_tls() {
+  local tls="$SAMBA_DIR/tls"
+  mkdir -p "$tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout "$tls/ca.key" -out "$tls/ca.pem" \
+    -subj "/CN=Music Publishing demo directory CA" -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -keyout "$tls/key.pem" -out "$tls/server.csr" -subj "/CN=localhost" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n' >"$tls/ext.cnf"
+  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial -days 825 \
+    -extfile "$tls/ext.cnf" -out "$tls/cert.pem" 2>/dev/null
+  chmod 600 "$tls/key.pem" "$tls/ca.key"
+}
+
+provision_directory() {
+  command -v samba-tool >/dev/null || apt_install samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules openssl
+  log "provisioning the demo directory (Samba AD DC, realm CORP.EXAMPLE.TEST) in $SAMBA_DIR"
+  rm -rf "$SAMBA_DIR/dc" && mkdir -p "$SAMBA_DIR/log"
+  [ -s "$SAMBA_DIR/admin-password" ] || new_password >"$SAMBA_DIR/admin-password"
+  samba-tool domain provision --targetdir="$SAMBA_DIR/dc" --realm=CORP.EXAMPLE.TEST --domain=CORP \
+    --adminpass="$(cat "$SAMBA_DIR/admin-password")" --server-role=dc --dns-backend=NONE --use-rfc2307 \
+    --option="interfaces=lo" --option="bind interfaces only=yes" >"$SAMBA_DIR/log/provision.log" 2>&1 \
+    || { tail -20 "$SAMBA_DIR/log/provision.log" >&2; exit 1; }
+  make_directory_tls
+  local conf="$SAMBA_DIR/dc/etc/smb.conf"
+  local extra
+  extra="$(printf '\ttls enabled = yes\n\ttls keyfile = %s\n\ttls certfile = %s\n\ttls cafile = %s\n\tprefork children = 2' \
+    "$SAMBA_DIR/tls/key.pem" "$SAMBA_DIR/tls/cert.pem" "$SAMBA_DIR/tls/ca.pem")"
+  awk -v logs="$SAMBA_DIR/log/samba.log" -v extra="$extra" '
+    /^\tserver services = / { print "\tserver services = ldap"; next }
+    /^\tlog file = / { print "\tlog file = " logs; next }
+    { print }
+    /^\[global\]/ { print extra }' "$conf" >"$conf.new" && mv "$conf.new" "$conf"
+  # Demo passwords never expire and are never reused-checked; 20 bad binds lock an account (AD's 775).
+  samba-tool domain passwordsettings set --configfile="$conf" --history-length=0 --min-pwd-age=0 --max-pwd-age=0 \
+    --account-lockout-threshold=20 --account-lockout-duration=1 --reset-account-lockout-after=1 >/dev/null
+  touch "$SAMBA_DIR/provisioned"
+}
+
+ensure_directory() {
+  if [ -n "${DIRECTORY_URL:-}" ]; then return 0; fi
+  DIRECTORY_URL="ldaps://127.0.0.1:636"
+  DIRECTORY_CA_FILE="$SAMBA_DIR/tls/ca.pem"
+  if ! samba_running; then
+    if port_open 127.0.0.1 636; then
+      echo "something else listens on 127.0.0.1:636; set DIRECTORY_URL, DIRECTORY_CA_FILE, DIRECTORY_ADMIN_PASSWORD and DIRECTORY_BIND_PASSWORD to use it" >&2
+      exit 1
+    fi
+    [ -f "$SAMBA_DIR/provisioned" ] || provision_directory
+    log "starting the demo directory (LDAPS on 127.0.0.1:636)"
+    samba -s "$SAMBA_DIR/dc/etc/smb.conf"
+  fi
+  for _ in $(seq 1 150); do port_open 127.0.0.1 636 && break; sleep 0.2; done
+  port_open 127.0.0.1 636 || { echo "the directory did not start; see $SAMBA_DIR/log" >&2; exit 1; }
+  [ -s "$SAMBA_DIR/bind-password" ] || new_password >"$SAMBA_DIR/bind-password"
+  DIRECTORY_ADMIN_PASSWORD="$(cat "$SAMBA_DIR/admin-password")"
+  DIRECTORY_BIND_PASSWORD="$(cat "$SAMBA_DIR/bind-password")"
+}
+
 ensure_postgres
 ensure_redis
 ensure_openfga
+ensure_directory
 echo "export DATABASE_URL='$DATABASE_URL'"
 echo "export DATABASE_OWNER_URL='$DATABASE_OWNER_URL'"
+echo "export AUTH_DATABASE_URL='${AUTH_DATABASE_URL:-}'"
 echo "export REDIS_URL='$REDIS_URL'"
 echo "export OPENFGA_API_URL='$OPENFGA_API_URL'"
 echo "export OPENFGA_DATASTORE_URI='${OPENFGA_DATASTORE_URI:-}'"
+echo "export DIRECTORY_URL='$DIRECTORY_URL'"
+echo "export DIRECTORY_CA_FILE='${DIRECTORY_CA_FILE:-}'"
+echo "export DIRECTORY_ADMIN_PASSWORD='${DIRECTORY_ADMIN_PASSWORD:-}'"
+echo "export DIRECTORY_BIND_PASSWORD='${DIRECTORY_BIND_PASSWORD:-}'"

@@ -8,21 +8,29 @@ ensure_node
 ensure_deps
 eval "$(bash scripts/services.sh)"
 export OPENFGA_STORE_NAME="${OPENFGA_STORE_NAME:-music-publishing}"
-export SIDECAR_PORT="${SIDECAR_PORT:-8000}" CATALOG_PORT="${CATALOG_PORT:-8001}"
+export SIDECAR_PORT="${SIDECAR_PORT:-8000}" CATALOG_PORT="${CATALOG_PORT:-8001}" SMTP_PORT="${SMTP_PORT:-2525}"
 export UPSTREAM_URL="${UPSTREAM_URL:-http://127.0.0.1:$CATALOG_PORT}"
 export SIDECAR_JWKS_URL="${SIDECAR_JWKS_URL:-http://127.0.0.1:$SIDECAR_PORT/.well-known/jwks.json}"
 export SIDECAR_SIGNING_KEY_FILE="${SIDECAR_SIGNING_KEY_FILE:-$DATA/sidecar-signing-key.pem}"
-export JWT_JWKS_FILE="${JWT_JWKS_FILE:-$DATA/dev-issuer/jwks.json}"
+export ISSUER_KEK_FILE="${ISSUER_KEK_FILE:-$DATA/issuer-kek.key}"
+# The issuer is the sidecar's public URL; the sidecar fetches the issuer's keys from the API directly.
+export JWT_ISSUER="${JWT_ISSUER:-http://127.0.0.1:$SIDECAR_PORT}" APP_BASE_URL="${APP_BASE_URL:-http://127.0.0.1:$SIDECAR_PORT}"
+export JWT_JWKS_URL="${JWT_JWKS_URL:-http://127.0.0.1:$CATALOG_PORT/api/v1/auth/jwks.json}"
+export SMTP_URL="${SMTP_URL:-smtp://127.0.0.1:$SMTP_PORT}"
 
-node scripts/keys.ts "$DATA"
+node scripts/keys.ts init "$DATA"
 log "authorization model"; node policies/src/cli.ts deploy
 log "migrations"; node migrations/migrate.ts up
 log "demo data"; node migrations/seed/run.ts
+log "demo directory"; node migrations/seed/directory.ts
 log "relationships: delivering the outbox to OpenFGA"; node catalog-api/src/outbox/drain.ts
 
 pids=()
 stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap stop EXIT INT TERM
+if [ "$SMTP_URL" = "smtp://127.0.0.1:$SMTP_PORT" ]; then
+  node scripts/mail-catcher.ts --port "$SMTP_PORT" --dir "$DATA/mail" & pids+=($!)
+fi
 node catalog-api/src/main.ts & pids+=($!)
 node sidecar/src/main.ts & pids+=($!)
 wait_http() { for _ in $(seq 1 150); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.2; done; echo "$1 did not come up" >&2; exit 1; }
@@ -30,16 +38,30 @@ wait_http "http://127.0.0.1:$CATALOG_PORT/healthz"
 wait_http "http://127.0.0.1:$SIDECAR_PORT/healthz"
 
 DMP=10000000-0000-4000-8000-000000000001 SONGTRUST=10000000-0000-4000-8000-000000000003
+TOTP_SECRET="$(node -e "import('./migrations/seed/demo.ts').then(m => console.log(m.DEMO_TOTP_SECRETS['creator1@songtrust.example']))")"
+S="http://127.0.0.1:$SIDECAR_PORT"
 cat <<MSG
 
-  Sidecar (PEP):  http://127.0.0.1:$SIDECAR_PORT      catalog API behind it: $UPSTREAM_URL
-  API docs:       http://127.0.0.1:$SIDECAR_PORT/docs
+  Sidecar (PEP):  $S      catalog API behind it: $UPSTREAM_URL
+  API docs:       $S/docs        issuer: $S/.well-known/openid-configuration
+  Mail:           every message the stack sends is stored in $DATA/mail/ (one .eml each)
 
-  TOKEN=\$(npm run -s token -- viewer@dmp.example)
-  curl -H "Authorization: Bearer \$TOKEN" -H "X-Publisher-Id: $DMP" http://127.0.0.1:$SIDECAR_PORT/api/v1/works
-  curl -H "Authorization: Bearer \$TOKEN" -H "X-Publisher-Id: $SONGTRUST" http://127.0.0.1:$SIDECAR_PORT/api/v1/works   # 403
-  curl -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:$SIDECAR_PORT/api/v1/users/me
+  Demo password for every seeded and directory user: music-demo-2026 (development only)
+  creator1@songtrust.example has TOTP enrolled; secret $TOTP_SECRET
+    (otpauth://totp/Music%20Publishing:creator1%40songtrust.example?issuer=Music%20Publishing&secret=$TOTP_SECRET)
 
-  Ctrl-C stops the catalog API and the sidecar.
+  # an Active Directory user (nested group DMP-Catalog-Team → DMP-Editors → editor at DMP)
+  curl -s -X POST $S/api/v1/auth/login -H 'content-type: application/json' \\
+       -d '{"email":"ad.editor@dmp.example","password":"music-demo-2026"}'
+  # an internal user
+  curl -s -X POST $S/api/v1/auth/login -H 'content-type: application/json' \\
+       -d '{"email":"viewer@dmp.example","password":"music-demo-2026"}'
+
+  TOKEN=\$(npm run -s token -- ad.editor@dmp.example)    # signs in the same way, prints the access token
+  curl -H "Authorization: Bearer \$TOKEN" -H "X-Publisher-Id: $DMP" $S/api/v1/works
+  curl -H "Authorization: Bearer \$TOKEN" -H "X-Publisher-Id: $SONGTRUST" $S/api/v1/works   # 403
+  curl -X POST -H "Authorization: Bearer \$TOKEN" $S/api/v1/auth/logout                     # 204; the token is refused from now on
+
+  Ctrl-C stops the catalog API, the sidecar and the mail catcher.
 MSG
 wait -n "${pids[@]}"

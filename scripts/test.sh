@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `npm test`: set up everything the tests need on a fresh machine, then type-check, run the OpenFGA
-# model tests and the tap suites against real PostgreSQL, Redis and OpenFGA.
+# model tests and the tap suites against real PostgreSQL, Redis, OpenFGA and a Samba AD domain
+# controller (SMTP servers are started by the suites that send mail).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 ensure_node
@@ -20,7 +21,9 @@ fi
 eval "$(bash scripts/services.sh --db publishing_test --fresh)"
 export OPENFGA_STORE_NAME="test-${OPENFGA_STORE_NAME:-music-publishing}"
 export PG_ADMIN_URL="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-node scripts/keys.ts "$DATA"
+export ISSUER_KEK_FILE="${ISSUER_KEK_FILE:-$DATA/issuer-kek.key}"
+node scripts/keys.ts init "$DATA"
+log "demo directory"; node migrations/seed/directory.ts
 
 log "OpenFGA model tests (fga model test)"
 node policies/src/cli.ts test

@@ -1,6 +1,7 @@
 /**
  * The catalog API as a Fastify instance: problem+json errors, identity assertion verification,
- * OpenAPI (/api/v1/openapi.json, UI at /docs), health (/healthz, /readyz), the catalog routes, and
+ * OpenAPI (/api/v1/openapi.json, UI at /docs), health (/healthz, /readyz), the catalog routes, the
+ * sign-in service (modules/auth, on its own database role) with the directory configuration, and
  * the relationship outbox relay.
  */
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -20,6 +21,11 @@ import { songwritersRoutes } from './routes/songwriters.ts';
 import { recordingsRoutes } from './routes/recordings.ts';
 import { usersRoutes } from './routes/users.ts';
 import type { RouteDeps } from './routes/common.ts';
+import { rateLimitPlugin } from './plugins/rate-limit.ts';
+import { createRedis } from './redis.ts';
+import { createAuthModule, type AuthModuleParts } from './modules/auth/module.ts';
+import { authRoutes } from './modules/auth/routes.ts';
+import { directoryRoutes } from './modules/directory/routes.ts';
 
 /** Injectable collaborators (tests); production builds them from the configuration. */
 export type CatalogDeps = {
@@ -27,6 +33,11 @@ export type CatalogDeps = {
   getKey?: JWTVerifyGetKey;
   /** an existing ORM (not closed by the app) instead of a new pool */
   orm?: Orm;
+  /** an existing ORM on AUTH_DATABASE_URL (not closed by the app) for the sign-in service */
+  authOrm?: Orm;
+  /** mail queue and directory gateway of the sign-in service (tests) */
+  mailer?: AuthModuleParts['mailer'];
+  directory?: AuthModuleParts['directory'];
   /** relationship sink for the outbox relay; `null` disables the relay */
   relationshipSink?: RelationshipSink | null;
   /** Fastify logger option (default: pino at LOG_LEVEL) */
@@ -82,6 +93,8 @@ export async function buildCatalogApi(config: CatalogConfig, deps: CatalogDeps =
     keepAliveTimeout: config.KEEP_ALIVE_TIMEOUT_MS,
     http: { headersTimeout: Math.min(60_000, config.REQUEST_TIMEOUT_MS) },
     requestIdHeader: 'x-request-id',
+    // Only the sidecar's X-Forwarded-For is believed (request.ip: lockout, rate limits, sessions).
+    trustProxy: config.TRUSTED_PROXIES.split(',').map((s) => s.trim()).filter(Boolean),
     routerOptions: { ignoreTrailingSlash: false, maxParamLength: 200 },
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
@@ -89,6 +102,9 @@ export async function buildCatalogApi(config: CatalogConfig, deps: CatalogDeps =
 
   const ownOrm = !deps.orm;
   const orm = deps.orm ?? (await createOrm(config));
+  const ownAuthOrm = !deps.authOrm;
+  const authOrm = deps.authOrm ?? (await createOrm(config, 'auth'));
+  const redis = createRedis(config, (err) => app.log.debug({ err: { message: err.message } }, 'redis error'));
 
   let relay: OutboxRelay | null = null;
   let closeWriter: (() => Promise<void>) | null = null;
@@ -108,18 +124,33 @@ export async function buildCatalogApi(config: CatalogConfig, deps: CatalogDeps =
     },
   };
 
+  const auth = await createAuthModule(config, { orm: authOrm, redis, flushOutbox: routeDeps.flushOutbox, log: app.log, mailer: deps.mailer, directory: deps.directory });
+
   app.addHook('onClose', async () => {
+    await auth.close();
     await relay?.stop();
     await closeWriter?.();
+    redis.disconnect();
     if (ownOrm) await orm.close(true);
+    if (ownAuthOrm) await authOrm.close(true);
   });
 
   await app.register(problemsPlugin);
+  await app.register(rateLimitPlugin, { redis });
   await app.register(swagger, {
     openapi: {
       openapi: '3.1.0',
       info: { title: 'Catalog API', version: '1.0.0', description: 'Works, songwriters and recordings of a publisher. Reached through the authorization sidecar.' },
       components: { securitySchemes: { identityAssertion: { type: 'apiKey', in: 'header', name: 'X-Identity-Assertion' } } },
+      tags: [
+        { name: 'auth', description: 'Sign-in, sessions, password and email flows, the issuer metadata and keys' },
+        { name: 'users', description: 'The caller and their account' },
+        { name: 'members', description: 'Members of a publisher' },
+        { name: 'directory', description: "Publishers' Active Directory configuration (system admins)" },
+        { name: 'works', description: 'Musical works and their songwriter splits' },
+        { name: 'songwriters', description: 'Songwriters' },
+        { name: 'recordings', description: 'Recordings of works' },
+      ],
       security: [{ identityAssertion: [] }],
     },
     transform: jsonSchemaTransform,
@@ -145,9 +176,12 @@ export async function buildCatalogApi(config: CatalogConfig, deps: CatalogDeps =
   await app.register(songwritersRoutes, routeDeps);
   await app.register(recordingsRoutes, routeDeps);
   await app.register(usersRoutes, routeDeps);
+  await app.register(authRoutes, { ...routeDeps, auth: auth.deps, signIn: auth.signIn, account: auth.account, signInRateLimit: config.SIGN_IN_RATE_LIMIT_PER_MINUTE });
+  await app.register(directoryRoutes, { ...routeDeps, directory: auth.deps.directory });
 
   app.addHook('onReady', async () => {
     relay?.start();
+    auth.start();
   });
   return app;
 }

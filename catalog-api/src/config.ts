@@ -20,9 +20,44 @@ export const envSchema = z.object({
   ASSERTION_ISSUER: z.string().min(1).default('urn:music-publishing:sidecar'),
   ASSERTION_AUDIENCE: z.string().min(1).default('catalog-api'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  // ---- identity (the sign-in service, catalog-api/src/modules/auth) ----
+  /** The sign-in service's database role `catalog_auth` (docs/CONTRACTS.md, "Database roles"). */
+  AUTH_DATABASE_URL: z.url().default('postgres://catalog_auth:catalog_auth@127.0.0.1:5432/publishing'),
+  /** `iss` of the access tokens this API issues: the public base URL of the sidecar in front of it. */
+  JWT_ISSUER: z.url().default('http://127.0.0.1:8000'),
+  /** `aud` of the access tokens this API issues. */
+  JWT_AUDIENCE: z.string().min(1).default('music-publishing'),
+  /** File with the 256-bit key-encryption key (base64url) that seals private keys and TOTP secrets. */
+  ISSUER_KEK_FILE: z.string().min(1).default('.data/issuer-kek.key'),
+  /** Access-token lifetime, seconds (RFC 9068 tokens; default 15 min). */
+  ACCESS_TOKEN_TTL_S: positiveInt.max(24 * 3600).default(900),
+  /** Longest life of a session (and of its refresh tokens), seconds (default 30 days). */
+  SESSION_MAX_AGE_S: positiveInt.default(30 * 24 * 3600),
+  /** How long a new signing key is published before `keys rotate` lets it sign, seconds. */
+  ISSUER_KEY_PUBLISH_AHEAD_S: z.coerce.number().int().nonnegative().default(600),
+  /** How often every process re-reads the signing keys, milliseconds. */
+  ISSUER_KEY_RELOAD_MS: z.coerce.number().int().nonnegative().default(5000),
+  /** Where sign-in mail goes out (nodemailer SMTP URL). */
+  SMTP_URL: z.string().regex(/^smtps?:\/\//, 'must be an smtp:// or smtps:// URL').default('smtp://127.0.0.1:2525'),
+  /** The From address of sign-in mail. */
+  MAIL_FROM: z.string().min(3).default('Music Publishing <no-reply@music-publishing.example>'),
+  /** Base URL of links in mail (password reset, email verification, invitations). */
+  APP_BASE_URL: z.url().default('http://127.0.0.1:8000'),
+  /** Sign-in attempts (login, MFA, refresh, password reset) allowed per client IP per minute. */
+  SIGN_IN_RATE_LIMIT_PER_MINUTE: positiveInt.default(30),
+  /** Proxies whose X-Forwarded-For is believed (Fastify `trustProxy`): the sidecar's addresses. */
+  TRUSTED_PROXIES: z.string().default('127.0.0.1,::1'),
+  /** Period of the directory sync job, milliseconds; 0 = only `npm run directory -- sync`. */
+  DIRECTORY_SYNC_INTERVAL_MS: z.coerce.number().int().nonnegative().default(300_000),
+  /** Period of the session-revocation publisher's timer, milliseconds. */
+  REVOCATION_PUBLISH_INTERVAL_MS: positiveInt.default(1000),
   // ---- service-specific tuning (not part of the shared contract) ----
   /** Maximum PostgreSQL connections in the pool. */
   DB_POOL_MAX: positiveInt.default(10),
+  /** Maximum PostgreSQL connections in the sign-in service's pool (`AUTH_DATABASE_URL`). */
+  AUTH_DB_POOL_MAX: positiveInt.default(5),
+  /** `timeout` of Redis commands (rate limits, lockout, revocations), milliseconds. */
+  REDIS_COMMAND_TIMEOUT_MS: positiveInt.default(500),
   /** `statement_timeout` of every connection, milliseconds. */
   DB_STATEMENT_TIMEOUT_MS: positiveInt.default(5000),
   /** How long to wait for the sidecar's JWKS, milliseconds. */

@@ -21,7 +21,20 @@ export type ProblemKind =
   | 'upstream-unavailable'
   | 'upstream-timeout'
   | 'payload-too-large'
-  | 'internal';
+  | 'internal'
+  // identity (docs/CONTRACTS.md, "Identity")
+  | 'too-many-requests'
+  | 'account-locked'
+  | 'account-disabled'
+  | 'account-expired'
+  | 'directory-account-locked'
+  | 'password-expired'
+  | 'password-must-change'
+  | 'no-directory-role'
+  | 'auth-method-not-allowed'
+  | 'mfa-required'
+  | 'directory-unavailable'
+  | 'invalid-grant';
 
 const TITLES: Record<ProblemKind, string> = {
   'bad-request': 'Bad request',
@@ -37,6 +50,18 @@ const TITLES: Record<ProblemKind, string> = {
   'upstream-timeout': 'Dependency timed out',
   'payload-too-large': 'Payload too large',
   internal: 'Internal error',
+  'too-many-requests': 'Too many requests',
+  'account-locked': 'Account locked',
+  'account-disabled': 'Account disabled',
+  'account-expired': 'Account expired',
+  'directory-account-locked': 'Account locked by the directory',
+  'password-expired': 'Password expired',
+  'password-must-change': 'Password must be changed',
+  'no-directory-role': 'No role from the directory',
+  'auth-method-not-allowed': 'Sign-in method not allowed',
+  'mfa-required': 'Second factor required',
+  'directory-unavailable': 'Directory unavailable',
+  'invalid-grant': 'Invalid or expired token',
 };
 
 /** One offending input: `field` is a dotted path (`songwriters[1].role`), `reason` says why. */
@@ -57,19 +82,23 @@ export class ProblemError extends Error {
   readonly status: number;
   readonly kind: ProblemKind;
   readonly errors: FieldError[] | undefined;
+  /** Extra response headers (e.g. `Retry-After`). */
+  readonly headers: Record<string, string>;
 
   /**
    * @param status HTTP status (4xx/5xx)
    * @param kind   contract error kind → `type`
    * @param detail human-readable explanation (never secrets, tokens or SQL)
    * @param errors field errors, for `validation`/`bad-request`
+   * @param headers extra response headers
    */
-  constructor(status: number, kind: ProblemKind, detail: string, errors?: FieldError[]) {
+  constructor(status: number, kind: ProblemKind, detail: string, errors?: FieldError[], headers: Record<string, string> = {}) {
     super(detail);
     this.name = 'ProblemError';
     this.status = status;
     this.kind = kind;
     this.errors = errors;
+    this.headers = headers;
   }
 
   /** The RFC 9457 body; `instance` is the request path when given. */
@@ -104,4 +133,19 @@ export const problem = {
   timeout: (detail: string) => new ProblemError(503, 'upstream-timeout', detail),
   /** 500: anything unexpected (details only in the log). */
   internal: () => new ProblemError(500, 'internal', 'An unexpected error occurred.'),
+  /** 401 for every failed sign-in whose cause must not be told apart (unknown user, wrong password, disabled). */
+  signInFailed: () => new ProblemError(401, 'unauthenticated', 'The email or password is incorrect.'),
+  /** 429 `account-locked` with Retry-After (seconds, rounded up). */
+  accountLocked: (retryAfterMs: number) =>
+    new ProblemError(429, 'account-locked', 'Too many failed sign-ins: the account is locked for a while.', undefined, {
+      'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))),
+    }),
+  /** 503 `directory-unavailable`: the publisher's directory did not answer in time. */
+  directoryUnavailable: (detail = 'The directory server is unavailable; try again later.') =>
+    new ProblemError(503, 'directory-unavailable', detail, undefined, { 'retry-after': '5' }),
+  /**
+   * `invalid-grant`: an unknown, used, expired or revoked one-time token — 401 for refresh tokens
+   * and MFA challenges (credentials), 400 for reset and verification links.
+   */
+  invalidGrant: (status: 400 | 401, detail = 'The token is invalid, expired or already used.') => new ProblemError(status, 'invalid-grant', detail),
 };

@@ -74,3 +74,70 @@ export const MEMBERSHIPS: readonly DemoMembership[] = [
   m('multi@example.com', 'spirit', 'editor'),
   m('manager@dmp.example', 'dmp', 'manager'),
 ];
+
+// ---- identity (docs/CONTRACTS.md, "Identity") ------------------------------------------------------
+
+/** The password of every seeded internal user and every demo directory user (development only). */
+export const DEMO_PASSWORD = 'music-demo-2026';
+
+/** How each demo publisher's members sign in. */
+export const AUTH_POLICIES: Readonly<Record<string, 'internal' | 'ad' | 'both'>> = { dmp: 'both', sheer: 'ad', songtrust: 'internal', spirit: 'internal' };
+
+/**
+ * Seeded TOTP secrets (base32, RFC 4648) by email: creator1 has MFA enrolled so that the second
+ * factor can be tried by hand (`npm start` prints the secret; any authenticator app takes it).
+ */
+export const DEMO_TOTP_SECRETS: Readonly<Record<string, string>> = { 'creator1@songtrust.example': 'KRSXG5CTMVRXEZLUKRXXI4CQMFZXG5ZR' };
+
+/** A demo directory group: its CN under the demo OU, and the groups it is nested in. */
+export type DemoGroup = { cn: string; memberOf: string[] };
+/** A demo directory user: sAMAccountName, UPN/mail, groups, enabled or not. */
+export type DemoDirectoryUser = { sam: string; upn: string; displayName: string; groups: string[]; disabled?: boolean };
+
+/**
+ * The demo Active Directory (a Samba AD DC on loopback, scripts/services.sh). DMP and Sheer use the
+ * same domain controller with their own group → role mappings and email domains, so a DMP group
+ * never grants a role at Sheer or the reverse.
+ */
+export const DEMO_DIRECTORY = {
+  realm: 'CORP.EXAMPLE.TEST',
+  baseDn: 'DC=corp,DC=example,DC=test',
+  /** where the demo groups and users live */
+  ou: 'OU=Music Publishing Demo,DC=corp,DC=example,DC=test',
+  /** the service account the sign-in service binds as (password: DIRECTORY_BIND_PASSWORD) */
+  serviceAccount: { sam: 'svc-music-pub', cn: 'svc-music-pub' },
+  groups: [
+    { cn: 'DMP-Admins', memberOf: [] },
+    { cn: 'DMP-Managers', memberOf: [] },
+    { cn: 'DMP-Editors', memberOf: [] },
+    { cn: 'DMP-Viewers', memberOf: [] },
+    { cn: 'DMP-Catalog-Team', memberOf: ['DMP-Editors'] },
+    { cn: 'SHEER-Editors', memberOf: [] },
+  ] as DemoGroup[],
+  users: [
+    { sam: 'ad.admin', upn: 'ad.admin@dmp.example', displayName: 'DMP AD Admin', groups: ['DMP-Admins'] },
+    { sam: 'ad.editor', upn: 'ad.editor@dmp.example', displayName: 'DMP AD Editor', groups: ['DMP-Catalog-Team'] },
+    { sam: 'ad.viewer', upn: 'ad.viewer@dmp.example', displayName: 'DMP AD Viewer', groups: ['DMP-Viewers'] },
+    { sam: 'ad.nogroup', upn: 'ad.nogroup@dmp.example', displayName: 'DMP AD No Group', groups: [] },
+    { sam: 'ad.disabled', upn: 'ad.disabled@dmp.example', displayName: 'DMP AD Disabled', groups: ['DMP-Editors'], disabled: true },
+    { sam: 'ad.editor.sheer', upn: 'ad.editor@sheer.example', displayName: 'Sheer AD Editor', groups: ['SHEER-Editors'] },
+  ] as DemoDirectoryUser[],
+  /** per publisher slug: the email domains its directory serves and the group → role mapping */
+  publishers: {
+    dmp: {
+      emailDomains: ['dmp.example'],
+      roles: [
+        { group: 'DMP-Admins', role: 'admin' },
+        { group: 'DMP-Managers', role: 'manager' },
+        { group: 'DMP-Editors', role: 'editor' },
+        { group: 'DMP-Viewers', role: 'viewer' },
+      ],
+    },
+    sheer: { emailDomains: ['sheer.example'], roles: [{ group: 'SHEER-Editors', role: 'editor' }] },
+  } as Record<string, { emailDomains: string[]; roles: { group: string; role: 'admin' | 'manager' | 'editor' | 'viewer' }[] }>,
+} as const;
+
+/** The DN of a demo group. */
+export function demoGroupDn(cn: string): string {
+  return `CN=${cn},${DEMO_DIRECTORY.ou}`;
+}

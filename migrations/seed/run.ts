@@ -16,12 +16,35 @@
  *   does not talk to OpenFGA (the catalog API's relay delivers the tuples).
  * - Deterministic: a private Faker instance seeded with `SEED`; ids, titles, identifiers, shares
  *   and timestamps are the same on every run.
+ * - Identity (migration 0005): every seeded user gets the password DEMO_PASSWORD (one argon2id hash
+ *   shared by all — demo data, and it keeps the seed fast), creator1 a TOTP secret sealed under
+ *   ISSUER_KEK_FILE, each publisher its auth policy, DMP and Sheer their directory configuration
+ *   (DIRECTORY_URL [ldaps://127.0.0.1:636], DIRECTORY_CA_FILE [.data/samba/tls/ca.pem], bind secret
+ *   `env:DIRECTORY_BIND_PASSWORD`). The sign-in tables are FORCE-RLS'd for `catalog_auth` only, so
+ *   the seed lifts FORCE on them for its inserts, within its transaction.
  */
 import pg from 'pg';
 import { Faker, en } from '@faker-js/faker';
 import { pathToFileURL } from 'node:url';
-import { MEMBERSHIPS, PUBLISHERS, SEED, USERS, WORKS_PER_PUBLISHER, userId, type DemoPublisher, type DemoUser } from './demo.ts';
+import { resolve } from 'node:path';
+import {
+  AUTH_POLICIES,
+  DEMO_DIRECTORY,
+  DEMO_PASSWORD,
+  DEMO_TOTP_SECRETS,
+  MEMBERSHIPS,
+  PUBLISHERS,
+  SEED,
+  USERS,
+  WORKS_PER_PUBLISHER,
+  demoGroupDn,
+  userId,
+  type DemoPublisher,
+  type DemoUser,
+} from './demo.ts';
 import { makeIpiNameNumber, makeIsrc, makeIswc } from './identifiers.ts';
+import { hashPassword } from '../../catalog-api/src/modules/auth/passwords.ts';
+import { loadKek, seal } from '../../catalog-api/src/modules/auth/secrets.ts';
 
 /** Default owner URL (docs/CONTRACTS.md). */
 const DEFAULT_OWNER_URL = 'postgres://catalog_owner:catalog_owner@127.0.0.1:5432/publishing';
@@ -184,13 +207,62 @@ async function setContext(c: pg.ClientBase, publisherId: string, userId = ''): P
 }
 
 async function insertPublisher(c: pg.ClientBase, p: DemoPublisher): Promise<void> {
-  await c.query(`insert into publishers (id, name, slug, type, business_model, status) values ($1, $2, $3, $4, $5, 'active')`, [
+  await c.query(`insert into publishers (id, name, slug, type, business_model, status, settings) values ($1, $2, $3, $4, $5, 'active', $6)`, [
     p.id,
     p.name,
     p.slug,
     p.type,
     p.businessModel,
+    JSON.stringify({ auth_policy: AUTH_POLICIES[p.slug] ?? 'internal' }),
   ]);
+}
+
+/** Where the seeded directory configurations point (environment, with the local defaults). */
+export function demoDirectorySettings(env: NodeJS.ProcessEnv = process.env): { url: string; caFile: string } {
+  const dataDir = env.DATA_DIR || '.data';
+  return {
+    url: env.DIRECTORY_URL || 'ldaps://127.0.0.1:636',
+    caFile: resolve(env.DIRECTORY_CA_FILE || `${dataDir}/samba/tls/ca.pem`),
+  };
+}
+
+/** Passwords, TOTP and directory configurations of the demo data (see the module comment). */
+async function seedIdentity(c: pg.ClientBase): Promise<void> {
+  await c.query('alter table user_credentials no force row level security; alter table directory_configs no force row level security');
+  const hash = await hashPassword(DEMO_PASSWORD);
+  const kek = loadKek(process.env.ISSUER_KEK_FILE || resolve(process.env.DATA_DIR || '.data', 'issuer-kek.key'));
+  const rows = await Promise.all(
+    USERS.map(async (u) => {
+      const totp = DEMO_TOTP_SECRETS[u.email];
+      return { user_id: u.id, password_hash: hash, totp_secret: totp ? await seal(kek, totp) : null, totp_enabled: totp ? true : null };
+    }),
+  );
+  await c.query(
+    `insert into user_credentials (user_id, password_hash, password_changed_at, totp_secret, totp_enabled_at)
+     select user_id, password_hash, now(), totp_secret, case when totp_enabled then now() end
+       from jsonb_to_recordset($1::jsonb) as x(user_id uuid, password_hash text, totp_secret text, totp_enabled boolean)`,
+    [JSON.stringify(rows)],
+  );
+  const { url, caFile } = demoDirectorySettings();
+  for (const [slug, d] of Object.entries(DEMO_DIRECTORY.publishers)) {
+    const p = PUBLISHERS.find((x) => x.slug === slug)!;
+    await c.query(
+      // generous timeouts: a development machine (and CI) may be busy; production sets its own
+      `insert into directory_configs (publisher_id, url, ca_file, base_dn, bind_dn, bind_secret_ref, login_attribute, email_domains, group_role_map,
+                                      connect_timeout_ms, operation_timeout_ms)
+       values ($1, $2, $3, $4, $5, 'env:DIRECTORY_BIND_PASSWORD', 'userPrincipalName', $6, $7, 5000, 5000)`,
+      [
+        p.id,
+        url,
+        caFile,
+        DEMO_DIRECTORY.ou,
+        `CN=${DEMO_DIRECTORY.serviceAccount.cn},${DEMO_DIRECTORY.ou}`,
+        d.emailDomains,
+        JSON.stringify(d.roles.map((r) => ({ group_dn: demoGroupDn(r.group), role: r.role }))),
+      ],
+    );
+  }
+  await c.query('alter table user_credentials force row level security; alter table directory_configs force row level security');
 }
 
 /** Insert `rows` into `table` with one statement (jsonb_to_recordset), in chunks of 2,000. */
@@ -223,8 +295,9 @@ export async function seed(url: string): Promise<SeedResult> {
       await client.query('commit');
       return none;
     }
-    const userColumns = { id: 'uuid', email: 'text', display_name: 'text', is_system_admin: 'boolean' };
-    const userRow = (u: DemoUser) => ({ id: u.id, email: u.email, display_name: u.displayName, is_system_admin: u.isSystemAdmin });
+    const userColumns = { id: 'uuid', email: 'text', display_name: 'text', is_system_admin: 'boolean', email_verified_at: 'timestamptz' };
+    const verifiedAt = new Date(EPOCH).toISOString();
+    const userRow = (u: DemoUser) => ({ id: u.id, email: u.email, display_name: u.displayName, is_system_admin: u.isSystemAdmin, email_verified_at: verifiedAt });
     const sysAdmin = USERS.find((u) => u.isSystemAdmin);
     if (!sysAdmin) throw new Error('the demo data needs a system admin');
     // Bootstrap: only a system-admin context may create users, and the first one has none yet.
@@ -278,6 +351,7 @@ export async function seed(url: string): Promise<SeedResult> {
       result.workSongwriters += cat.workSongwriters.length;
       result.recordings += cat.recordings.length;
     }
+    await seedIdentity(client);
     await client.query('commit');
     return result;
   } catch (err) {

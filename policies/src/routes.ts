@@ -18,7 +18,8 @@ export const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'O
 /**
  * One route rule. Exactly one of: `public: true` (no identity, no check), `authenticated: true`
  * (identity only), or `relation` + `object` (an OpenFGA Check of `relation` on `object`, where the
- * object template is `<type>:{param}`; `{publisher}` is the request's publisher context).
+ * object is a template `<type>:{param}` or a fixed object `<type>:<id>` such as `system:platform`;
+ * `{publisher}` is the request's publisher context).
  */
 export type RouteRule = {
   method: string;
@@ -32,6 +33,8 @@ export type RouteRule = {
 const PARAM = /^\{([A-Za-z_][A-Za-z0-9_]*)\}$/;
 const LITERAL_SEGMENT = /^[A-Za-z0-9._~!$&'()+,;=:@-]+$/; // RFC 3986 pchar without % and * (no encoded or wildcard chars)
 const OBJECT_TEMPLATE = /^([a-z][a-z0-9_-]*):\{([A-Za-z_][A-Za-z0-9_]*)\}$/;
+/** A fixed object, e.g. `system:platform` (the platform's own relations). */
+const OBJECT_LITERAL = /^[a-z][a-z0-9_-]*:[A-Za-z0-9_-]+$/;
 const RELATION = /^[a-z][a-z0-9_]*$/;
 
 const ruleSchema = z
@@ -96,9 +99,10 @@ function checkRule(raw: unknown): RouteRule {
   if ((rule.relation === undefined) !== (rule.object === undefined)) {
     throw new Error('relation and object must be given together');
   }
+  if (rule.object !== undefined && OBJECT_LITERAL.test(rule.object)) return rule;
   if (rule.object !== undefined) {
     const m = OBJECT_TEMPLATE.exec(rule.object);
-    if (!m) throw new Error(`object "${rule.object}" must be a template <type>:{param}`);
+    if (!m) throw new Error(`object "${rule.object}" must be a template <type>:{param} or a fixed object <type>:<id>`);
     const param = m[2]!;
     if (param !== 'publisher' && !params.includes(param)) {
       throw new Error(`object "${rule.object}" uses {${param}}, which is neither a path parameter nor {publisher}`);

@@ -28,6 +28,7 @@ import { createOpenFgaPdp } from './pdp/openfga.ts';
 import { runPipeline, type PipelineDeps, type PipelineResult } from './pipeline.ts';
 import { ProblemError, kindForStatus, problemBody, sendProblem } from './problem.ts';
 import { createJwtAuthenticator } from './stages/authenticate.ts';
+import { createSessionRevocations } from './identity/session-revocations.ts';
 import { checkCanonicalPath } from './stages/canonical-path.ts';
 import { EXT_AUTHZ, extAuthzTarget } from './stages/ext-authz-target.ts';
 import { createForwarder, hasBody } from './stages/forward.ts';
@@ -126,6 +127,10 @@ export async function buildSidecar(config: SidecarConfig): Promise<FastifyInstan
     /* reported once per outage by the decision cache / readyz */
   });
   await redis.connect().catch((err: Error) => log.warn({ err: { message: err.message } }, 'redis not reachable at start; deciding without the cache'));
+  // A subscribed connection can do nothing else: the revocation push channel gets its own.
+  const subscriber = new Redis(config.redis.url, { lazyConnect: true, connectTimeout: 1000, retryStrategy: (times) => Math.min(times * 200, 2000) });
+  const revocations = createSessionRevocations({ redis, subscriber, ...config.revocations, log });
+  await revocations.start();
 
   const metrics = createMetrics();
   const pdp = createOpenFgaPdp({ apiUrl: config.openfga.apiUrl, storeId, modelId, timeoutMs: config.openfga.timeoutMs });
@@ -137,13 +142,14 @@ export async function buildSidecar(config: SidecarConfig): Promise<FastifyInstan
     warn: (m) => log.warn(m),
   });
   const tokenCache = { hit: metrics.tokenCache.labels('hit'), miss: metrics.tokenCache.labels('miss') };
-  const authenticators = [createJwtAuthenticator({ ...config.jwt, onCache: (result) => tokenCache[result].inc() })]; // an LDAP/AD authenticator joins here later
+  const authenticators = [createJwtAuthenticator({ ...config.jwt, onCache: (result) => tokenCache[result].inc() })];
   const forwarder = createForwarder(config.upstream);
-  const deps: PipelineDeps = { routes, authenticators, cache, signer };
+  const deps: PipelineDeps = { routes, authenticators, cache, signer, revocations };
 
   app.addHook('onClose', async () => {
     await forwarder.close().catch(() => undefined);
     await pdp.close?.().catch(() => undefined);
+    await revocations.close();
     redis.disconnect();
   });
 
@@ -196,7 +202,15 @@ export async function buildSidecar(config: SidecarConfig): Promise<FastifyInstan
       redis.ping().then(() => true, () => false), // bounded by commandTimeout; fails at once while disconnected
       forwarder.probe(1000),
     ]);
-    const checks = { openfga: openfga ? 'ok' : 'fail', redis: redisOk ? 'ok' : 'degraded', upstream: upstream ? 'ok' : 'fail' };
+    const stale = revocations.staleForMs();
+    const sessionsOk = stale <= config.revocations.maxStalenessMs;
+    const checks = {
+      openfga: openfga ? 'ok' : 'fail',
+      redis: redisOk ? 'ok' : 'degraded',
+      upstream: upstream ? 'ok' : 'fail',
+      // stale beyond the bound: session-bound tokens get 503 until Redis answers again
+      session_revocations: stale === 0 ? 'ok' : sessionsOk ? 'degraded' : 'fail',
+    };
     if (!openfga || !upstream) {
       const kind = openfga ? 'upstream-unavailable' : 'pdp-unavailable';
       const failed = Object.entries(checks).filter(([, v]) => v === 'fail').map(([k]) => k);

@@ -8,13 +8,41 @@ import { z } from 'zod';
 const csv = z
   .string()
   .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean));
+/** JWS algorithms an issuer may be trusted with (asymmetric only: RFC 8725 §3.1). */
+const ALGORITHMS = ['ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512'] as const;
+
+/** One entry of JWT_ISSUERS. */
+const issuerSchema = z
+  .strictObject({
+    issuer: z.string().min(1),
+    audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+    jwks_uri: z.url().optional(),
+    discovery_url: z.url().optional(),
+    algorithms: z.array(z.enum(ALGORITHMS)).min(1).default(['ES256', 'EdDSA', 'RS256']),
+    typ: z.string().min(1).default('at+jwt'),
+    subject_claim: z.string().min(1).default('sub'),
+    sessions: z.boolean().default(false),
+    max_token_age_s: z.number().int().positive().default(86_400),
+  })
+  .refine((i) => !i.jwks_uri !== !i.discovery_url, { message: 'give exactly one of jwks_uri and discovery_url' })
+  .transform((i) => ({
+    issuer: i.issuer,
+    audience: i.audience,
+    jwksUri: i.jwks_uri,
+    discoveryUrl: i.discovery_url,
+    algorithms: i.algorithms as string[],
+    typ: i.typ,
+    subjectClaim: i.subject_claim,
+    sessions: i.sessions,
+    maxTokenAgeS: i.max_token_age_s,
+  }));
+
 const int = (def: number) => z.coerce.number().int().nonnegative().default(def);
 const positive = (def: number) => z.coerce.number().int().positive().default(def);
 const url = (def: string) => z.url().default(def);
 
-/** Schema of the sidecar's environment. Every key has a default, so `{}` is a valid dev config. */
-export const sidecarEnvSchema = z
-  .object({
+/** The sidecar's environment variables. */
+const envObject = z.object({
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     SIDECAR_HOST: z.string().default('127.0.0.1'),
     SIDECAR_PORT: int(8000),
@@ -22,16 +50,20 @@ export const sidecarEnvSchema = z
     UPSTREAM_AUDIENCE: z.string().min(1).default('catalog-api'),
     SIDECAR_SIGNING_KEY_FILE: z.string().default('.data/sidecar-signing-key.pem'),
     ASSERTION_ISSUER: z.string().min(1).default('urn:music-publishing:sidecar'),
-    JWT_ISSUER: z.string().min(1).default('https://dev-issuer.music-publishing.local'),
+    /**
+     * The trusted issuers as JSON: `[{issuer, audience, jwks_uri | discovery_url, algorithms?, typ?,
+     * subject_claim?, sessions?, max_token_age_s?}]` (docs/CONTRACTS.md, "Access token"). Unset: one
+     * issuer from JWT_ISSUER, JWT_AUDIENCE, JWT_JWKS_URL and JWT_ALGORITHMS, with revocable sessions.
+     */
+    JWT_ISSUERS: z.string().optional(),
+    JWT_ISSUER: z.string().min(1).default('http://127.0.0.1:8000'),
     JWT_AUDIENCE: z.string().min(1).default('music-publishing'),
-    JWT_ALGORITHMS: csv.default(['ES256', 'EdDSA', 'RS256']).pipe(
-      z.array(z.enum(['ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512'])).min(1),
-    ),
-    JWT_JWKS_URL: z.url().optional(),
-    JWT_JWKS_FILE: z.string().default('.data/dev-issuer/jwks.json'),
-    /** JWKS fetch timeout (ms) and minimum time between refetches on an unknown `kid` (ms). */
+    JWT_ALGORITHMS: csv.default(['ES256', 'EdDSA', 'RS256']).pipe(z.array(z.enum(ALGORITHMS)).min(1)),
+    JWT_JWKS_URL: z.url().default('http://127.0.0.1:8001/api/v1/auth/jwks.json'),
+    /** JWKS fetch timeout (ms), minimum time between refetches on an unknown `kid` (ms), and max age of a fetched JWKS (ms). */
     JWT_JWKS_TIMEOUT_MS: int(2000),
     JWT_JWKS_COOLDOWN_MS: int(30_000),
+    JWT_JWKS_CACHE_MAX_AGE_MS: int(300_000),
     /** Verified-token cache: max life of an entry (ms; 0 = off; never beyond the token's exp) and max entries. */
     JWT_CACHE_TTL_MS: int(60_000),
     JWT_CACHE_MAX_ENTRIES: int(10_000),
@@ -42,6 +74,13 @@ export const sidecarEnvSchema = z
     REDIS_URL: z.string().default('redis://127.0.0.1:6379/0'),
     /** ioredis commandTimeout (ms): a slow Redis counts as down for that request. */
     REDIS_COMMAND_TIMEOUT_MS: int(250),
+    /**
+     * Session revocation (identity/session-revocations.ts): how long the revoked-session view may
+     * be out of touch with Redis before session-bound tokens are refused with 503 (ms), and how
+     * often the whole set is re-read (ms).
+     */
+    REVOCATION_MAX_STALENESS_MS: int(5000),
+    REVOCATION_RESYNC_INTERVAL_MS: positive(30_000),
     ROUTES_FILE: z.string().default('policies/routes.yaml'),
     DECISION_CACHE_TTL_MS: int(30_000),
     DECISION_CACHE_MAX_ENTRIES: int(10_000),
@@ -69,8 +108,48 @@ export const sidecarEnvSchema = z
     REQUEST_TIMEOUT_MS: positive(30_000),
     CONNECTION_TIMEOUT_MS: int(60_000),
     KEEP_ALIVE_TIMEOUT_MS: positive(72_000),
-  })
-  .transform((e) => ({
+  });
+
+/** One trusted issuer, as the JWT authenticator takes it. */
+export type TrustedIssuer = z.output<typeof issuerSchema>;
+
+/** Schema of the sidecar's environment. Every key has a default, so `{}` is a valid dev config. */
+export const sidecarEnvSchema = envObject.transform((e, ctx) => {
+    let issuers: TrustedIssuer[];
+    if (e.JWT_ISSUERS) {
+      let json: unknown;
+      try {
+        json = JSON.parse(e.JWT_ISSUERS);
+      } catch {
+        ctx.addIssue({ code: 'custom', path: ['JWT_ISSUERS'], message: 'must be a JSON array' });
+        return z.NEVER;
+      }
+      const parsed = z.array(issuerSchema).min(1).safeParse(json);
+      if (!parsed.success) {
+        for (const i of parsed.error.issues) ctx.addIssue({ code: 'custom', path: ['JWT_ISSUERS', ...i.path.map(String)], message: i.message });
+        return z.NEVER;
+      }
+      issuers = parsed.data;
+    } else {
+      issuers = [
+        {
+          issuer: e.JWT_ISSUER,
+          audience: e.JWT_AUDIENCE,
+          jwksUri: e.JWT_JWKS_URL,
+          discoveryUrl: undefined,
+          algorithms: e.JWT_ALGORITHMS as string[],
+          typ: 'at+jwt',
+          subjectClaim: 'sub',
+          sessions: true,
+          maxTokenAgeS: 86_400,
+        },
+      ];
+    }
+    return toConfig(e, issuers);
+  });
+
+function toConfig(e: z.output<typeof envObject>, issuers: TrustedIssuer[]) {
+  return {
     logLevel: e.LOG_LEVEL,
     host: e.SIDECAR_HOST,
     port: e.SIDECAR_PORT,
@@ -87,21 +166,20 @@ export const sidecarEnvSchema = z
     },
     assertion: { issuer: e.ASSERTION_ISSUER, audience: e.UPSTREAM_AUDIENCE, signingKeyFile: e.SIDECAR_SIGNING_KEY_FILE as string | undefined },
     jwt: {
-      issuer: e.JWT_ISSUER,
-      audience: e.JWT_AUDIENCE,
-      algorithms: e.JWT_ALGORITHMS as string[],
-      jwksUrl: e.JWT_JWKS_URL,
-      jwksFile: e.JWT_JWKS_FILE,
+      issuers,
       jwksTimeoutMs: e.JWT_JWKS_TIMEOUT_MS,
       jwksCooldownMs: e.JWT_JWKS_COOLDOWN_MS,
+      jwksCacheMaxAgeMs: e.JWT_JWKS_CACHE_MAX_AGE_MS,
       cacheTtlMs: e.JWT_CACHE_TTL_MS,
       cacheMaxEntries: e.JWT_CACHE_MAX_ENTRIES,
     },
+    revocations: { maxStalenessMs: e.REVOCATION_MAX_STALENESS_MS, resyncMs: e.REVOCATION_RESYNC_INTERVAL_MS },
     openfga: { apiUrl: e.OPENFGA_API_URL, storeName: e.OPENFGA_STORE_NAME, timeoutMs: e.OPENFGA_TIMEOUT_MS, modelFile: undefined as string | undefined },
     redis: { url: e.REDIS_URL, commandTimeoutMs: e.REDIS_COMMAND_TIMEOUT_MS },
     routesFile: e.ROUTES_FILE,
     cache: { ttlMs: e.DECISION_CACHE_TTL_MS, maxEntries: e.DECISION_CACHE_MAX_ENTRIES },
-  }));
+  };
+}
 
 /** The validated, structured configuration `buildSidecar` takes. */
 export type SidecarConfig = z.output<typeof sidecarEnvSchema>;

@@ -1,7 +1,7 @@
 /**
- * The request pipeline (docs: ../shared/ARCHITECTURE.md, "sidecar/"): one ordered walk through
+ * The request pipeline (docs/CONTRACTS.md, README "Architecture"): one ordered walk through
  * small stages, each in its own module —
- * canonical-path → route rule → authenticate → publisher context → authorize → mutate headers
+ * canonical-path → route rule → authenticate → session → publisher context → authorize → mutate headers
  * (→ forward, done by the caller: the proxy route forwards, `/ext-authz` answers instead).
  * A stage stops the walk by throwing a ProblemError; nothing reaches the upstream before
  * every earlier stage passed.
@@ -13,6 +13,8 @@ import { authorizeStage } from './stages/authorize.ts';
 import { checkCanonicalPath } from './stages/canonical-path.ts';
 import { mutateHeaders, type HeaderMap } from './stages/mutate-headers.ts';
 import { resolvePublisherContext } from './stages/publisher-context.ts';
+import { sessionStage } from './stages/session.ts';
+import type { SessionRevocations } from './identity/session-revocations.ts';
 import { routeStage, type RouteMatch, type RouteMatcher } from './stages/route.ts';
 
 /** What the pipeline needs, built once per process (app.ts). */
@@ -21,6 +23,7 @@ export type PipelineDeps = {
   authenticators: Authenticator[];
   cache: DecisionCache;
   signer: AssertionSigner;
+  revocations: SessionRevocations;
 };
 
 /** One request as the pipeline sees it. */
@@ -70,6 +73,7 @@ export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Pro
   let decision: Decision | undefined;
   if (!rule.public) {
     identity = await authenticateStage(deps.authenticators, { headers: input.headers });
+    sessionStage(deps.revocations, identity);
     // Authenticated-only rules carry no publisher context (CONTRACTS.md, "Route rules").
     if (!rule.authenticated) {
       const ctx = resolvePublisherContext(input.headers);
@@ -84,6 +88,8 @@ export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Pro
         sub: identity.subject,
         publisherId,
         scope: identity.scope,
+        sid: identity.sid,
+        amr: identity.amr,
         requestId: input.requestId,
         method: input.method,
         path: input.htuPrefix + path,

@@ -5,6 +5,7 @@
  * with a locally generated ES256 key whose public half is injected into the app.
  */
 import pg from 'pg';
+import { Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { SignJWT, calculateJwkThumbprint, createLocalJWKSet, exportJWK, generateKeyPair, type JWK, type JWTPayload, type CryptoKey } from 'jose';
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
@@ -69,7 +70,7 @@ export type AssertionOptions = {
 /** Sign an identity assertion like the sidecar does (ES256, typ JWT, 60 s). */
 export async function assertion(key: SigningKey, o: AssertionOptions): Promise<string> {
   const k = o.key ?? key;
-  const claims: JWTPayload = { scope: 'catalog', request_id: randomUUID(), ...o.extra };
+  const claims: JWTPayload = { scope: 'catalog', request_id: randomUUID(), amr: ['pwd'], ...o.extra };
   if (o.publisherId) claims.publisher_id = o.publisherId;
   if (o.htm !== undefined) claims.htm = o.htm;
   if (o.htu !== undefined) claims.htu = o.htu;
@@ -92,15 +93,17 @@ export function bindingOf(method: string | undefined, url: string): { htm: strin
   return { htm: (method ?? 'GET').toUpperCase(), htu: url.split('?', 1)[0]! };
 }
 
-/** Configuration for tests: the throw-away database, no relay unless a sink is injected. */
+/** Configuration for tests: the throw-away database (both roles), no relay unless a sink is injected. */
 export function testConfig(db: TestDb, env: Record<string, string> = {}): CatalogConfig {
-  return loadConfig({ DATABASE_URL: db.appUrl, LOG_LEVEL: 'silent', OUTBOX_RELAY: 'false', ...env });
+  return loadConfig({ DATABASE_URL: db.appUrl, AUTH_DATABASE_URL: db.authUrl, LOG_LEVEL: 'silent', OUTBOX_RELAY: 'false', ...env });
 }
 
 /** The app under test plus helpers to call it as a seeded user. */
 export type TestApp = {
   app: FastifyInstance;
   orm: Orm;
+  /** the sign-in service's pool (`catalog_auth`) */
+  authOrm: Orm;
   key: SigningKey;
   /** inject a request as `sub` in `publisherId`'s context (null = no publisher context) */
   as: (sub: string, publisherId: string | null, opts: InjectOptions) => Promise<LightMyRequestResponse>;
@@ -115,11 +118,13 @@ export async function buildTestApp(db: TestDb, deps: CatalogDeps = {}, env: Reco
   const key = await makeKey();
   const config = testConfig(db, env);
   const orm = await createOrm(config);
-  const app = await buildCatalogApi(config, { getKey: createLocalJWKSet({ keys: [key.jwk] }), orm, logger: false, relationshipSink: null, ...deps });
+  const authOrm = await createOrm(config, 'auth');
+  const app = await buildCatalogApi(config, { getKey: createLocalJWKSet({ keys: [key.jwk] }), orm, authOrm, logger: false, relationshipSink: null, ...deps });
   await app.ready();
   return {
     app,
     orm,
+    authOrm,
     key,
     as: async (sub, publisherId, opts) => {
       if (typeof opts.url !== 'string') throw new TypeError('TestApp.as: give opts.url as a string');
@@ -129,12 +134,33 @@ export async function buildTestApp(db: TestDb, deps: CatalogDeps = {}, env: Reco
     close: async () => {
       await app.close();
       await orm.close(true);
+      await authOrm.close(true);
     },
   };
 }
 
 /** A test file's fixtures: the seeded database, the app on it and a superuser client on it. */
 export type Suite = { db: TestDb; ta: TestApp; su: pg.Client };
+
+/**
+ * Forget every sign-in failure: the lockout columns of known accounts, and the Redis lockout state
+ * of unknown emails (`auth:lockout:*`, kept a day — without this, reruns of a suite within a day
+ * would start from the previous run's failures).
+ */
+export async function clearLockouts(su: pg.Client): Promise<void> {
+  await su.query(`update user_credentials set failed_login_count = 0, first_failed_at = null, locked_until = null, lockout_level = 0`);
+  const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379/0');
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', 'auth:lockout:*', 'COUNT', 1000);
+      if (keys.length) await redis.del(...keys);
+      cursor = next;
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
+}
 
 /**
  * Open a {@link Suite} (database tag `tag`) before the tests of `tap` and close it after them.

@@ -158,7 +158,8 @@ t.test('keys from a remote JWKS (loopback), and 503 when the JWKS is unreachable
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as { port: number }).port;
-  const app = await buildCatalogApi(testConfig(db, { SIDECAR_JWKS_URL: `http://127.0.0.1:${port}/.well-known/jwks.json` }), { logger: false, relationshipSink: null });
+  // a generous fetch timeout: this case is about which key verifies, not about timing
+  const app = await buildCatalogApi(testConfig(db, { SIDECAR_JWKS_URL: `http://127.0.0.1:${port}/.well-known/jwks.json`, JWKS_TIMEOUT_MS: '10000' }), { logger: false, relationshipSink: null });
   t.teardown(async () => {
     await app.close();
     server.close();

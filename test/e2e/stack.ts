@@ -1,14 +1,17 @@
 /**
  * End-to-end harness: the real stack as separate processes on ephemeral loopback ports.
- * PostgreSQL, Redis and OpenFGA come from `scripts/test.sh` (scripts/services.sh) through the
- * environment; this module migrates and seeds the test database, delivers the relationship outbox
- * to OpenFGA, and spawns the catalog API and one or more sidecars exactly as `npm start` does.
+ * PostgreSQL, Redis, OpenFGA and the directory come from `scripts/test.sh` (scripts/services.sh)
+ * through the environment; this module migrates and seeds the test database, delivers the
+ * relationship outbox to OpenFGA, and spawns a mail catcher, the catalog API (the issuer) and one
+ * or more sidecars exactly as `npm start` does. Access tokens come from the real sign-in flow.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { devIssuerFiles, ensureKeyPair, signAccessToken } from '../../scripts/dev-issuer.ts';
-import { USERS } from '../../migrations/seed/demo.ts';
+import { DEMO_PASSWORD, DEMO_TOTP_SECRETS } from '../../migrations/seed/demo.ts';
+import { totpCode } from '../../catalog-api/src/modules/auth/totp.ts';
 import { freePort, waitHttp } from '../support/http.ts';
 import { migrateUp } from '../../migrations/migrate.ts';
 import { seed } from '../../migrations/seed/run.ts';
@@ -26,9 +29,9 @@ export function env(name: string): string {
 /** A child process of the stack, with its captured output for failure messages. */
 export type Proc = { child: ChildProcess; url: string; output: () => string; stop: () => Promise<void> };
 
-function startProcess(script: string, envVars: Record<string, string>, url: string): Proc {
+function startProcess(script: string, envVars: Record<string, string>, url: string, args: string[] = []): Proc {
   let out = '';
-  const child = spawn(process.execPath, [script], {
+  const child = spawn(process.execPath, [script, ...args], {
     cwd: ROOT,
     env: { ...process.env, LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn', ...envVars },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -61,30 +64,45 @@ async function node(args: string[], envVars: Record<string, string> = {}): Promi
 export type Stack = {
   api: Proc;
   sidecars: Proc[];
+  /** the mail catcher's folder (one .eml per message) */
+  mailDir: string;
   /** Start one more sidecar process sharing Redis, OpenFGA and the upstream. */
   addSidecar: () => Promise<Proc>;
   stop: () => Promise<void>;
 };
 
+let current: Stack | null = null;
+
 /**
- * Migrate + seed the test database (idempotent), deliver the outbox to OpenFGA, and start the
- * catalog API plus `sidecars` sidecar processes (default 1).
+ * Migrate + seed the test database (idempotent), deliver the outbox to OpenFGA, and start a mail
+ * catcher, the catalog API plus `sidecars` sidecar processes (default 1).
  * @throws when a process does not become healthy within 30 s (its output is in the message).
  */
 export async function startStack(opts: { sidecars?: number; env?: Record<string, string> } = {}): Promise<Stack> {
-  const issuer = devIssuerFiles(DATA_DIR);
-  await ensureKeyPair(issuer.pem, issuer.jwks);
   const signingKey = join(DATA_DIR, 'sidecar-signing-key.pem');
-  await ensureKeyPair(signingKey);
+  await node(['scripts/keys.ts', 'init', DATA_DIR]);
   await migrateUp(env('DATABASE_OWNER_URL'));
   await seed(env('DATABASE_OWNER_URL'));
   await node(['catalog-api/src/outbox/drain.ts']);
 
-  const [apiPort, firstSidecarPort] = [await freePort(), await freePort()];
-  const jwksUrl = `http://127.0.0.1:${firstSidecarPort}/.well-known/jwks.json`;
+  const [apiPort, firstSidecarPort, smtpPort] = [await freePort(), await freePort(), await freePort()];
+  const mailDir = mkdtempSync(join(tmpdir(), 'e2e-mail-'));
+  const mail = startProcess('scripts/mail-catcher.ts', {}, `smtp://127.0.0.1:${smtpPort}`, ['--port', String(smtpPort), '--dir', mailDir]);
+  const issuer = `http://127.0.0.1:${firstSidecarPort}`;
   const api = startProcess(
     'catalog-api/src/main.ts',
-    { CATALOG_HOST: '127.0.0.1', CATALOG_PORT: String(apiPort), SIDECAR_JWKS_URL: jwksUrl, ...opts.env },
+    {
+      CATALOG_HOST: '127.0.0.1',
+      CATALOG_PORT: String(apiPort),
+      SIDECAR_JWKS_URL: `${issuer}/.well-known/jwks.json`,
+      JWT_ISSUER: issuer,
+      APP_BASE_URL: issuer,
+      SMTP_URL: `smtp://127.0.0.1:${smtpPort}`,
+      // Every suite signs its users in from 127.0.0.1 within a minute of the others; the per-IP
+      // limit itself is proven in test/catalog-api/sign-in-guards.test.ts.
+      SIGN_IN_RATE_LIMIT_PER_MINUTE: '100000',
+      ...opts.env,
+    },
     `http://127.0.0.1:${apiPort}`,
   );
   const sidecars: Proc[] = [];
@@ -97,7 +115,8 @@ export async function startStack(opts: { sidecars?: number; env?: Record<string,
         SIDECAR_PORT: String(p),
         UPSTREAM_URL: api.url,
         SIDECAR_SIGNING_KEY_FILE: signingKey,
-        JWT_JWKS_FILE: issuer.jwks,
+        JWT_ISSUER: issuer,
+        JWT_JWKS_URL: `${api.url}/api/v1/auth/jwks.json`,
         ...opts.env,
       },
       `http://127.0.0.1:${p}`,
@@ -117,24 +136,61 @@ export async function startStack(opts: { sidecars?: number; env?: Record<string,
   }
   await addSidecar(firstSidecarPort);
   for (let i = 1; i < (opts.sidecars ?? 1); i++) await addSidecar();
-  return {
+  tokens.clear();
+  current = {
     api,
     sidecars,
+    mailDir,
     addSidecar: () => addSidecar(),
     stop: async () => {
-      await Promise.all([...sidecars, api].map((p) => p.stop()));
+      await Promise.all([...sidecars, api, mail].map((p) => p.stop()));
+      current = null;
     },
   };
+  return current;
+}
+
+/** POST JSON to the first sidecar of the running stack. */
+export async function postJson(path: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: any }> {
+  if (!current) throw new Error('no stack is running');
+  const res = await fetch(`${current.sidecars[0]!.url}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, json: text ? JSON.parse(text) : null };
+}
+
+/**
+ * Sign `email` in through the real flow (demo password; creator1's TOTP from the demo secret — a
+ * code works once, so when the current step's code was used the next step's is sent, which the
+ * ±1 step window accepts).
+ * @returns the token response (`access_token`, `refresh_token` …)
+ * @throws when sign-in does not succeed
+ */
+export async function signIn(email: string, password = DEMO_PASSWORD): Promise<{ access_token: string; refresh_token: string }> {
+  let r = await postJson('/api/v1/auth/login', { email, password });
+  if (r.status !== 200) throw new Error(`sign-in of ${email} failed: ${r.status} ${JSON.stringify(r.json)}`);
+  if (r.json.mfa_required) {
+    const secret = DEMO_TOTP_SECRETS[email];
+    if (!secret) throw new Error(`${email} needs a TOTP code the tests do not know`);
+    const mfaToken = r.json.mfa_token as string;
+    for (const offsetMs of [0, 30_000]) {
+      r = await postJson('/api/v1/auth/mfa/verify', { mfa_token: mfaToken, code: totpCode(secret, Date.now() + offsetMs) });
+      if (r.status === 200) break;
+    }
+    if (r.status !== 200) throw new Error(`MFA of ${email} failed: ${r.status} ${JSON.stringify(r.json)}`);
+  }
+  return r.json;
 }
 
 const tokens = new Map<string, string>();
-/** An access token from the development issuer for the seeded user `email` (cached per run). */
+/** An access token of the seeded user `email` from the real sign-in flow (cached per stack). */
 export async function tokenFor(email: string): Promise<string> {
   const cached = tokens.get(email);
   if (cached) return cached;
-  const user = USERS.find((u) => u.email === email);
-  if (!user) throw new Error(`no seeded user ${email}`);
-  const token = await signAccessToken(devIssuerFiles(DATA_DIR).pem, { sub: user.id, email: user.email });
-  tokens.set(email, token);
-  return token;
+  const { access_token } = await signIn(email);
+  tokens.set(email, access_token);
+  return access_token;
 }

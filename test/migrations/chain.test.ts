@@ -115,7 +115,7 @@ t.test('legacy data survives 0002..0004, down restores it exactly, up again work
   const legacyPolicies = await q(`select count(*)::int as n from pg_policies where policyname = 'tenant_isolation'`);
   t.equal(legacyPolicies[0]!.n, 0, 'legacy policies dropped');
 
-  t.same(await migrateDown(db.ownerUrl, '0001_legacy_tenants'), ['0004_authz_outbox', '0003_rls', '0002_publishers']);
+  t.same(await migrateDown(db.ownerUrl, '0001_legacy_tenants'), MIGRATIONS.slice(1).map((m) => m.name).reverse());
   t.same(await legacySnapshot(), before, 'down restores every legacy row and value exactly');
   const restoredPolicies = await q(`select count(*)::int as n from pg_policies where policyname = 'tenant_isolation'`);
   t.equal(restoredPolicies[0]!.n, 4, 'legacy policies restored');

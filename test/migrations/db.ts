@@ -19,8 +19,8 @@ export function withDb(url: string, db: string, user?: string): string {
   return u.toString();
 }
 
-/** A throw-away database and the URLs of the three roles. */
-export type TestDb = { name: string; ownerUrl: string; appUrl: string; adminUrl: string; drop: () => Promise<void> };
+/** A throw-away database and the URLs of its roles (owner, app, sign-in service, superuser). */
+export type TestDb = { name: string; ownerUrl: string; appUrl: string; authUrl: string; adminUrl: string; drop: () => Promise<void> };
 
 /** Run one statement as the superuser on `url`. */
 export async function adminQuery<T extends pg.QueryResultRow = any>(url: string, sql: string, params: unknown[] = []): Promise<pg.QueryResult<T>> {
@@ -46,13 +46,14 @@ export async function createTestDb(tag: string, kind: 'migtest' | 'apitest' = 'm
   await adminQuery(
     adminUrl,
     `revoke all on schema public from public; alter schema public owner to catalog_owner;
-     grant usage on schema public to catalog_app; create extension if not exists pgcrypto`,
+     grant usage on schema public to catalog_app, catalog_auth; create extension if not exists pgcrypto`,
   );
   return {
     name,
     adminUrl,
     ownerUrl: withDb(ADMIN_URL, name, 'catalog_owner'),
     appUrl: withDb(ADMIN_URL, name, 'catalog_app'),
+    authUrl: withDb(ADMIN_URL, name, 'catalog_auth'),
     drop: async () => {
       await adminQuery(ADMIN_URL, `drop database if exists "${name}" with (force)`);
     },

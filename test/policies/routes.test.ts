@@ -22,7 +22,23 @@ t.test('policies/routes.yaml loads and matches the model', async (t) => {
   t.same(find('PUT', '/api/v1/members/{userId}')?.object, 'publisher:{publisher}');
   t.same(find('DELETE', '/api/v1/members/{userId}')?.relation, 'can_manage_members');
   for (const p of ['/docs', '/docs/*', '/api/v1/openapi.json']) t.equal(find('GET', p)?.public, true, p);
-  t.equal(rules.length, 22);
+  const signIn = ['login', 'mfa/verify', 'refresh', 'password/forgot', 'password/reset', 'email/verify'];
+  for (const p of signIn) t.same(find('POST', `/api/v1/auth/${p}`), { method: 'POST', path: `/api/v1/auth/${p}`, public: true }, `sign-in step ${p} is public`);
+  for (const p of ['/.well-known/openid-configuration', '/api/v1/auth/jwks.json']) t.equal(find('GET', p)?.public, true, `issuer metadata ${p} is public`);
+  for (const [method, path] of [['POST', '/api/v1/auth/logout'], ['GET', '/api/v1/auth/sessions'], ['DELETE', '/api/v1/auth/sessions/{id}'], ['PUT', '/api/v1/users/me/password'], ['POST', '/api/v1/users/me/mfa/totp']] as const) {
+    t.same(find(method, path), { method, path, authenticated: true }, `${method} ${path}: any signed-in user, no publisher context`);
+  }
+  for (const method of ['GET', 'PUT', 'DELETE'] as const) {
+    t.same(find(method, '/api/v1/publishers/{publisherId}/directory'), { method, path: '/api/v1/publishers/{publisherId}/directory', relation: 'admin', object: 'system:platform' }, `${method} directory: system admins`);
+  }
+  t.same(find('DELETE', '/api/v1/publishers/{publisherId}/users/{userId}/sessions'), {
+    method: 'DELETE',
+    path: '/api/v1/publishers/{publisherId}/users/{userId}/sessions',
+    relation: 'can_manage_members',
+    object: 'publisher:{publisherId}',
+  });
+  const keys = rules.map((r) => `${r.method} ${r.path}`);
+  t.equal(new Set(keys).size, keys.length, 'no route is listed twice');
 });
 
 t.test('valid rules of every kind parse', async (t) => {
@@ -34,9 +50,11 @@ t.test('valid rules of every kind parse', async (t) => {
       { method: 'GET', path: '/me', authenticated: true },
       { method: 'PUT', path: '/a/{x}/b/{y}', relation: 'can_update', object: 'work:{y}' },
       { method: 'PUT', path: '/a/{x}', relation: 'can_update', object: 'publisher:{publisher}' },
+      { method: 'GET', path: '/platform/{x}', relation: 'admin', object: 'system:platform' },
     ]),
   );
-  t.equal(rules.length, 6);
+  t.equal(rules.length, 7);
+  t.equal(rules[6]!.object, 'system:platform', 'a fixed object (the platform itself)');
   t.same(rules[0], ok);
 });
 
@@ -61,7 +79,8 @@ const invalid: [string, unknown, RegExp][] = [
   ['relation without object', doc([{ method: 'GET', path: '/a', relation: 'can_read' }]), /routes\[0\].*relation and object must be given together/],
   ['object without relation', doc([{ method: 'GET', path: '/a', object: 'work:{publisher}' }]), /routes\[0\].*relation and object must be given together/],
   ['object not a template', doc([{ ...ok, object: 'publisher' }]), /routes\[0\].*must be a template <type>:\{param\}/],
-  ['object with a literal id', doc([{ ...ok, object: 'system:platform' }]), /routes\[0\].*must be a template/],
+  ['object with a wildcard id', doc([{ ...ok, object: 'work:*' }]), /routes\[0\].*must be a template <type>:\{param\} or a fixed object/],
+  ['object with a half-template id', doc([{ ...ok, object: 'work:x{publisher}' }]), /routes\[0\].*must be a template <type>:\{param\} or a fixed object/],
   ['object param not in path', doc([{ ...ok, path: '/works/{id}', object: 'work:{workId}' }]), /routes\[0\].*\{workId\}, which is neither a path parameter nor \{publisher\}/],
   ['unknown key', doc([{ ...ok, cache: true }]), /routes\[0\].*cache/],
   ['duplicate method + path', doc([ok, { method: 'POST', path: '/api/v1/works', public: true }, ok]), /routes\[2\] \(GET \/api\/v1\/works\): duplicate of routes\[0\]/],

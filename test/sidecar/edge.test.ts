@@ -5,8 +5,6 @@
  */
 import t, { type Test } from 'tap';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { SignJWT, base64url } from 'jose';
 import { createIssuer, raw, startSidecar, useSidecarFixture } from './helpers.ts';
 
@@ -125,9 +123,8 @@ t.test('authentication failures → 401 with an RFC 6750 challenge', async (t) =
     [
       'signed by another key',
       await (async () => {
-        const dir = join(fx.tmp.dir, 'other-issuer');
-        mkdirSync(dir);
-        const other = await createIssuer(dir);
+        const other = await createIssuer();
+        t.teardown(() => other.close());
         return other.token(user);
       })(),
     ],
@@ -167,7 +164,7 @@ t.test('own endpoints', async (t) => {
   t.equal((await raw(fx.sidecar.port, 'GET', '/healthz')).status, 200);
   const ready = await raw(fx.sidecar.port, 'GET', '/readyz');
   t.equal(ready.status, 200);
-  t.same(ready.json().checks, { openfga: 'ok', redis: 'ok', upstream: 'ok' });
+  t.same(ready.json().checks, { openfga: 'ok', redis: 'ok', upstream: 'ok', session_revocations: 'ok' });
   const jwks = (await raw(fx.sidecar.port, 'GET', '/.well-known/jwks.json')).json();
   t.equal(jwks.keys.length, 1);
   t.equal(jwks.keys[0].alg, 'ES256');

@@ -94,30 +94,50 @@ export async function startUpstream(port = 0): Promise<Upstream> {
 }
 
 // ---------------------------------------------------------------------------------------------
-/** A throw-away token issuer: key pair + JWKS file. */
+/** A throw-away token issuer: an ES256 key pair whose JWKS a loopback HTTP server publishes. */
 export type Issuer = {
-  jwksFile: string;
+  /** where the JWKS is served (`JWT_JWKS_URL`) */
+  jwksUrl: string;
+  /** the JWKS being served; replace `keys` to rotate */
+  jwks: { keys: Record<string, unknown>[] };
   privateKey: CryptoKey;
   kid: string;
   publicJwk: Record<string, unknown>;
-  /** Sign an access token; `opts` override claims/header for negative tests. */
-  token(sub: string, opts?: { iss?: string; aud?: string; expSeconds?: number; typ?: string; scope?: string; omitExp?: boolean }): Promise<string>;
+  /**
+   * Sign an access token; `opts` override claims/header for negative tests. Tokens carry a `sid`
+   * (a fresh UUID unless given; `sid: null` omits it) because the fixture's issuer has revocable
+   * sessions, like the platform's own.
+   */
+  token(
+    sub: string,
+    opts?: { iss?: string; aud?: string; expSeconds?: number; typ?: string; scope?: string; omitExp?: boolean; sid?: string | null; amr?: string[] },
+  ): Promise<string>;
+  close(): Promise<void>;
 };
 
-export async function createIssuer(dir: string): Promise<Issuer> {
+/** Start an issuer (the directory argument is kept for callers that store files next to it). */
+export async function createIssuer(_dir?: string): Promise<Issuer> {
   const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
   const publicJwk = await exportJWK(publicKey);
   const kid = await calculateJwkThumbprint(publicJwk);
-  const jwksFile = join(dir, 'jwks.json');
-  writeFileSync(jwksFile, JSON.stringify({ keys: [{ ...publicJwk, kid, alg: 'ES256', use: 'sig' }] }));
+  const jwks = { keys: [{ ...publicJwk, kid, alg: 'ES256', use: 'sig' }] as Record<string, unknown>[] };
+  const server = createServer((_req, res) => {
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify(jwks));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
   return {
-    jwksFile,
+    jwksUrl: `http://127.0.0.1:${port}/jwks.json`,
+    jwks,
     privateKey,
     kid,
     publicJwk: publicJwk as Record<string, unknown>,
     async token(sub, o = {}) {
       const now = Math.floor(Date.now() / 1000);
-      const jwt = new SignJWT({ scope: o.scope ?? 'catalog', email: 'u@example.com' })
+      const claims: Record<string, unknown> = { scope: o.scope ?? 'catalog', email: 'u@example.com', amr: o.amr ?? ['pwd'] };
+      if (o.sid !== null) claims.sid = o.sid ?? randomUUID();
+      const jwt = new SignJWT(claims)
         .setProtectedHeader({ alg: 'ES256', typ: o.typ ?? 'at+jwt', kid })
         .setIssuer(o.iss ?? ISSUER)
         .setAudience(o.aud ?? AUDIENCE)
@@ -127,6 +147,11 @@ export async function createIssuer(dir: string): Promise<Issuer> {
       if (!o.omitExp) jwt.setExpirationTime(now + (o.expSeconds ?? 3600));
       return jwt.sign(privateKey);
     },
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
   };
 }
 
@@ -160,7 +185,7 @@ export async function createTestStore(apiUrl = OPENFGA_API_URL): Promise<TestSto
   };
 }
 
-/** A temp dir with routes.yaml and the issuer; removed by `cleanup`. */
+/** A temp dir with routes.yaml; removed by `cleanup`. */
 export function tempDir(): { dir: string; routesFile: string; cleanup(): void } {
   const dir = mkdtempSync(join(tmpdir(), 'sidecar-test-'));
   const routesFile = join(dir, 'routes.yaml');
@@ -194,7 +219,7 @@ export async function startSidecar(env: Record<string, string>): Promise<Sidecar
 // ---------------------------------------------------------------------------------------------
 /** What `useSidecarFixture` sets up; every field but `tmp` is filled in by the suite's `t.before`. */
 export type SidecarFixture = {
-  /** Temp dir with routes.yaml (TEST_ROUTES) and the issuer's JWKS file; exists from the start. */
+  /** Temp dir with routes.yaml (TEST_ROUTES); exists from the start. */
   tmp: ReturnType<typeof tempDir>;
   upstream: Upstream;
   store: TestStore;
@@ -202,7 +227,7 @@ export type SidecarFixture = {
   /** A client of the shared Redis (REDIS_URL), the one `writer` bumps epochs in. */
   redis: Redis;
   writer: RelationshipWriter;
-  /** The env the fixture's sidecars were started with: store, upstream, routes, JWKS file, then `env`. */
+  /** The env the fixture's sidecars were started with: store, upstream, routes, issuer, then `env`. */
   env: Record<string, string>;
   /** The fixture's sidecars, in start order. */
   sidecars: Sidecar[];
@@ -242,7 +267,7 @@ export function useSidecarFixture(t: Test, opts: SidecarFixtureOptions = {}): Si
       OPENFGA_STORE_NAME: fx.store.storeName,
       UPSTREAM_URL: fx.upstream.url,
       ROUTES_FILE: fx.tmp.routesFile,
-      JWT_JWKS_FILE: fx.issuer.jwksFile,
+      JWT_JWKS_URL: fx.issuer.jwksUrl,
       ...opts.env,
     };
     for (let i = 0; i < (opts.sidecars ?? 1); i++) fx.sidecars.push(await startSidecar(fx.env));
@@ -251,6 +276,7 @@ export function useSidecarFixture(t: Test, opts: SidecarFixtureOptions = {}): Si
   t.teardown(async () => {
     for (const s of fx.sidecars) await s.close();
     await fx.upstream?.close();
+    await fx.issuer?.close();
     await fx.store?.remove();
     fx.redis?.disconnect();
     fx.tmp.cleanup();

@@ -104,13 +104,13 @@ t.test('a revoked decision is denied at once for a cached token', async (t) => {
 });
 
 t.test('JWKS rotation: a cached token whose key left the set is rejected at once', async (t) => {
-  const rotated = tempDir();
-  t.teardown(() => rotated.cleanup());
-  const next = await createIssuer(rotated.dir);
-  let served = readFileSync(fx.issuer.jwksFile, 'utf8');
+  const next = await createIssuer();
+  t.teardown(() => next.close());
+  // One JWKS endpoint whose content the issuer rotates: fx.issuer's key now, next's key later.
+  let served = fx.issuer.jwks;
   const jwksServer = createServer((_req, res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(served);
+    res.end(JSON.stringify(served));
   });
   await new Promise<void>((r) => jwksServer.listen(0, '127.0.0.1', r));
   t.teardown(() => new Promise<void>((r) => jwksServer.close(() => r())));
@@ -127,7 +127,7 @@ t.test('JWKS rotation: a cached token whose key left the set is rejected at once
   t.equal((await get(s, old)).status, 200);
   t.equal((await get(s, old)).status, 200);
   t.equal(await tokenCache(s, 'hit'), 1, 'old-key token cached');
-  served = readFileSync(next.jwksFile, 'utf8'); // the issuer rotates: old key removed
+  served = next.jwks; // the issuer rotates: old key removed
   t.equal((await get(s, await next.token(viewer))).status, 200, 'a new-key token makes the sidecar reload the set');
   t.equal((await get(s, old)).status, 401, 'the cached old-key token is rejected');
 });

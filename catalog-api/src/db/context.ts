@@ -7,18 +7,20 @@
  *   2. one statement that reads the caller's own `users` row and `user_publishers` row for
  *      (user, publisher) — visible under RLS because they are the context user's rows — and sets
  *      `app.access_scope` with `set_config(…, true)`: `publisher` for a system admin or any role but
- *      creator, `own` for a creator, '' (sees nothing) without a membership.
+ *      creator, `own` for a creator, '' (sees nothing) without a membership. The same statement reads
+ *      the context publisher's sign-in settings (auth policy, MFA requirement), which the caller's
+ *      authentication methods (the assertion's `amr`) must satisfy — else 403
+ *      `auth-method-not-allowed` / `mfa-required` (system admins excepted).
  *
  * Everything the handler does afterwards sees only what RLS lets that context see; application code
  * never adds `publisher_id` filters to reads.
  */
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { query, type Orm } from './orm.ts';
-import { problem } from '../errors.ts';
+import { ProblemError, problem } from '../errors.ts';
 
-/** Membership roles (docs/CONTRACTS.md, `user_publishers.role`). */
-export const ROLES = ['admin', 'manager', 'editor', 'viewer', 'creator'] as const;
-export type Role = (typeof ROLES)[number];
+import type { Role } from '../modules/users/membership.entity.ts';
+export { ROLES, type Role } from '../modules/users/membership.entity.ts';
 
 /** What `app.access_scope` is set to. */
 export type AccessScope = 'publisher' | 'own' | '';
@@ -34,6 +36,10 @@ export type RequestContext = {
   isSystemAdmin: boolean;
   /** false when the `users` row is missing or not `active` */
   userActive: boolean;
+  /** the context publisher's `settings.auth_policy` (null: no publisher, or not set = internal) */
+  authPolicy: string | null;
+  /** the context publisher's `settings.require_mfa` */
+  requireMfa: boolean;
 };
 
 /** The handle a handler gets: the transaction's EntityManager, the context, and a SQL helper. */
@@ -44,8 +50,11 @@ export type RequestTx = {
   sql: <R = Record<string, unknown>>(text: string, params?: readonly unknown[]) => Promise<R[]>;
 };
 
-/** Who is asking: from the verified identity assertion. */
-export type Caller = { userId: string; publisherId: string | null };
+/**
+ * Who is asking: from the verified identity assertion. `amr` (RFC 8176) is how they authenticated;
+ * absent or empty means "not stated" and skips the publisher's auth-policy check (not its MFA rule).
+ */
+export type Caller = { userId: string; publisherId: string | null; amr?: readonly string[] };
 
 /** Options of {@link withRequestTransaction}. */
 export type RequestTxOptions = {
@@ -59,12 +68,15 @@ export type RequestTxOptions = {
 
 const SCOPE_SQL = `
   with me as (
-    select u.is_system_admin, u.status, m.role
+    select u.is_system_admin, u.status, m.role,
+           p.settings ->> 'auth_policy' as auth_policy,
+           coalesce(p.settings -> 'require_mfa' = 'true'::jsonb, false) as require_mfa
     from users u
     left join user_publishers m on m.user_id = u.id and m.publisher_id = nullif($2, '')::uuid
+    left join publishers p on p.id = nullif($2, '')::uuid
     where u.id = $1::uuid and u.deleted_at is null
   )
-  select is_system_admin, status, role,
+  select is_system_admin, status, role, auth_policy, require_mfa,
          set_config('app.access_scope',
            case when $2 = '' or status is distinct from 'active' then ''
                 when is_system_admin then 'publisher'
@@ -90,8 +102,25 @@ export async function withRequestTransaction<T>(orm: Orm, caller: Caller, fn: (t
     const ctx = await establishScope(tem, caller.userId, publisherId);
     if (!ctx.userActive) throw problem.forbidden('Your account is unknown or disabled.');
     if (needsPublisher && ctx.scope === '') throw problem.forbidden('You are not a member of this publisher.');
+    if (needsPublisher) checkSignInPolicy(ctx, caller.amr ?? []);
     return fn({ em: tem, ctx, sql: (text, params) => query(tem, text, params) });
   });
+}
+
+/**
+ * The context publisher's sign-in rules against how the caller signed in (`amr`): auth policy `ad`
+ * needs a directory sign-in (`ldap`), `internal` a non-directory one; `require_mfa` needs `mfa`.
+ * System admins are exempt (they are the platform's staff, not the publisher's).
+ * @throws ProblemError 403 `auth-method-not-allowed` or `mfa-required`
+ */
+export function checkSignInPolicy(ctx: RequestContext, amr: readonly string[]): void {
+  if (ctx.isSystemAdmin) return;
+  if (amr.length > 0) {
+    const directory = amr.includes('ldap');
+    if (ctx.authPolicy === 'ad' && !directory) throw new ProblemError(403, 'auth-method-not-allowed', 'This publisher requires signing in with its directory account.');
+    if ((ctx.authPolicy ?? 'internal') === 'internal' && directory) throw new ProblemError(403, 'auth-method-not-allowed', 'This publisher does not accept directory sign-ins.');
+  }
+  if (ctx.requireMfa && !amr.includes('mfa')) throw new ProblemError(403, 'mfa-required', 'This publisher requires a second factor: enrol TOTP (POST /api/v1/users/me/mfa/totp) and sign in again.');
 }
 
 /**
@@ -100,7 +129,11 @@ export async function withRequestTransaction<T>(orm: Orm, caller: Caller, fn: (t
  * @returns the context (scope '' and `userActive` false when the user row is not visible)
  */
 export async function establishScope(em: EntityManager, userId: string, publisherId: string): Promise<RequestContext> {
-  const rows = await query<{ is_system_admin: boolean; status: string; role: Role | null; access_scope: AccessScope }>(em, SCOPE_SQL, [userId, publisherId]);
+  const rows = await query<{ is_system_admin: boolean; status: string; role: Role | null; access_scope: AccessScope; auth_policy: string | null; require_mfa: boolean }>(
+    em,
+    SCOPE_SQL,
+    [userId, publisherId],
+  );
   const row = rows[0];
   return {
     userId,
@@ -109,5 +142,7 @@ export async function establishScope(em: EntityManager, userId: string, publishe
     role: row?.role ?? null,
     isSystemAdmin: row?.is_system_admin ?? false,
     userActive: row !== undefined && row.status === 'active',
+    authPolicy: row?.auth_policy ?? null,
+    requireMfa: row?.require_mfa ?? false,
   };
 }

@@ -10,27 +10,37 @@
 import { MikroORM, type EntityManager } from '@mikro-orm/postgresql';
 import { CompiledQuery } from 'kysely';
 import type { CatalogConfig } from '../config.ts';
+import { ENTITIES } from './entities.ts';
 
 /** A pool-backed ORM; close it with `orm.close()`. */
 export type Orm = MikroORM;
 
+/** Which database role a pool connects as. */
+export type OrmRole = 'app' | 'auth';
+
 /**
- * Connect MikroORM to `config.DATABASE_URL` with the pool size and timeouts of the configuration:
- * `statement_timeout` = DB_STATEMENT_TIMEOUT_MS, `idle_in_transaction_session_timeout` = 2 × that,
- * connect timeout 5 s. No entities are registered: the schema belongs to migrations/.
+ * Connect MikroORM with the pool size and timeouts of the configuration: as the app role
+ * (`DATABASE_URL`, DB_POOL_MAX) or as the sign-in service's role (`AUTH_DATABASE_URL`,
+ * AUTH_DB_POOL_MAX); `statement_timeout` = DB_STATEMENT_TIMEOUT_MS,
+ * `idle_in_transaction_session_timeout` = 2 × that, connect timeout 5 s. The entities of
+ * db/entities.ts are registered; the schema itself belongs to migrations/.
  * @throws when the options are invalid (the pool connects lazily; see {@link checkDatabase})
  */
-export async function createOrm(config: Pick<CatalogConfig, 'DATABASE_URL' | 'DB_POOL_MAX' | 'DB_STATEMENT_TIMEOUT_MS'>): Promise<Orm> {
+export async function createOrm(
+  config: Pick<CatalogConfig, 'DATABASE_URL' | 'DB_POOL_MAX' | 'DB_STATEMENT_TIMEOUT_MS'> & Partial<Pick<CatalogConfig, 'AUTH_DATABASE_URL' | 'AUTH_DB_POOL_MAX'>>,
+  role: OrmRole = 'app',
+): Promise<Orm> {
+  const url = role === 'auth' ? config.AUTH_DATABASE_URL : config.DATABASE_URL;
+  if (!url) throw new Error('createOrm: AUTH_DATABASE_URL is required for the sign-in service pool');
   return MikroORM.init({
-    clientUrl: config.DATABASE_URL,
-    entities: [],
-    discovery: { warnWhenNoEntities: false },
-    pool: { min: 0, max: config.DB_POOL_MAX, idleTimeoutMillis: 30_000 },
+    clientUrl: url,
+    entities: ENTITIES,
+    pool: { min: 0, max: role === 'auth' ? (config.AUTH_DB_POOL_MAX ?? 5) : config.DB_POOL_MAX, idleTimeoutMillis: 30_000 },
     driverOptions: {
       statement_timeout: config.DB_STATEMENT_TIMEOUT_MS,
       idle_in_transaction_session_timeout: config.DB_STATEMENT_TIMEOUT_MS * 2,
       connectionTimeoutMillis: 5000,
-      application_name: 'catalog-api',
+      application_name: role === 'auth' ? 'catalog-api-auth' : 'catalog-api',
     },
     // Per-transaction session variables (RLS context) as `set_config(…, true)` after BEGIN.
     sessionContext: 'transaction',

@@ -28,6 +28,10 @@ export type Identity = {
   requestId: string | null;
   /** `jti` claim, when present */
   jti: string | null;
+  /** `sid` claim: the sign-in session the access token belongs to (null for other issuers) */
+  sid: string | null;
+  /** `amr` claim: how the user authenticated (RFC 8176 values; empty when the issuer said nothing) */
+  amr: string[];
 };
 
 declare module 'fastify' {
@@ -121,6 +125,8 @@ export function createAssertionVerifier(opts: AssertionVerifierOptions): (token:
       scope: typeof payload.scope === 'string' ? payload.scope : '',
       requestId: typeof payload.request_id === 'string' ? payload.request_id : null,
       jti: typeof payload.jti === 'string' ? payload.jti : null,
+      sid: typeof payload.sid === 'string' ? payload.sid : null,
+      amr: Array.isArray(payload.amr) ? payload.amr.filter((x): x is string => typeof x === 'string') : [],
     };
   };
 }

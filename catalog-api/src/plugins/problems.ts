@@ -86,6 +86,7 @@ function constraintField(constraint: string): string {
 
 /** Send `p` as problem+json for `request`. */
 export function sendProblem(reply: FastifyReply, request: FastifyRequest, p: ProblemError): FastifyReply {
+  for (const [k, v] of Object.entries(p.headers)) reply.header(k, v);
   if (p.status === 401) reply.header('www-authenticate', 'Assertion realm="catalog-api"');
   return reply.status(p.status).type(PROBLEM_CONTENT_TYPE).send(p.toBody(request.url.split('?', 1)[0]));
 }

@@ -8,7 +8,7 @@ import type { FastifyRequest } from 'fastify';
 import { problem, type FieldError } from '../errors.ts';
 import type { IdentifierResult } from '../domain/identifiers.ts';
 import { requireIdentity } from '../plugins/identity.ts';
-import { withRequestTransaction, type RequestTx, type RequestTxOptions } from '../db/context.ts';
+import { withRequestTransaction, type Caller, type RequestTx, type RequestTxOptions } from '../db/context.ts';
 import type { Orm } from '../db/orm.ts';
 
 /** What the catalog routes need from the application. */
@@ -101,16 +101,26 @@ export function isoSql(column: string): string {
 /**
  * Run `fn` in the request transaction of `request` (identity from the assertion).
  * With `mutating`, the relationship outbox is flushed after the commit and before the reply.
+ * With `pathPublisherId` (routes under /api/v1/publishers/{id}), that publisher is the context.
  * @throws whatever the transaction helper or `fn` throws (ProblemError or driver errors)
  */
 export async function inRequestTx<T>(
-  deps: RouteDeps,
+  deps: Pick<RouteDeps, 'orm' | 'flushOutbox'>,
   request: FastifyRequest,
   fn: (tx: RequestTx) => Promise<T>,
-  options: RequestTxOptions & { mutating?: boolean } = {},
+  options: RequestTxOptions & { mutating?: boolean; pathPublisherId?: string } = {},
 ): Promise<T> {
   const identity = requireIdentity(request);
-  const result = await withRequestTransaction(deps.orm, identity, fn, options);
+  let caller: Caller = identity;
+  if (options.pathPublisherId) {
+    // /publishers/{id}/… routes: the sidecar authorized the path's publisher, which the assertion's
+    // htu binds; a different X-Publisher-Id is a contradiction, not a second context.
+    if (identity.publisherId && identity.publisherId !== options.pathPublisherId) {
+      throw problem.publisherContext('X-Publisher-Id names another publisher than the path.');
+    }
+    caller = { ...identity, publisherId: options.pathPublisherId };
+  }
+  const result = await withRequestTransaction(deps.orm, caller, fn, options);
   if (options.mutating) await deps.flushOutbox();
   return result;
 }

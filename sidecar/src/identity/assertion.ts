@@ -2,7 +2,8 @@
  * The identity assertion the sidecar signs for the upstream (docs/CONTRACTS.md, "Identity
  * assertion"): a JWT (RFC 7519), ES256 (RFC 7518 §3.4, P-256), protected header
  * `{alg: 'ES256', kid, typ: 'JWT'}` with `kid` = RFC 7638 JWK thumbprint of the public key;
- * claims `iss`, `aud`, `sub`, `publisher_id?`, `scope`, `request_id`, `iat`, `exp` = iat + 60 s, `jti`,
+ * claims `iss`, `aud`, `sub`, `publisher_id?`, `scope`, `sid?` and `amr?` (the access token's session
+ * and authentication methods), `request_id`, `iat`, `exp` = iat + 60 s, `jti`,
  * and the request it is bound to (after RFC 9449 §4.2's DPoP claims): `htm` = the HTTP method in
  * upper case, `htu` = the request path without the query string, exactly as the upstream receives
  * it (for ext_authz: the original request's path). The catalog API rejects an assertion whose
@@ -19,7 +20,18 @@ export const ASSERTION_TTL_SECONDS = 60;
  * What goes into one assertion. `method` becomes `htm` (upper-cased here); `path` becomes `htu`
  * and must be the path only (no `?query`) as the upstream will see it.
  */
-export type AssertionClaims = { sub: string; publisherId?: string; scope: string; requestId: string; method: string; path: string };
+export type AssertionClaims = {
+  sub: string;
+  publisherId?: string;
+  scope: string;
+  /** the access token's session (`sid`), when it has one */
+  sid?: string;
+  /** the access token's `amr` (RFC 8176), when it states one */
+  amr?: readonly string[];
+  requestId: string;
+  method: string;
+  path: string;
+};
 
 /** Signs assertions and publishes the public key set. */
 export type AssertionSigner = {
@@ -64,6 +76,8 @@ export async function createAssertionSigner(opts: {
       if (c.path.includes('?')) throw new Error('assertion htu must not contain a query string');
       const claims: Record<string, unknown> = { scope: c.scope, request_id: c.requestId, htm: c.method.toUpperCase(), htu: c.path };
       if (c.publisherId) claims.publisher_id = c.publisherId;
+      if (c.sid) claims.sid = c.sid;
+      if (c.amr && c.amr.length) claims.amr = c.amr;
       const now = Math.floor(Date.now() / 1000);
       return new SignJWT(claims)
         .setProtectedHeader({ alg: 'ES256', kid, typ: 'JWT' })

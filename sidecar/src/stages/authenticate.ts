@@ -2,24 +2,32 @@
  * Stage 3 — authenticate. An {@link Authenticator} turns request credentials into an
  * {@link Identity}; {@link authenticateStage} runs a chain of them (first one that recognises the
  * credentials decides). Today: the JWT bearer authenticator (RFC 6750 bearer tokens carrying
- * RFC 9068 JWT access tokens, verified with jose). Seam for later: an LDAP/AD authenticator
- * (ldapts) implements the same interface — e.g. returning `skip` unless `Authorization: Basic`
- * is present — and is appended to the chain in app.ts; nothing else changes.
+ * RFC 9068 JWT access tokens, verified with jose) for every configured issuer. Seam for later: an
+ * LDAP/AD authenticator (ldapts) implements the same interface — e.g. returning `skip` unless
+ * `Authorization: Basic` is present — and is appended to the chain in app.ts; nothing else changes.
  */
-import { readFileSync } from 'node:fs';
-import { createLocalJWKSet, createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTVerifyGetKey } from 'jose';
+import { createRemoteJWKSet, customFetch, decodeJwt, errors as joseErrors, jwtVerify, type FetchImplementation, type JWTVerifyGetKey } from 'jose';
+import { fetch as undiciFetch, request as undiciRequest } from 'undici';
 import { createTokenCache } from '../identity/token-cache.ts';
 import { ProblemError } from '../problem.ts';
 import { isUuid } from './route.ts';
 
 /** Who is calling, after authentication. */
 export type Identity = {
-  /** User UUID (lower case): the access token's `sub`. */
+  /** User UUID (lower case): the access token's subject claim. */
   subject: string;
   /** Space-separated scopes ('' when none). */
   scope: string;
   /** Which authenticator produced it (e.g. `jwt`). */
   method: string;
+  /** The token's issuer (`iss`). */
+  issuer: string;
+  /** The sign-in session (`sid`), when the token names one. */
+  sid: string | undefined;
+  /** How the user authenticated (`amr`, RFC 8176), [] when not stated. */
+  amr: readonly string[];
+  /** True when the issuer's sessions are revocable: the session stage checks `sid`. */
+  sessionBound: boolean;
   /** All verified claims (never logged). */
   claims: Record<string, unknown>;
 };
@@ -52,18 +60,36 @@ export function unauthenticated(detail: string, error?: 'invalid_token' | 'inval
   return new ProblemError(401, 'unauthenticated', detail, { headers: { 'www-authenticate': challenge } });
 }
 
+/**
+ * One trusted issuer (docs/CONTRACTS.md, "Access token"). Keys come from `jwksUri`, or from the
+ * `jwks_uri` of the OpenID Provider metadata at `discoveryUrl` (OpenID Connect Discovery 1.0), whose
+ * `issuer` must equal `issuer` (§4.3). Durations in seconds.
+ */
+export type IssuerConfig = {
+  issuer: string;
+  /** accepted `aud` value(s) */
+  audience: string | string[];
+  jwksUri?: string;
+  discoveryUrl?: string;
+  /** JWS `alg` allow-list; `none` and HS* are never accepted */
+  algorithms: string[];
+  /** required JWT `typ` header (`at+jwt` per RFC 9068; Entra ID access tokens say `JWT`) */
+  typ: string;
+  /** the claim holding the platform user id, a UUID (default `sub`; Entra ID: `oid`) */
+  subjectClaim: string;
+  /** the issuer's sessions are revocable (our own issuer): tokens must carry `sid` */
+  sessions: boolean;
+  /** tokens older than this (by `iat`) are refused; also rejects `iat` in the future */
+  maxTokenAgeS: number;
+};
+
 /** Options of {@link createJwtAuthenticator}. Durations in milliseconds. */
 export type JwtAuthenticatorOptions = {
-  issuer: string;
-  audience: string;
-  /** JWS `alg` allow-list, e.g. ['ES256','EdDSA','RS256']; `none` and HS* are never accepted. */
-  algorithms: string[];
-  /** Remote JWKS (preferred in production) … */
-  jwksUrl?: string;
-  /** … or a local JWKS file (read once at start). */
-  jwksFile?: string;
+  issuers: IssuerConfig[];
   jwksTimeoutMs?: number;
   jwksCooldownMs?: number;
+  /** how long a fetched JWKS is used before it is fetched again (jose `cacheMaxAge`, default 5 min) */
+  jwksCacheMaxAgeMs?: number;
   /** Verified-token cache (identity/token-cache.ts): max life of an entry in ms (0 = off, default 60 s) … */
   cacheTtlMs?: number;
   /** … and its size (default 10 000). */
@@ -103,41 +129,90 @@ export function bearerToken(headers: AuthInput['headers']): string | null {
   return m[1]!;
 }
 
+/** The keys of one issuer, however found. */
+type KeySource = { config: IssuerConfig; algorithms: string[]; keys(): Promise<JWTVerifyGetKey> };
+
+const keysUnavailable = (cause: unknown) =>
+  new ProblemError(503, 'pdp-unavailable', "The token issuer's keys cannot be fetched; try again later.", { headers: { 'retry-after': '1' }, cause });
+
+/** Build the key source of `config` (remote JWKS, directly or through discovery). */
+function keySource(config: IssuerConfig, o: JwtAuthenticatorOptions): KeySource {
+  const timeoutMs = o.jwksTimeoutMs ?? 2000;
+  const cooldownMs = o.jwksCooldownMs ?? 30_000;
+  const remote = (url: string) =>
+    createRemoteJWKSet(new URL(url), {
+      timeoutDuration: timeoutMs,
+      cooldownDuration: cooldownMs,
+      cacheMaxAge: o.jwksCacheMaxAgeMs ?? 300_000,
+      [customFetch]: undiciFetch as unknown as FetchImplementation, // every outbound call through undici
+    });
+  const algorithms = config.algorithms.filter((a) => a !== 'none' && !a.toUpperCase().startsWith('HS'));
+  if (config.jwksUri) {
+    const set = remote(config.jwksUri);
+    return { config, algorithms, keys: async () => set };
+  }
+  // Discovery: fetched on first use; a failure is remembered for the cooldown, then retried.
+  let found: Promise<JWTVerifyGetKey> | null = null;
+  let failedAt = 0;
+  const discover = async (): Promise<JWTVerifyGetKey> => {
+    const res = await undiciRequest(config.discoveryUrl!, { method: 'GET', headersTimeout: timeoutMs, bodyTimeout: timeoutMs, signal: AbortSignal.timeout(timeoutMs) });
+    if (res.statusCode !== 200) throw new Error(`discovery answered ${res.statusCode}`);
+    const meta = (await res.body.json()) as { issuer?: unknown; jwks_uri?: unknown };
+    if (meta.issuer !== config.issuer) throw new Error(`discovery names issuer ${String(meta.issuer)}, expected ${config.issuer}`);
+    if (typeof meta.jwks_uri !== 'string' || !/^https?:\/\//.test(meta.jwks_uri)) throw new Error('discovery has no jwks_uri');
+    return remote(meta.jwks_uri);
+  };
+  return {
+    config,
+    algorithms,
+    keys: async () => {
+      if (!found) {
+        if (Date.now() - failedAt < cooldownMs) throw keysUnavailable(new Error('discovery failed recently'));
+        found = discover();
+        found.catch(() => {
+          found = null;
+          failedAt = Date.now();
+        });
+      }
+      try {
+        return await found;
+      } catch (err) {
+        throw keysUnavailable(err);
+      }
+    },
+  };
+}
+
 /**
- * The JWT bearer authenticator. Verifies with jose `jwtVerify`: signature with a key from the JWKS
- * (remote via `createRemoteJWKSet` with `timeoutDuration`/`cooldownDuration`, or local file via
- * `createLocalJWKSet`), `algorithms` allow-list, `iss`, `aud`, required `exp` and `sub`,
- * clock tolerance 5 s, and `typ` = `at+jwt` (RFC 9068 §4: resource servers MUST reject other
- * types — this also keeps ID tokens and the sidecar's own assertions out). `sub` must be a UUID.
+ * The JWT bearer authenticator for every configured issuer. The token's (unverified) `iss` picks
+ * the issuer; an issuer that is not configured → 401. Then jose `jwtVerify`: signature with a key
+ * from that issuer's JWKS (`createRemoteJWKSet` with `timeoutDuration`, `cooldownDuration`,
+ * `cacheMaxAge`, fetched through undici), the issuer's `algorithms` allow-list, `iss`, `aud`,
+ * required `exp` and `iat`, `maxTokenAge` (so an `iat` in the future is refused too), clock
+ * tolerance 5 s, and `typ` (RFC 9068 §4: `at+jwt` — this also keeps ID tokens and the sidecar's own
+ * assertions out). The subject claim must be a UUID.
  *
  * Successful verifications are cached (token-cache.ts) until the earliest of the token's `exp`,
- * `cacheTtlMs` and LRU eviction. A hit is accepted only while the JWKS still resolves the token's
- * `alg`/`kid` to the very key object that verified it (jose reloads a remote set after its max age
- * or on an unknown `kid`; a reloaded set yields new key objects) — so the cache never accepts a
- * token that jose, asked now, would check against a different or missing key. Rejections are never
- * cached.
- * @throws Error at construction when neither `jwksUrl` nor a readable `jwksFile` is given.
+ * `cacheTtlMs` and LRU eviction. A hit is accepted only while the issuer's JWKS still resolves the
+ * token's `alg`/`kid` to the very key object that verified it (jose reloads a remote set after its
+ * max age or on an unknown `kid`; a reloaded set yields new key objects) — so the cache never
+ * accepts a token that jose, asked now, would check against a different or missing key. Rejections
+ * are never cached.
+ * @throws Error at construction when an issuer has neither or both of `jwksUri` and `discoveryUrl`.
  */
 export function createJwtAuthenticator(opts: JwtAuthenticatorOptions): Authenticator {
-  let keys: JWTVerifyGetKey;
-  if (opts.jwksUrl) {
-    keys = createRemoteJWKSet(new URL(opts.jwksUrl), {
-      timeoutDuration: opts.jwksTimeoutMs ?? 2000,
-      cooldownDuration: opts.jwksCooldownMs ?? 30_000,
-    });
-  } else if (opts.jwksFile) {
-    keys = createLocalJWKSet(JSON.parse(readFileSync(opts.jwksFile, 'utf8')));
-  } else {
-    throw new Error('JWT authenticator: set JWT_JWKS_URL or JWT_JWKS_FILE');
+  const sources = new Map<string, KeySource>();
+  for (const c of opts.issuers) {
+    if (!c.jwksUri === !c.discoveryUrl) throw new Error(`issuer ${c.issuer}: give exactly one of jwks_uri and discovery_url`);
+    sources.set(c.issuer, keySource(c, opts));
   }
-  const algorithms = opts.algorithms.filter((a) => a !== 'none' && !a.startsWith('HS'));
   const cache = createTokenCache<Identity>({ maxTtlMs: opts.cacheTtlMs ?? 60_000, maxEntries: opts.cacheMaxEntries ?? 10_000 });
   const onCache = opts.onCache ?? (() => undefined);
 
-  /** The key the JWKS gives now for a cached token's header, or undefined when it gives none. */
-  const currentKey = async (header: { alg: string; kid?: string }): Promise<unknown> => {
+  /** The key the issuer's JWKS gives now for a cached token's header, or undefined when it gives none. */
+  const currentKey = async (source: KeySource | undefined, header: { alg: string; kid?: string }): Promise<unknown> => {
     try {
-      return await keys(header, undefined as never);
+      return source ? await (await source.keys())(header, undefined as never) : undefined;
     } catch {
       return undefined; // no/several matching keys, JWKS unreachable: verify in full below
     }
@@ -151,23 +226,34 @@ export function createJwtAuthenticator(opts: JwtAuthenticatorOptions): Authentic
       const cacheKey = cache.keyOf(token);
       const hit = cache.get(cacheKey);
       if (hit) {
-        if ((await currentKey(hit.header)) === hit.key) {
+        if ((await currentKey(sources.get(hit.value.issuer), hit.header)) === hit.key) {
           onCache('hit');
           return { kind: 'ok', identity: hit.value };
         }
         cache.delete(cacheKey);
       }
       onCache('miss');
+      let iss: unknown;
+      try {
+        iss = decodeJwt(token).iss;
+      } catch {
+        throw unauthenticated('The access token is invalid.', 'invalid_token');
+      }
+      const source = typeof iss === 'string' ? sources.get(iss) : undefined;
+      if (!source) throw unauthenticated('The access token comes from an issuer this service does not trust.', 'invalid_token');
+      const c = source.config;
+      const keys = await source.keys();
       let usedKey: unknown;
       let verified: Awaited<ReturnType<typeof jwtVerify>>;
       try {
         verified = await jwtVerify(token, async (h, t) => (usedKey = await keys(h, t)), {
-          algorithms,
-          issuer: opts.issuer,
-          audience: opts.audience,
-          requiredClaims: ['exp', 'sub'],
+          algorithms: source.algorithms,
+          issuer: c.issuer,
+          audience: c.audience,
+          requiredClaims: ['exp', 'iat', c.subjectClaim],
           clockTolerance: 5,
-          typ: 'at+jwt',
+          maxTokenAge: c.maxTokenAgeS,
+          typ: c.typ,
         });
       } catch (err) {
         const code = (err as { code?: string }).code;
@@ -175,19 +261,21 @@ export function createJwtAuthenticator(opts: JwtAuthenticatorOptions): Authentic
           throw unauthenticated(tokenDetail(code), 'invalid_token');
         }
         // JWKS unreachable / timed out / not a key set: we cannot decide → fail closed.
-        throw new ProblemError(503, 'pdp-unavailable', 'The token issuer\'s keys cannot be fetched; try again later.', {
-          headers: { 'retry-after': '1' },
-          cause: err,
-        });
+        throw keysUnavailable(err);
       }
       const { payload, protectedHeader } = verified;
-      if (!isUuid(payload.sub)) throw unauthenticated('The token subject is not a user id.', 'invalid_token');
-      const scope = typeof payload.scope === 'string' ? payload.scope : '';
+      const subject = payload[c.subjectClaim];
+      if (typeof subject !== 'string' || !isUuid(subject)) throw unauthenticated('The token subject is not a user id.', 'invalid_token');
+      const amr = Array.isArray(payload.amr) ? payload.amr.filter((x): x is string => typeof x === 'string') : [];
       // Shared by every request that presents this token while cached: frozen.
       const identity: Identity = Object.freeze({
-        subject: payload.sub.toLowerCase(),
-        scope,
+        subject: subject.toLowerCase(),
+        scope: typeof payload.scope === 'string' ? payload.scope : '',
         method: 'jwt',
+        issuer: c.issuer,
+        sid: typeof payload.sid === 'string' ? payload.sid : undefined,
+        amr: Object.freeze(amr),
+        sessionBound: c.sessions,
         claims: Object.freeze({ ...payload }),
       });
       if (usedKey !== undefined && typeof payload.exp === 'number') {

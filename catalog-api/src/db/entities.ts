@@ -1,0 +1,14 @@
+/**
+ * Every MikroORM entity of the catalog API, registered with both pools (the app role and the
+ * sign-in service's role). Entities mirror the schema that migrations/ owns; they never create it.
+ */
+import { User } from '../modules/users/user.entity.ts';
+import { Membership } from '../modules/users/membership.entity.ts';
+import { Publisher } from '../modules/publishers/publisher.entity.ts';
+import { Credential, RecoveryCode } from '../modules/auth/credential.entity.ts';
+import { RefreshToken, Session } from '../modules/auth/session.entity.ts';
+import { UserToken } from '../modules/auth/user-token.entity.ts';
+import { SigningKey } from '../modules/auth/keys/signing-key.entity.ts';
+import { DirectoryConfig } from '../modules/directory/directory-config.entity.ts';
+
+export const ENTITIES = [User, Membership, Publisher, Credential, RecoveryCode, Session, RefreshToken, UserToken, SigningKey, DirectoryConfig];

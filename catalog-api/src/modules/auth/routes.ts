@@ -1,0 +1,352 @@
+/**
+ * The sign-in service's HTTP API (docs/CONTRACTS.md, "Identity"):
+ *
+ * - public (rate-limited per client IP): POST /api/v1/auth/login, /auth/mfa/verify, /auth/refresh,
+ *   /auth/password/forgot, /auth/password/reset, /auth/email/verify;
+ * - public: GET /.well-known/openid-configuration, GET /api/v1/auth/jwks.json;
+ * - authenticated (any signed-in user, no publisher context): POST /auth/logout, GET and DELETE
+ *   /auth/sessions[/{id}], POST /auth/email/verification, PUT /users/me/password, POST/DELETE
+ *   /users/me/mfa/totp and POST /users/me/mfa/totp/confirm;
+ * - DELETE /api/v1/publishers/{publisherId}/users/{userId}/sessions: a publisher admin signs a
+ *   member out everywhere.
+ * Token responses carry `Cache-Control: no-store` (RFC 6749 §5.1).
+ */
+import { z } from 'zod';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { problem } from '../../errors.ts';
+import { requireIdentity } from '../../plugins/identity.ts';
+import { commonErrors, inRequestTx, pathId, problemSchema, type RouteDeps } from '../../routes/common.ts';
+import type { AccountService } from './account.service.ts';
+import type { AuthDeps } from './deps.ts';
+import { MAX_PASSWORD_LENGTH } from './passwords.ts';
+import { listSessions, refreshSession, revokeAndAnnounce, type ClientInfo } from './sessions.service.ts';
+import type { SignInResult, SignInService } from './sign-in.service.ts';
+
+/** What the routes need. */
+export type AuthRouteDeps = RouteDeps & {
+  auth: AuthDeps;
+  signIn: SignInService;
+  account: AccountService;
+  /** per client IP per minute, for the public sign-in routes */
+  signInRateLimit: number;
+};
+
+/**
+ * An email as typed at sign-in: one `@`, no whitespace or control characters, at most 254
+ * characters (RFC 5321 §4.5.3.1.3). Anything else the directory search gets is escaped (RFC 4515).
+ */
+export const loginEmail = z
+  .string()
+  .max(254)
+  .regex(/^[^\s@\p{Cc}]+@[^\s@\p{Cc}]+$/u, 'must be an email address');
+const password = z.string().max(MAX_PASSWORD_LENGTH);
+const opaque = z.string().min(16).max(512);
+
+const tokenResponse = z.object({
+  access_token: z.string(),
+  token_type: z.literal('Bearer'),
+  expires_in: z.number().int().describe('seconds'),
+  refresh_token: z.string(),
+  mfa_enrollment_required: z.boolean().optional().describe('a publisher of yours requires MFA: enrol TOTP, then sign in again'),
+});
+const mfaChallenge = z.object({ mfa_required: z.literal(true), mfa_token: z.string(), expires_in: z.number().int().describe('seconds') });
+
+const sessionSchema = z.object({
+  id: z.uuid(),
+  created_at: z.string(),
+  last_used_at: z.string(),
+  expires_at: z.string(),
+  ip: z.string().nullable(),
+  user_agent: z.string().nullable(),
+  amr: z.array(z.string()),
+  current: z.boolean(),
+});
+
+const clientOf = (request: FastifyRequest): ClientInfo => ({
+  ip: request.ip || null,
+  userAgent: typeof request.headers['user-agent'] === 'string' ? request.headers['user-agent'] : null,
+});
+
+function sendSignIn(reply: FastifyReply, r: SignInResult) {
+  reply.header('cache-control', 'no-store');
+  if (r.kind === 'mfa') return { mfa_required: true as const, mfa_token: r.mfaToken, expires_in: r.expiresIn };
+  return r.mfaEnrollmentRequired ? { ...r.tokens, mfa_enrollment_required: true } : r.tokens;
+}
+
+const signInErrors = { 400: problemSchema, 401: problemSchema, 403: problemSchema, 429: problemSchema, 503: problemSchema };
+
+/** Fastify plugin: the sign-in routes. */
+export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps) => {
+  const { auth, signIn, account } = deps;
+  const publicLimited = { public: true, rateLimit: { max: deps.signInRateLimit, timeWindow: 60_000, groupId: 'sign-in' } };
+  const tags = ['auth'];
+
+  app.post(
+    '/api/v1/auth/login',
+    {
+      config: publicLimited,
+      schema: {
+        tags,
+        summary: 'Sign in with email and password',
+        description:
+          'Internal accounts check the password (argon2id); Active Directory accounts bind to their publisher\'s directory. ' +
+          'Unknown email, wrong password and disabled account get the same 401. Five failures in 15 minutes lock the account (429 `account-locked`). ' +
+          'With TOTP enrolled the answer is an MFA challenge for POST /api/v1/auth/mfa/verify.',
+        security: [],
+        body: z.strictObject({ email: loginEmail, password }),
+        response: { 200: tokenResponse.or(mfaChallenge), ...signInErrors },
+      },
+    },
+    async (request, reply) => sendSignIn(reply, await signIn.login(request.body.email, request.body.password, clientOf(request))),
+  );
+
+  app.post(
+    '/api/v1/auth/mfa/verify',
+    {
+      config: publicLimited,
+      schema: {
+        tags,
+        summary: 'Finish a sign-in with a TOTP code or a recovery code',
+        security: [],
+        body: z.strictObject({ mfa_token: opaque, code: z.string().min(1).max(64) }),
+        response: { 200: tokenResponse.or(mfaChallenge), ...signInErrors },
+      },
+    },
+    async (request, reply) => sendSignIn(reply, await signIn.verifyMfa(request.body.mfa_token, request.body.code, clientOf(request))),
+  );
+
+  app.post(
+    '/api/v1/auth/refresh',
+    {
+      config: publicLimited,
+      schema: {
+        tags,
+        summary: 'Exchange a refresh token for new tokens (the refresh token rotates)',
+        description: 'A refresh token works once. Presenting a used one ends its whole session (401).',
+        security: [],
+        body: z.strictObject({ refresh_token: opaque }),
+        response: { 200: tokenResponse, ...signInErrors },
+      },
+    },
+    async (request, reply) => {
+      reply.header('cache-control', 'no-store');
+      return refreshSession(auth, request.body.refresh_token, clientOf(request));
+    },
+  );
+
+  app.post(
+    '/api/v1/auth/logout',
+    { schema: { tags, summary: 'End the current session', response: { 204: z.null(), ...commonErrors } } },
+    async (request, reply) => {
+      const identity = requireIdentity(request);
+      if (!identity.sid) throw problem.badRequest('This access token belongs to no session of this issuer.');
+      await revokeAndAnnounce(auth, { sessionId: identity.sid, userId: identity.userId }, 'logout');
+      return reply.status(204).send(null);
+    },
+  );
+
+  app.get(
+    '/api/v1/auth/sessions',
+    { schema: { tags, summary: 'Your live sessions', response: { 200: z.object({ items: z.array(sessionSchema) }), ...commonErrors } } },
+    async (request) => {
+      const identity = requireIdentity(request);
+      return { items: await listSessions(auth, identity.userId, identity.sid) };
+    },
+  );
+
+  app.delete(
+    '/api/v1/auth/sessions/:id',
+    { schema: { tags, summary: 'End one of your sessions', params: z.object({ id: z.string() }), response: { 204: z.null(), ...commonErrors } } },
+    async (request, reply) => {
+      const identity = requireIdentity(request);
+      const n = await revokeAndAnnounce(auth, { sessionId: pathId(request.params.id), userId: identity.userId }, 'revoked_by_user');
+      if (n === 0) throw problem.notFound('No such live session of yours.');
+      return reply.status(204).send(null);
+    },
+  );
+
+  app.delete(
+    '/api/v1/publishers/:publisherId/users/:userId/sessions',
+    {
+      schema: {
+        tags: ['members'],
+        summary: "Sign a member out everywhere (publisher admins)",
+        description: 'Revokes every session of a member of this publisher; their access tokens are refused by every sidecar within a second.',
+        params: z.object({ publisherId: z.string(), userId: z.string() }),
+        response: { 204: z.null(), ...commonErrors },
+      },
+    },
+    async (request, reply) => {
+      const publisherId = pathId(request.params.publisherId);
+      const userId = pathId(request.params.userId);
+      await inRequestTx(
+        deps,
+        request,
+        async (tx) => {
+          if (tx.ctx.scope !== 'publisher' || !(tx.ctx.role === 'admin' || tx.ctx.isSystemAdmin)) {
+            throw problem.forbidden("Only an admin of this publisher can end its members' sessions.");
+          }
+          // RLS shows the memberships of the context publisher: a non-member looks like nobody.
+          const [member] = await tx.sql(`select 1 from user_publishers where publisher_id = $1 and user_id = $2`, [publisherId, userId]);
+          if (!member) throw problem.notFound('No such member of this publisher.');
+        },
+        { pathPublisherId: publisherId },
+      );
+      await revokeAndAnnounce(auth, { userId }, 'revoked_by_admin');
+      return reply.status(204).send(null);
+    },
+  );
+
+  app.post(
+    '/api/v1/auth/password/forgot',
+    {
+      config: publicLimited,
+      schema: {
+        tags,
+        summary: 'Ask for a password-reset link',
+        description: 'Always 202, whether or not the email has an account; the link (valid 1 h) goes to the address if it does.',
+        security: [],
+        body: z.strictObject({ email: loginEmail }),
+        response: { 202: z.void().describe('no body'), ...signInErrors },
+      },
+    },
+    async (request, reply) => {
+      account.forgotPassword(request.body.email);
+      return reply.status(202).send();
+    },
+  );
+
+  app.post(
+    '/api/v1/auth/password/reset',
+    {
+      config: publicLimited,
+      schema: {
+        tags,
+        summary: 'Set a new password with a reset link (ends every session)',
+        security: [],
+        body: z.strictObject({ token: opaque, new_password: password }),
+        response: { 204: z.null(), ...signInErrors, 422: problemSchema },
+      },
+    },
+    async (request, reply) => {
+      await account.resetPassword(request.body.token, request.body.new_password);
+      return reply.status(204).send(null);
+    },
+  );
+
+  app.post(
+    '/api/v1/auth/email/verify',
+    {
+      config: publicLimited,
+      schema: { tags, summary: 'Confirm an email address with a verification link', security: [], body: z.strictObject({ token: opaque }), response: { 204: z.null(), ...signInErrors } },
+    },
+    async (request, reply) => {
+      await account.verifyEmail(request.body.token);
+      return reply.status(204).send(null);
+    },
+  );
+
+  app.post(
+    '/api/v1/auth/email/verification',
+    { schema: { tags, summary: 'Mail yourself a verification link (valid 24 h)', response: { 202: z.void().describe('no body'), ...commonErrors } } },
+    async (request, reply) => {
+      await account.sendEmailVerification(requireIdentity(request).userId);
+      return reply.status(202).send();
+    },
+  );
+
+  app.put(
+    '/api/v1/users/me/password',
+    {
+      schema: {
+        tags: ['users'],
+        summary: 'Change your password (ends your other sessions)',
+        body: z.strictObject({ current_password: password, new_password: password }),
+        response: { 204: z.null(), ...commonErrors, 409: problemSchema, 422: problemSchema },
+      },
+    },
+    async (request, reply) => {
+      const identity = requireIdentity(request);
+      await account.changePassword(identity.userId, identity.sid, request.body.current_password, request.body.new_password);
+      return reply.status(204).send(null);
+    },
+  );
+
+  app.post(
+    '/api/v1/users/me/mfa/totp',
+    {
+      schema: {
+        tags: ['users'],
+        summary: 'Start TOTP enrolment',
+        description: 'Returns a new secret and its otpauth:// URI; confirm with a code from the authenticator to enable it.',
+        response: { 200: z.object({ secret: z.string(), otpauth_uri: z.string() }), ...commonErrors, 409: problemSchema },
+      },
+    },
+    async (request, reply) => {
+      reply.header('cache-control', 'no-store');
+      return account.enrolTotp(requireIdentity(request).userId);
+    },
+  );
+
+  app.post(
+    '/api/v1/users/me/mfa/totp/confirm',
+    {
+      schema: {
+        tags: ['users'],
+        summary: 'Enable TOTP with a code; returns 10 single-use recovery codes (shown once)',
+        body: z.strictObject({ code: z.string().min(1).max(16) }),
+        response: { 200: z.object({ recovery_codes: z.array(z.string()) }), ...commonErrors, 409: problemSchema, 422: problemSchema },
+      },
+    },
+    async (request, reply) => {
+      reply.header('cache-control', 'no-store');
+      return { recovery_codes: await account.confirmTotp(requireIdentity(request).userId, request.body.code) };
+    },
+  );
+
+  app.delete(
+    '/api/v1/users/me/mfa/totp',
+    {
+      schema: {
+        tags: ['users'],
+        summary: 'Disable TOTP (needs a current code)',
+        body: z.strictObject({ code: z.string().min(1).max(16) }),
+        response: { 204: z.null(), ...commonErrors, 409: problemSchema, 422: problemSchema },
+      },
+    },
+    async (request, reply) => {
+      await account.disableTotp(requireIdentity(request).userId, request.body.code);
+      return reply.status(204).send(null);
+    },
+  );
+
+  app.get(
+    '/.well-known/openid-configuration',
+    { config: { public: true }, schema: { tags, summary: 'Issuer metadata (OpenID Connect Discovery 1.0 / RFC 8414)', security: [], response: { 200: z.record(z.string(), z.unknown()) } } },
+    async (_request, reply) => {
+      reply.header('cache-control', 'public, max-age=300');
+      const issuer = auth.tokens.issuer;
+      return {
+        issuer,
+        jwks_uri: `${issuer}/api/v1/auth/jwks.json`,
+        subject_types_supported: ['public'],
+        id_token_signing_alg_values_supported: ['ES256'],
+        access_token_signing_alg_values_supported: ['ES256'],
+        claims_supported: ['iss', 'sub', 'aud', 'exp', 'iat', 'jti', 'client_id', 'sid', 'auth_time', 'amr'],
+        'x-login_endpoint': `${issuer}/api/v1/auth/login`,
+        'x-mfa_endpoint': `${issuer}/api/v1/auth/mfa/verify`,
+        'x-logout_endpoint': `${issuer}/api/v1/auth/logout`,
+      };
+    },
+  );
+
+  app.get(
+    '/api/v1/auth/jwks.json',
+    { config: { public: true }, schema: { tags, summary: "The issuer's public signing keys (RFC 7517)", security: [], response: { 200: z.object({ keys: z.array(z.record(z.string(), z.unknown())) }) } } },
+    async (_request, reply) => {
+      reply.header('cache-control', 'public, max-age=60');
+      return auth.keys.jwks();
+    },
+  );
+};

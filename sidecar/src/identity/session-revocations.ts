@@ -1,0 +1,143 @@
+/**
+ * The revoked-session view of one sidecar process (contract: policies/src/session-revocations.ts).
+ *
+ * Held in process — a Map of session id → time until which it is refused — so checking a token
+ * costs no network round trip. It is filled from Redis: at start (and after every reconnect) the
+ * whole sorted set is read; in between, a subscriber connection receives each revocation as it is
+ * published, within milliseconds. A periodic re-read (`resyncMs`) repairs anything a subscriber
+ * could have missed.
+ *
+ * Freshness: the view is fresh while the subscriber is connected and subscribed and the last
+ * re-read succeeded. When the push channel drops, the view is still trusted for `maxStalenessMs`
+ * (a revocation made meanwhile is enforced at most that much later); after that {@link check}
+ * answers `unknown` and the stage refuses session-bound tokens with 503 until the view is fresh
+ * again (fail closed).
+ */
+import type { Redis } from 'ioredis';
+import { REVOKED_SESSIONS_KEY, SESSION_REVOKED_CHANNEL, decodeRevocation } from '../../../policies/src/session-revocations.ts';
+
+/** Minimal logger (pino-compatible). */
+type Log = { warn(obj: object, msg?: string): void; info(obj: object, msg?: string): void };
+
+/** The answer for one session id. */
+export type RevocationCheck = 'live' | 'revoked' | 'unknown';
+
+/** The revoked-session view. */
+export type SessionRevocations = {
+  /** Is `sid` revoked? `unknown` when the view is staler than the bound. O(1), no I/O. */
+  check(sid: string): RevocationCheck;
+  /** How many revocations are held. */
+  readonly size: number;
+  /** Milliseconds since the view was last known fresh (0 while fresh). */
+  staleForMs(): number;
+  /** Start: subscribe and read the set (resolves once, even if Redis is down — then the view is stale). */
+  start(): Promise<void>;
+  close(): Promise<void>;
+};
+
+/** Options of {@link createSessionRevocations}. Durations in milliseconds. */
+export type SessionRevocationsOptions = {
+  /** the main client (reads the set) */
+  redis: Redis;
+  /** a dedicated connection for SUBSCRIBE (a subscribed connection can do nothing else) */
+  subscriber: Redis;
+  maxStalenessMs: number;
+  resyncMs: number;
+  log: Log;
+  now?: () => number;
+};
+
+/** Create the view; call `start()` before serving. */
+export function createSessionRevocations(o: SessionRevocationsOptions): SessionRevocations {
+  const now = o.now ?? Date.now;
+  const revoked = new Map<string, number>();
+  let subscribed = false;
+  let lastFresh = 0; // when the view was last known complete
+  let lostAt: number | null = null; // when the push channel dropped
+  let timer: NodeJS.Timeout | null = null;
+  let closed = false;
+
+  const add = (sid: string, until: number) => {
+    if (until > now()) revoked.set(sid, Math.max(until, revoked.get(sid) ?? 0));
+  };
+  const prune = () => {
+    const t = now();
+    for (const [sid, until] of revoked) if (until <= t) revoked.delete(sid);
+  };
+  /** Read the whole set; the view is complete as of the moment the read began. */
+  const resync = async (): Promise<boolean> => {
+    const began = now();
+    try {
+      const flat = await o.redis.zrangebyscore(REVOKED_SESSIONS_KEY, began, '+inf', 'WITHSCORES');
+      for (let i = 0; i + 1 < flat.length; i += 2) add(flat[i]!, Number(flat[i + 1]));
+      prune();
+      if (subscribed) {
+        lastFresh = began;
+        if (lostAt !== null) o.log.info({}, 'session revocations: view fresh again');
+        lostAt = null;
+      }
+      return true;
+    } catch (err) {
+      o.log.warn({ err: { message: (err as Error).message } }, 'session revocations: cannot read the revoked-session set');
+      return false;
+    }
+  };
+
+  o.subscriber.on('message', (channel: string, text: string) => {
+    if (channel !== SESSION_REVOKED_CHANNEL) return;
+    const m = decodeRevocation(text);
+    if (m) add(m.sid, m.until);
+  });
+  // After a reconnect ioredis re-subscribes by itself ('ready' again); messages published while the
+  // connection was down are lost, so the set is read again before the view counts as fresh.
+  o.subscriber.on('ready', () => {
+    if (closed) return;
+    void o.subscriber.subscribe(SESSION_REVOKED_CHANNEL).then(
+      () => {
+        subscribed = true;
+        void resync();
+      },
+      () => undefined,
+    );
+  });
+  const dropped = () => {
+    if (subscribed) {
+      lostAt = now();
+      o.log.warn({}, 'session revocations: push channel lost; the view goes stale');
+    }
+    subscribed = false;
+  };
+  o.subscriber.on('close', dropped);
+  o.subscriber.on('end', dropped);
+  o.subscriber.on('error', () => undefined);
+
+  return {
+    check(sid) {
+      if (this.staleForMs() > o.maxStalenessMs) return 'unknown';
+      const until = revoked.get(sid);
+      return until !== undefined && until > now() ? 'revoked' : 'live';
+    },
+    get size() {
+      return revoked.size;
+    },
+    staleForMs() {
+      if (subscribed && lastFresh > 0) return 0;
+      const since = lostAt ?? lastFresh;
+      return since > 0 ? now() - since : Number.POSITIVE_INFINITY;
+    },
+    async start() {
+      if (o.subscriber.status === 'wait') await o.subscriber.connect().catch(() => undefined);
+      if (o.subscriber.status === 'ready' && !subscribed) {
+        await o.subscriber.subscribe(SESSION_REVOKED_CHANNEL).then(() => (subscribed = true), () => undefined);
+      }
+      await resync();
+      timer = setInterval(() => void resync(), o.resyncMs);
+      timer.unref();
+    },
+    async close() {
+      closed = true;
+      if (timer) clearInterval(timer);
+      o.subscriber.disconnect();
+    },
+  };
+}
