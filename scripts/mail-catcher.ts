@@ -3,8 +3,9 @@
  * loopback that accepts every message and stores it as one `.eml` file (RFC 5322 text, as received)
  * under a folder — nothing leaves the machine.
  *
- * CLI: `node scripts/mail-catcher.ts [--port 2525] [--dir .data/mail]`; prints
- * `mail catcher listening on 127.0.0.1:<port>, storing mail in <dir>` once ready. Files are named
+ * CLI: `node scripts/mail-catcher.ts [--host 127.0.0.1] [--port 2525] [--dir .data/mail]`; prints
+ * `mail catcher listening on <host>:<port>, storing mail in <dir>` once ready (`--host 0.0.0.0` only
+ * inside a container network, e.g. docker-compose.yml). Files are named
  * `<ms since the epoch>-<sequence>.eml` and written atomically (temp file + rename).
  */
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
@@ -12,7 +13,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SMTPServer } from 'smtp-server';
 
-const { values } = parseArgs({ options: { port: { type: 'string', default: '2525' }, dir: { type: 'string', default: '.data/mail' } } });
+const { values } = parseArgs({ options: { host: { type: 'string', default: '127.0.0.1' }, port: { type: 'string', default: '2525' }, dir: { type: 'string', default: '.data/mail' } } });
 const dir = resolve(values.dir!);
 mkdirSync(dir, { recursive: true });
 let seq = 0;
@@ -36,9 +37,9 @@ const server = new SMTPServer({
   },
 });
 server.on('error', (err) => console.error(`mail catcher: ${err.message}`));
-server.listen(Number(values.port), '127.0.0.1', () => {
+server.listen(Number(values.port), values.host, () => {
   const port = (server.server.address() as { port: number }).port;
-  console.log(`mail catcher listening on 127.0.0.1:${port}, storing mail in ${dir}`);
+  console.log(`mail catcher listening on ${values.host}:${port}, storing mail in ${dir}`);
 });
 const stop = () => server.close(() => process.exit(0));
 process.once('SIGTERM', stop);
