@@ -142,6 +142,23 @@ export async function buildTestApp(db: TestDb, deps: CatalogDeps = {}, env: Reco
 /** A test file's fixtures: the seeded database, the app on it and a superuser client on it. */
 export type Suite = { db: TestDb; ta: TestApp; su: pg.Client };
 
+let clientNumber = 0;
+/**
+ * POST /api/v1/auth/login from a fresh client address each time (unless `from` is given), so the
+ * per-IP limit stays out of tests that are about something else.
+ * @returns the status, the parsed body and the headers
+ */
+export async function postLogin(ta: TestApp, email: string, password: string, from?: string) {
+  const n = ++clientNumber;
+  const res = await ta.app.inject({
+    method: 'POST',
+    url: '/api/v1/auth/login',
+    headers: { 'content-type': 'application/json', 'x-forwarded-for': from ?? `10.${200 + Math.floor(n / 62_500)}.${Math.floor(n / 250) % 250}.${n % 250}` },
+    payload: { email, password },
+  });
+  return { status: res.statusCode, body: res.json(), headers: res.headers };
+}
+
 /**
  * Forget every sign-in failure: the lockout columns of known accounts, and the Redis lockout state
  * of unknown emails (`auth:lockout:*`, kept a day — without this, reruns of a suite within a day

@@ -12,24 +12,14 @@ import { readFileSync } from 'node:fs';
 import { DEMO_DIRECTORY, DEMO_PASSWORD, publisherId, userId } from '../../migrations/seed/demo.ts';
 import { userFilter } from '../../catalog-api/src/modules/directory/gateway.ts';
 import { DirectoryConfig } from '../../catalog-api/src/modules/directory/directory-config.entity.ts';
-import { buildTestApp, clearLockouts as clearSignInFailures, useSuite, type TestApp } from './helpers.ts';
+import { buildTestApp, clearLockouts as clearSignInFailures, postLogin, useSuite, type TestApp } from './helpers.ts';
 import { resetDirectory } from '../support/directory.ts';
 
 const suite = useSuite(t, 'signinguards');
 const DMP = publisherId('dmp');
 const TYPE = (kind: string) => `https://errors.music-publishing.example/${kind}`;
 
-let ip = 0;
-/** POST /api/v1/auth/login from a fresh client address (unless `from` is given). */
-async function login(ta: TestApp, email: string, password: string, from?: string) {
-  const res = await ta.app.inject({
-    method: 'POST',
-    url: '/api/v1/auth/login',
-    headers: { 'content-type': 'application/json', 'x-forwarded-for': from ?? `10.2.${Math.floor(++ip / 250)}.${ip % 250}` },
-    payload: { email, password },
-  });
-  return { status: res.statusCode, body: res.json(), headers: res.headers };
-}
+const login = postLogin;
 const clearLockouts = () => clearSignInFailures(suite.su);
 
 /** An internal user made for one case: viewer at `publisher`, the demo password. */

@@ -13,7 +13,7 @@ import { readFileSync } from 'node:fs';
 import { DEMO_DIRECTORY, DEMO_PASSWORD, publisherId, userId } from '../../migrations/seed/demo.ts';
 import { userFilter } from '../../catalog-api/src/modules/directory/gateway.ts';
 import { adBindCode } from '../../catalog-api/src/modules/directory/gateway.ts';
-import { buildTestApp, clearLockouts as clearSignInFailures, useSuite, type TestApp } from './helpers.ts';
+import { buildTestApp, clearLockouts as clearSignInFailures, postLogin, useSuite, type TestApp } from './helpers.ts';
 import { createTestUser, resetDirectory, setAttribute, UAC } from '../support/directory.ts';
 
 const suite = useSuite(t, 'signin');
@@ -21,17 +21,7 @@ const DMP = publisherId('dmp');
 const SHEER = publisherId('sheer');
 const TYPE = (kind: string) => `https://errors.music-publishing.example/${kind}`;
 
-let ip = 0;
-/** POST /api/v1/auth/login from a fresh client address (the per-IP limit is not what these tests are about). */
-async function login(ta: TestApp, email: string, password: string, from?: string) {
-  const res = await ta.app.inject({
-    method: 'POST',
-    url: '/api/v1/auth/login',
-    headers: { 'content-type': 'application/json', 'x-forwarded-for': from ?? `10.1.${Math.floor(++ip / 250)}.${ip % 250}` },
-    payload: { email, password },
-  });
-  return { status: res.statusCode, body: res.json(), headers: res.headers, ms: 0 };
-}
+const login = postLogin;
 
 const sessionCount = async (email: string) =>
   Number((await suite.su.query(`select count(*) as n from user_sessions s join users u on u.id = s.user_id where lower(u.email) = lower($1)`, [email])).rows[0].n);
