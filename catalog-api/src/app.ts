@@ -5,22 +5,19 @@
  * the relationship outbox relay.
  */
 import Fastify, { type FastifyInstance } from 'fastify';
-import swagger from '@fastify/swagger';
-import swaggerUi from '@fastify/swagger-ui';
-import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { JWTVerifyGetKey } from 'jose';
-import { z } from 'zod';
 import type { CatalogConfig } from './config.ts';
-import { checkDatabase, createOrm, type Orm } from './db/orm.ts';
-import { problem } from './errors.ts';
+import { createOrm, type Orm } from './db/orm.ts';
+import { healthPlugin } from './plugins/health.ts';
 import { identityPlugin } from './plugins/identity.ts';
-import { problemsPlugin, sendProblem } from './plugins/problems.ts';
-import { OutboxRelay, type RelationshipSink } from './outbox/relay.ts';
-import { worksRoutes } from './routes/works.ts';
-import { songwritersRoutes } from './routes/songwriters.ts';
-import { recordingsRoutes } from './routes/recordings.ts';
-import { usersRoutes } from './routes/users.ts';
-import type { RouteDeps } from './routes/common.ts';
+import { openApiPlugin } from './plugins/openapi.ts';
+import { outboxPlugin } from './plugins/outbox.ts';
+import { problemsPlugin } from './plugins/problems.ts';
+import type { RelationshipSink } from './outbox/relay.ts';
+import { catalogRoutes } from './modules/catalog/routes.ts';
+import { usersRoutes } from './modules/users/routes.ts';
+import type { RouteDeps } from './modules/common/http.ts';
 import { rateLimitPlugin } from './plugins/rate-limit.ts';
 import { createRedis } from './redis.ts';
 import { createAuthModule, type AuthModuleParts } from './modules/auth/module.ts';
@@ -46,29 +43,6 @@ export type CatalogDeps = {
 
 /** 1 MiB: the largest request body accepted (larger → 413 payload-too-large). */
 export const BODY_LIMIT_BYTES = 1024 * 1024;
-
-/**
- * A sink that builds the real `RelationshipWriter` on first use (so the API starts while OpenFGA is
- * still coming up; until then deliveries fail and are retried).
- */
-function lazyWriter(config: CatalogConfig): { sink: RelationshipSink; close: () => Promise<void> } {
-  let handle: Promise<{ sink: RelationshipSink; close: () => Promise<void> }> | null = null;
-  return {
-    sink: {
-      async write(change) {
-        if (!handle) {
-          const { createRelationshipWriter } = await import('./outbox/writer.ts');
-          handle = createRelationshipWriter(config);
-          handle.catch(() => (handle = null));
-        }
-        return (await handle).sink.write(change);
-      },
-    },
-    close: async () => {
-      if (handle) await (await handle.catch(() => null))?.close();
-    },
-  };
-}
 
 /**
  * Build (not start) the catalog API.
@@ -106,56 +80,21 @@ export async function buildCatalogApi(config: CatalogConfig, deps: CatalogDeps =
   const authOrm = deps.authOrm ?? (await createOrm(config, 'auth'));
   const redis = createRedis(config, (err) => app.log.debug({ err: { message: err.message } }, 'redis error'));
 
-  let relay: OutboxRelay | null = null;
-  let closeWriter: (() => Promise<void>) | null = null;
-  if (deps.relationshipSink !== null && (deps.relationshipSink || config.OUTBOX_RELAY)) {
-    let sink = deps.relationshipSink;
-    if (!sink) {
-      const lazy = lazyWriter(config);
-      sink = lazy.sink;
-      closeWriter = lazy.close;
-    }
-    relay = new OutboxRelay({ orm, sink, logger: app.log, batchSize: config.OUTBOX_BATCH_SIZE, intervalMs: config.OUTBOX_INTERVAL_MS });
-  }
-  const routeDeps: RouteDeps = {
-    orm,
-    flushOutbox: async () => {
-      if (relay) await relay.drain();
-    },
-  };
+  await app.register(problemsPlugin);
+  await app.register(outboxPlugin, { orm, config, sink: deps.relationshipSink });
+  const routeDeps: RouteDeps = { orm, flushOutbox: () => app.outbox.flush() };
 
   const auth = await createAuthModule(config, { orm: authOrm, redis, flushOutbox: routeDeps.flushOutbox, log: app.log, mailer: deps.mailer, directory: deps.directory });
 
   app.addHook('onClose', async () => {
     await auth.close();
-    await relay?.stop();
-    await closeWriter?.();
     redis.disconnect();
     if (ownOrm) await orm.close(true);
     if (ownAuthOrm) await authOrm.close(true);
   });
 
-  await app.register(problemsPlugin);
   await app.register(rateLimitPlugin, { redis });
-  await app.register(swagger, {
-    openapi: {
-      openapi: '3.1.0',
-      info: { title: 'Catalog API', version: '1.0.0', description: 'Works, songwriters and recordings of a publisher. Reached through the authorization sidecar.' },
-      components: { securitySchemes: { identityAssertion: { type: 'apiKey', in: 'header', name: 'X-Identity-Assertion' } } },
-      tags: [
-        { name: 'auth', description: 'Sign-in, sessions, password and email flows, the issuer metadata and keys' },
-        { name: 'users', description: 'The caller and their account' },
-        { name: 'members', description: 'Members of a publisher' },
-        { name: 'directory', description: "Publishers' Active Directory configuration (system admins)" },
-        { name: 'works', description: 'Musical works and their songwriter splits' },
-        { name: 'songwriters', description: 'Songwriters' },
-        { name: 'recordings', description: 'Recordings of works' },
-      ],
-      security: [{ identityAssertion: [] }],
-    },
-    transform: jsonSchemaTransform,
-  });
-  await app.register(swaggerUi, { routePrefix: '/docs' });
+  await app.register(openApiPlugin);
   await app.register(identityPlugin, {
     issuer: config.ASSERTION_ISSUER,
     audience: config.ASSERTION_AUDIENCE,
@@ -165,23 +104,13 @@ export async function buildCatalogApi(config: CatalogConfig, deps: CatalogDeps =
     jwksCooldownMs: config.JWKS_COOLDOWN_MS,
   });
 
-  app.get('/healthz', { config: { public: true }, schema: { hide: true } }, async () => ({ status: 'ok' }));
-  app.get('/readyz', { config: { public: true }, schema: { hide: true } }, async (request, reply) => {
-    if (await checkDatabase(orm)) return { status: 'ready' };
-    return sendProblem(reply, request, problem.unavailable('The database is not reachable.'));
-  });
-  app.get('/api/v1/openapi.json', { config: { public: true }, schema: { hide: true, response: { 200: z.any() } } }, async () => app.swagger());
+  await app.register(healthPlugin, { orm });
 
-  await app.register(worksRoutes, routeDeps);
-  await app.register(songwritersRoutes, routeDeps);
-  await app.register(recordingsRoutes, routeDeps);
+  await app.register(catalogRoutes, routeDeps);
   await app.register(usersRoutes, routeDeps);
   await app.register(authRoutes, { ...routeDeps, auth: auth.deps, signIn: auth.signIn, account: auth.account, signInRateLimit: config.SIGN_IN_RATE_LIMIT_PER_MINUTE });
   await app.register(directoryRoutes, { ...routeDeps, directory: auth.deps.directory });
 
-  app.addHook('onReady', async () => {
-    relay?.start();
-    auth.start();
-  });
+  app.addHook('onReady', async () => auth.start());
   return app;
 }

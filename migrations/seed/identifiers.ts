@@ -1,9 +1,9 @@
 /**
  * Generators of valid music identifiers for the demo seed. The rules themselves (check digits,
- * syntax, sources) live once, in the catalog's domain module `catalog-api/src/domain/identifiers.ts`;
+ * syntax, sources) live once, in the catalog's domain module `catalog-api/src/modules/catalog/identifiers.ts`;
  * building on it guarantees the seed only produces values the API accepts.
  */
-import { ipiNameCheck, iswcCheckDigit, parseIpiNameNumber, parseIsrc, parseIswc } from '../../catalog-api/src/domain/identifiers.ts';
+import { ipiNameCheck, iswcCheckDigit, parseIpiNameNumber, parseIsrc, parseIswc } from '../../catalog-api/src/modules/catalog/identifiers.ts';
 
 const nineDigits = (n: number, what: string): string => {
   if (!Number.isInteger(n) || n < 0 || n > 999_999_999) throw new RangeError(`${what} out of range: ${n}`);

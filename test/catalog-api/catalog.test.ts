@@ -290,3 +290,39 @@ t.test('creator scope: sees and changes only own rows; always owns what they cre
     'RLS: new row violates row-level security policy',
   );
 });
+
+t.test('keyset pagination keeps microseconds: rows created within one millisecond are neither skipped nor repeated', async (t) => {
+  // three works whose created_at differ by a microsecond (a JavaScript Date would make them equal)
+  const base = '2031-05-05 05:05:05.123';
+  const ids: string[] = [randomUUID(), randomUUID(), randomUUID()].sort();
+  for (const [i, id] of ids.entries()) {
+    await suite.su.query(`insert into works (id, publisher_id, title, created_at) values ($1, $2, $3, $4::timestamptz)`, [id, SPIRIT, `Micro ${i}`, `${base}${i + 1}+00`]);
+  }
+  const seen: string[] = [];
+  let cursor: string | null = null;
+  do {
+    const res = await suite.ta.as(SPIRIT_OWNER, SPIRIT, { method: 'GET', url: `/api/v1/works?limit=1${cursor ? `&cursor=${cursor}` : ''}` });
+    const body = res.json();
+    seen.push(...body.items.map((w: { id: string }) => w.id));
+    cursor = body.next_cursor;
+  } while (cursor && seen.length < 10_000);
+  t.same(seen.filter((id) => ids.includes(id)), ids, 'each of the three once, in created_at order');
+  t.equal(new Set(seen).size, seen.length, 'no row repeated');
+  const one = (await suite.ta.as(SPIRIT_OWNER, SPIRIT, { method: 'GET', url: `/api/v1/works/${ids[1]}` })).json();
+  t.equal(one.created_at, '2031-05-05T05:05:05.1232+00:00', 'created_at keeps its microseconds in the answer');
+});
+
+t.test('owner_user_id: an unknown user and a user of another publisher get the same answer, and no owner tuple is written', async (t) => {
+  const answers = [];
+  for (const owner of [randomUUID(), CREATOR1]) {
+    const res = await suite.ta.as(EDITOR, DMP, { method: 'POST', url: '/api/v1/works', payload: { title: 'Whose?', owner_user_id: owner } });
+    answers.push({ status: res.statusCode, errors: res.json().errors });
+  }
+  t.same(answers[0], answers[1], 'indistinguishable');
+  t.same(answers[0], { status: 422, errors: [{ field: 'owner_user_id', reason: 'no such member of this publisher' }] });
+  const { rows } = await suite.su.query(`select 1 from works where title = 'Whose?'`);
+  t.equal(rows.length, 0, 'no row written, so no owner tuple for the stranger');
+  const member = await suite.ta.as(EDITOR, DMP, { method: 'POST', url: '/api/v1/works', payload: { title: 'Viewer owns it', owner_user_id: VIEWER } });
+  t.equal(member.statusCode, 201, 'a member of the publisher may own a row');
+  t.equal(member.json().owner_user_id, VIEWER);
+});

@@ -1,5 +1,5 @@
 /**
- * Unit tests of catalog-api/src/domain/identifiers.ts: ISWC (ISO 15707), IPI name number (CISAC,
+ * Unit tests of catalog-api/src/modules/catalog/identifiers.ts: ISWC (ISO 15707), IPI name number (CISAC,
  * mod 101), ISRC (ISO 3901). Vectors: published ISWCs, the IPI vector of django-music-publisher's
  * tests, the ISRC handbook's example, and exhaustive single-digit corruption of valid values.
  */
@@ -12,8 +12,8 @@ import {
   parseIpiNameNumber,
   parseIsrc,
   parseIswc,
-} from '../../catalog-api/src/domain/identifiers.ts';
-import { checkShareTotals } from '../../catalog-api/src/domain/shares.ts';
+} from '../../catalog-api/src/modules/catalog/identifiers.ts';
+import { checkShareTotals } from '../../catalog-api/src/modules/catalog/shares.ts';
 
 t.test('ISWC: published codes are valid in both forms and normalise to T + 10 digits', async (t) => {
   const published = [

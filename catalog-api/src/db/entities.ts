@@ -10,5 +10,9 @@ import { RefreshToken, Session } from '../modules/auth/session.entity.ts';
 import { UserToken } from '../modules/auth/user-token.entity.ts';
 import { SigningKey } from '../modules/auth/keys/signing-key.entity.ts';
 import { DirectoryConfig } from '../modules/directory/directory-config.entity.ts';
+import { Work } from '../modules/catalog/work.entity.ts';
+import { WorkSongwriter } from '../modules/catalog/work-songwriter.entity.ts';
+import { Songwriter } from '../modules/catalog/songwriter.entity.ts';
+import { Recording } from '../modules/catalog/recording.entity.ts';
 
-export const ENTITIES = [User, Membership, Publisher, Credential, RecoveryCode, Session, RefreshToken, UserToken, SigningKey, DirectoryConfig];
+export const ENTITIES = [User, Membership, Publisher, Credential, RecoveryCode, Session, RefreshToken, UserToken, SigningKey, DirectoryConfig, Work, WorkSongwriter, Songwriter, Recording];

@@ -8,7 +8,8 @@
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { problem } from '../../errors.ts';
-import { commonErrors, inRequestTx, pathId, problemSchema, type RouteDeps } from '../../routes/common.ts';
+import { inRequestTx, pathId, type RouteDeps } from '../common/http.ts';
+import { commonErrors, problemSchema } from '../common/schemas.ts';
 import { STAFF_ROLES } from '../users/membership.entity.ts';
 import { DirectoryConfig, LOGIN_ATTRIBUTES } from './directory-config.entity.ts';
 import { DirectoryError, type DirectoryGateway } from './gateway.ts';

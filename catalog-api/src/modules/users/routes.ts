@@ -6,11 +6,16 @@
  * system admin (there is no invitation/consent flow yet), and a non-member is indistinguishable from
  * an unknown user (404 `not-found`, same detail).
  */
+import { ForeignKeyConstraintViolationException, LockMode, UniqueConstraintViolationException } from '@mikro-orm/core';
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { problem } from '../errors.ts';
-import { ROLES, type RequestTx } from '../db/context.ts';
-import { commonErrors, inRequestTx, location, pathId, problemSchema, type RouteDeps } from './common.ts';
+import { problem } from '../../errors.ts';
+import { ROLES, type RequestTx } from '../../db/context.ts';
+import { inRequestTx, location, pathId, type RouteDeps } from '../common/http.ts';
+import { commonErrors, problemSchema } from '../common/schemas.ts';
+import { Publisher } from '../publishers/publisher.entity.ts';
+import { Membership } from './membership.entity.ts';
+import { User } from './user.entity.ts';
 
 const meSchema = z.object({
   id: z.uuid(),
@@ -42,24 +47,26 @@ function requireAdmin(tx: RequestTx): void {
   }
 }
 
-// Membership rows are filtered by the context publisher on purpose: RLS shows the caller's own
-// memberships in *other* publishers too (so that /users/me works), and this endpoint is about one
-// publisher. Isolation does not depend on the filter — RLS still hides every foreign row.
-const MEMBER_SQL = `
-  select m.user_id, m.publisher_id, m.role, u.email, u.display_name
-    from user_publishers m left join users u on u.id = m.user_id
-   where m.publisher_id = nullif(current_setting('app.publisher_id', true), '')::uuid`;
-
-async function loadMember(tx: RequestTx, userId: string): Promise<Member | undefined> {
-  const [row] = await tx.sql<Member>(`${MEMBER_SQL} and m.user_id = $1`, [userId]);
-  return row;
+/**
+ * Members of the context publisher (all, or the one `userId`) with their user rows. Filtered by the
+ * context publisher on purpose: RLS shows the caller's own memberships in *other* publishers too (so
+ * that /users/me works), and this endpoint is about one publisher. Isolation does not depend on the
+ * filter — RLS still hides every foreign row.
+ */
+async function members(tx: RequestTx, userId?: string): Promise<Member[]> {
+  const rows = await tx.em.find(Membership, { publisherId: tx.ctx.publisherId!, ...(userId ? { userId } : {}) });
+  const users = rows.length ? await tx.em.find(User, { id: { $in: rows.map((m) => m.userId) } }) : [];
+  const byId = new Map(users.map((u) => [u.id, u]));
+  return rows
+    .map((m) => ({ user_id: m.userId, publisher_id: m.publisherId, role: m.role, email: byId.get(m.userId)?.email ?? null, display_name: byId.get(m.userId)?.displayName ?? null }))
+    .sort((a, b) => (a.email ?? '').localeCompare(b.email ?? '') || a.user_id.localeCompare(b.user_id));
 }
 
 /** After a change: refuse to leave a publisher that had an admin without one (409). */
 async function keepAnAdmin(tx: RequestTx, previousRole: string | undefined): Promise<void> {
   if (previousRole !== 'admin') return;
-  const [row] = await tx.sql<{ n: number }>(`select count(*)::int as n from (${MEMBER_SQL} and m.role = 'admin') a`);
-  if ((row?.n ?? 0) === 0) throw problem.conflict('A publisher must keep at least one admin.');
+  const admins = await tx.em.count(Membership, { publisherId: tx.ctx.publisherId!, role: 'admin' });
+  if (admins === 0) throw problem.conflict('A publisher must keep at least one admin.');
 }
 
 /** Fastify plugin: /users/me and /members. */
@@ -72,18 +79,16 @@ export const usersRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, deps) =
         deps,
         request,
         async (tx) => {
-          const [me] = await tx.sql<Omit<z.infer<typeof meSchema>, 'memberships'>>(
-            `select id, email, display_name, is_system_admin from users where id = $1`,
-            [tx.ctx.userId],
-          );
+          const me = await tx.em.findOne(User, tx.ctx.userId);
           if (!me) throw problem.notFound('Your user record is not visible.');
-          const memberships = await tx.sql<z.infer<typeof meSchema>['memberships'][number]>(
-            `select m.publisher_id, p.name, p.slug, m.role
-               from user_publishers m join publishers p on p.id = m.publisher_id
-              where m.user_id = $1 order by p.name, p.id`,
-            [tx.ctx.userId],
-          );
-          return { ...me, memberships };
+          const own = await tx.em.find(Membership, { userId: tx.ctx.userId });
+          const publishers = own.length ? await tx.em.find(Publisher, { id: { $in: own.map((m) => m.publisherId) } }) : [];
+          const byId = new Map(publishers.map((p) => [p.id, p]));
+          const memberships = own
+            .filter((m) => byId.has(m.publisherId))
+            .map((m) => ({ publisher_id: m.publisherId, name: byId.get(m.publisherId)!.name, slug: byId.get(m.publisherId)!.slug, role: m.role }))
+            .sort((a, b) => a.name.localeCompare(b.name) || a.publisher_id.localeCompare(b.publisher_id));
+          return { id: me.id, email: me.email, display_name: me.displayName, is_system_admin: me.isSystemAdmin, memberships };
         },
         { publisher: 'none' },
       ),
@@ -95,7 +100,7 @@ export const usersRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, deps) =
     async (request) =>
       inRequestTx(deps, request, async (tx) => {
         requireAdmin(tx);
-        return { items: await tx.sql<Member>(`${MEMBER_SQL} order by u.email, m.user_id`) };
+        return { items: await members(tx) };
       }),
   );
 
@@ -124,20 +129,20 @@ export const usersRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, deps) =
           request,
           async (tx) => {
             requireAdmin(tx);
-            const [before] = await tx.sql<{ role: string }>(
-              `select role from user_publishers where publisher_id = $1 and user_id = $2 for update`,
-              [tx.ctx.publisherId, userId],
-            );
+            const publisherId = tx.ctx.publisherId!;
+            const before = await tx.em.findOne(Membership, { publisherId, userId }, { lockMode: LockMode.PESSIMISTIC_WRITE });
+            const previousRole = before?.role;
             if (before) {
-              await tx.sql(`update user_publishers set role = $3 where publisher_id = $1 and user_id = $2`, [tx.ctx.publisherId, userId, request.body.role]);
+              before.role = request.body.role;
             } else {
               // No consent flow yet: only a system admin enrols someone. Anyone else learns nothing
               // about whether the UUID is a user (same answer as for an unknown one).
               if (!tx.ctx.isSystemAdmin) throw problem.notFound(NO_SUCH_MEMBER);
-              await tx.sql(`insert into user_publishers (publisher_id, user_id, role) values ($1, $2, $3)`, [tx.ctx.publisherId, userId, request.body.role]);
+              tx.em.create(Membership, { publisherId, userId, role: request.body.role });
             }
-            await keepAnAdmin(tx, before?.role);
-            const member = await loadMember(tx, userId);
+            await tx.em.flush();
+            await keepAnAdmin(tx, previousRole);
+            const [member] = await members(tx, userId);
             if (!member) throw problem.internal();
             return { member, created: !before };
           },
@@ -145,9 +150,9 @@ export const usersRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, deps) =
         );
       } catch (err) {
         // only a system admin reaches the insert: an unknown user (foreign key) → 404
-        if ((err as { code?: string }).code === '23503') throw problem.notFound('No such user.');
+        if (err instanceof ForeignKeyConstraintViolationException) throw problem.notFound('No such user.');
         // a concurrent request added the same membership first
-        if ((err as { code?: string }).code === '23505') throw problem.conflict('The membership was changed concurrently; retry.');
+        if (err instanceof UniqueConstraintViolationException) throw problem.conflict('The membership was changed concurrently; retry.');
         throw err;
       }
       if (result.created) reply.status(201).header('location', location('members', userId));
@@ -172,12 +177,11 @@ export const usersRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, deps) =
         request,
         async (tx) => {
           requireAdmin(tx);
-          const rows = await tx.sql<{ role: string }>(
-            `delete from user_publishers where publisher_id = $1 and user_id = $2 returning role`,
-            [tx.ctx.publisherId, userId],
-          );
-          if (rows.length === 0) throw problem.notFound(NO_SUCH_MEMBER);
-          await keepAnAdmin(tx, rows[0]!.role);
+          const member = await tx.em.findOne(Membership, { publisherId: tx.ctx.publisherId!, userId });
+          if (!member) throw problem.notFound(NO_SUCH_MEMBER);
+          tx.em.remove(member);
+          await tx.em.flush();
+          await keepAnAdmin(tx, member.role);
         },
         { mutating: true },
       );

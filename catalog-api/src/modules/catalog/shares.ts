@@ -3,7 +3,7 @@
  * rights, in percent with two decimals (numeric(5,2)). Per right, the shares of a work sum to at most
  * 100 % (docs/CONTRACTS.md, `work_songwriters`; CISAC CWR: shares per right ≤ 100 %).
  */
-import type { FieldError } from '../errors.ts';
+import type { FieldError } from '../../errors.ts';
 
 /** CWR writer designation codes: composer/author, composer, author (lyricist), arranger, adaptor. */
 export const SONGWRITER_ROLES = ['CA', 'C', 'A', 'AR', 'AD'] as const;

@@ -1,12 +1,12 @@
 /**
  * /api/v1/songwriters — songwriters (interested parties) of a publisher. IPI name numbers are
- * validated (11 digits, mod-101 check, see domain/identifiers.ts). RLS isolates reads.
+ * validated (11 digits, mod-101 check, see identifiers.ts).
  */
 import { z } from 'zod';
-import { problem, type FieldError } from '../errors.ts';
-import { IDENTIFIER_REASONS, parseIpiNameNumber } from '../domain/identifiers.ts';
-import { identifierValue } from './common.ts';
-import { catalogItemSchema, catalogResource } from './resource.ts';
+import { problem, type FieldError } from '../../errors.ts';
+import { IDENTIFIER_REASONS, parseIpiNameNumber } from './identifiers.ts';
+import { catalogItemBase, catalogItemSchema, catalogResource, identifierValue } from './resource.ts';
+import { Songwriter } from './songwriter.entity.ts';
 
 const name = z.string().trim().min(1).max(200);
 
@@ -24,20 +24,20 @@ const songwriterSchema = catalogItemSchema({
   ipi_name_number: z.string().nullable(),
   pro: z.string().nullable(),
 });
-type Songwriter = z.infer<typeof songwriterSchema>;
 
 /** Fastify plugin: the songwriter routes. */
 export const songwritersRoutes = catalogResource({
-  table: 'songwriters',
+  entity: Songwriter,
+  collection: 'songwriters',
   noun: 'songwriter',
-  columns: 'first_name, last_name, ipi_name_number, pro',
   body: createSchema,
   item: songwriterSchema,
   values: async (_tx, b) => {
     const errors: FieldError[] = [];
     const ipi = identifierValue(b.ipi_name_number, 'ipi_name_number', parseIpiNameNumber, IDENTIFIER_REASONS.ipi, errors);
     if (errors.length) throw problem.validation(errors);
-    return { first_name: b.first_name, last_name: b.last_name, ipi_name_number: ipi, pro: b.pro };
+    return { firstName: b.first_name, lastName: b.last_name, ipiNameNumber: ipi, pro: b.pro };
   },
-  present: async (_tx, rows: Songwriter[]) => rows,
+  present: async (_tx, rows) =>
+    rows.map((s) => ({ ...catalogItemBase(s), first_name: s.firstName ?? null, last_name: s.lastName, ipi_name_number: s.ipiNameNumber ?? null, pro: s.pro ?? null })),
 });

@@ -1,0 +1,29 @@
+/**
+ * Response schemas every feature's routes share in the OpenAPI document: the RFC 9457 problem body,
+ * the error responses of authenticated routes, the page envelope, timestamps.
+ */
+import { z } from 'zod';
+
+/** RFC 9457 problem body, for the OpenAPI document. */
+export const problemSchema = z
+  .object({
+    type: z.string(),
+    title: z.string(),
+    status: z.number().int(),
+    detail: z.string(),
+    instance: z.string().optional(),
+    errors: z.array(z.object({ field: z.string(), reason: z.string() })).optional(),
+  })
+  .describe('application/problem+json (RFC 9457)');
+
+/** Error responses every authenticated route may give (documentation only). */
+export const commonErrors = {
+  400: problemSchema,
+  401: problemSchema,
+  403: problemSchema,
+  404: problemSchema,
+  503: problemSchema,
+};
+
+/** ISO 8601 timestamp with microseconds and offset, e.g. `2026-12-01T09:06:17.294769+00:00`. */
+export const timestamp = z.string().describe('ISO 8601 timestamp');
