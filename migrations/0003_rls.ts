@@ -60,6 +60,56 @@ const workSongwriterRow = `work_songwriters.publisher_id = ${CTX.publisher} and 
       select 1 from works w where w.id = work_songwriters.work_id and w.publisher_id = work_songwriters.publisher_id
         and w.owner_user_id = ${CTX.user})))`;
 
+/** The select/insert/update policies of catalog table `t` (exported for 0006's down). */
+export const catalogPolicies = (t: string) => `
+create policy ${t}_select on ${t} for select using (${catalogRow(t)});
+create policy ${t}_insert on ${t} for insert with check (${catalogWrite(t)});
+create policy ${t}_update on ${t} for update using (${catalogRow(t)}) with check (${catalogWrite(t)});`;
+
+/** The policies of `work_songwriters` (exported for 0006's down). */
+export const WORK_SONGWRITER_POLICIES = `create policy work_songwriters_select on work_songwriters for select using (${workSongwriterRow});
+create policy work_songwriters_insert on work_songwriters for insert with check (${workSongwriterRow});
+create policy work_songwriters_update on work_songwriters for update using (${workSongwriterRow}) with check (${workSongwriterRow});
+create policy work_songwriters_delete on work_songwriters for delete using (${workSongwriterRow});`;
+
+/** The select policy of `user_publishers` (exported for 0006's down). */
+export const MEMBERSHIP_SELECT_POLICY = `create policy user_publishers_select on user_publishers for select using (
+  user_publishers.user_id = ${CTX.user}
+  or (user_publishers.publisher_id = ${CTX.publisher} and ${CTX.scope} = 'publisher'));`;
+
+/** The write policies of `user_publishers` (exported for 0006's down). */
+export const MEMBERSHIP_WRITE_POLICIES = `create policy user_publishers_insert on user_publishers for insert with check (
+  ${memberRow} and ${IS_SYSTEM_ADMIN});
+create policy user_publishers_update on user_publishers for update
+  using (${memberRow} and ${IS_PUBLISHER_ADMIN})
+  with check (${memberRow} and ${IS_PUBLISHER_ADMIN});
+create policy user_publishers_delete on user_publishers for delete using (
+  ${memberRow} and ${IS_PUBLISHER_ADMIN});`;
+
+/** The policies of `publishers` (exported for 0006's down). */
+export const PUBLISHER_POLICIES = `create policy publishers_select on publishers for select using (
+  publishers.id = ${CTX.publisher}
+  or exists (select 1 from user_publishers m where m.publisher_id = publishers.id and m.user_id = ${CTX.user}));
+create policy publishers_insert on publishers for insert with check (
+  publishers.id = ${CTX.publisher} and ${CTX.scope} = 'publisher');
+create policy publishers_update on publishers for update
+  using (publishers.id = ${CTX.publisher} and ${CTX.scope} = 'publisher')
+  with check (publishers.id = ${CTX.publisher} and ${CTX.scope} = 'publisher');`;
+
+/** The select policy of `users` (exported for 0006's down). */
+export const USERS_SELECT_POLICY = `create policy users_select on users for select using (
+  users.id = ${CTX.user}
+  or exists (select 1 from user_publishers m where m.user_id = users.id and m.publisher_id = ${CTX.publisher}));`;
+
+/** The insert/update policies of `users` (exported for 0006's down). */
+export const USER_WRITE_POLICIES = `create policy users_insert on users for insert with check (
+  ${CTX.publisher} is not null and ${CTX.scope} = 'publisher' and ${IS_SYSTEM_ADMIN});
+-- A users row is shared by every publisher its user belongs to, so no publisher context may edit
+-- it: only the user themself (app.user_id), whatever the publisher context and scope.
+create policy users_update on users for update
+  using (users.id = ${CTX.user})
+  with check (users.id = ${CTX.user});`;
+
 /** Creates the publisher policies and the app role's grants; `down` removes them. */
 export class Migration0003Rls extends Migration {
   override name = '0003_rls';
@@ -68,24 +118,14 @@ export class Migration0003Rls extends Migration {
   up(): void {
     for (const t of RLS_TABLES) this.addSql(`alter table ${t} enable row level security; alter table ${t} force row level security;`);
 
-    for (const t of CATALOG) {
-      this.addSql(`
-create policy ${t}_select on ${t} for select using (${catalogRow(t)});
-create policy ${t}_insert on ${t} for insert with check (${catalogWrite(t)});
-create policy ${t}_update on ${t} for update using (${catalogRow(t)}) with check (${catalogWrite(t)});
+    for (const t of CATALOG) this.addSql(`${catalogPolicies(t)}
 grant select, insert, update on ${t} to catalog_app;
 `);
-    }
     this.addSql(`
-create policy work_songwriters_select on work_songwriters for select using (${workSongwriterRow});
-create policy work_songwriters_insert on work_songwriters for insert with check (${workSongwriterRow});
-create policy work_songwriters_update on work_songwriters for update using (${workSongwriterRow}) with check (${workSongwriterRow});
-create policy work_songwriters_delete on work_songwriters for delete using (${workSongwriterRow});
+${WORK_SONGWRITER_POLICIES}
 grant select, insert, update, delete on work_songwriters to catalog_app;
 
-create policy user_publishers_select on user_publishers for select using (
-  user_publishers.user_id = ${CTX.user}
-  or (user_publishers.publisher_id = ${CTX.publisher} and ${CTX.scope} = 'publisher'));
+${MEMBERSHIP_SELECT_POLICY}
 -- Helpers of the membership/user write policies. SECURITY DEFINER (owner catalog_owner) with a
 -- pinned search_path: the caller cannot redirect the lookups. FORCE RLS still applies to the owner,
 -- so they see only what the select policies show the context user — its own users row and its own
@@ -113,39 +153,18 @@ grant execute on function app_caller_is_publisher_admin() to catalog_app;
 
 -- Enrolling a user who is not yet a member needs a system admin (no invitation/consent flow); a
 -- publisher admin changes roles of and removes existing members (catalog-api/src/routes/users.ts).
-create policy user_publishers_insert on user_publishers for insert with check (
-  ${memberRow} and ${IS_SYSTEM_ADMIN});
-create policy user_publishers_update on user_publishers for update
-  using (${memberRow} and ${IS_PUBLISHER_ADMIN})
-  with check (${memberRow} and ${IS_PUBLISHER_ADMIN});
-create policy user_publishers_delete on user_publishers for delete using (
-  ${memberRow} and ${IS_PUBLISHER_ADMIN});
+${MEMBERSHIP_WRITE_POLICIES}
 grant select, insert, delete on user_publishers to catalog_app;
 -- Only the role changes: rewriting user_id would enrol a non-member without the insert policy.
 grant update (role, updated_at, updated_by) on user_publishers to catalog_app;
 
-create policy publishers_select on publishers for select using (
-  publishers.id = ${CTX.publisher}
-  or exists (select 1 from user_publishers m where m.publisher_id = publishers.id and m.user_id = ${CTX.user}));
-create policy publishers_insert on publishers for insert with check (
-  publishers.id = ${CTX.publisher} and ${CTX.scope} = 'publisher');
-create policy publishers_update on publishers for update
-  using (publishers.id = ${CTX.publisher} and ${CTX.scope} = 'publisher')
-  with check (publishers.id = ${CTX.publisher} and ${CTX.scope} = 'publisher');
+${PUBLISHER_POLICIES}
 grant select, insert, update on publishers to catalog_app;
 grant select on tenants to catalog_app;
 
-create policy users_select on users for select using (
-  users.id = ${CTX.user}
-  or exists (select 1 from user_publishers m where m.user_id = users.id and m.publisher_id = ${CTX.publisher}));
+${USERS_SELECT_POLICY}
 -- No user-creation endpoint: only a system admin creates users (no squatting of emails).
-create policy users_insert on users for insert with check (
-  ${CTX.publisher} is not null and ${CTX.scope} = 'publisher' and ${IS_SYSTEM_ADMIN});
--- A users row is shared by every publisher its user belongs to, so no publisher context may edit
--- it: only the user themself (app.user_id), whatever the publisher context and scope.
-create policy users_update on users for update
-  using (users.id = ${CTX.user})
-  with check (users.id = ${CTX.user});
+${USER_WRITE_POLICIES}
 grant select on users to catalog_app;
 grant insert (id, email, display_name, status, created_by, updated_by) on users to catalog_app;
 -- No is_system_admin and no deleted_at: soft-deleting a system admin revokes system:platform#admin

@@ -8,7 +8,7 @@
  *   one stays applied); `--to 0` reverts all.
  * - `status` prints the executed and pending migration names.
  * All migrations of one command run in a single transaction (all or nothing). Migration names are
- * `0001_legacy_tenants`, `0002_publishers`, `0003_rls`, `0004_authz_outbox`, `0005_identity`; MikroORM records them in
+ * `0001_legacy_tenants`, `0002_publishers`, `0003_rls`, `0004_authz_outbox`, `0005_identity`, `0006_administration`; MikroORM records them in
  * the table `mikro_orm_migrations`.
  */
 import { MikroORM, type Options } from '@mikro-orm/postgresql';
@@ -19,6 +19,7 @@ import { Migration0002Publishers } from './0002_publishers.ts';
 import { Migration0003Rls } from './0003_rls.ts';
 import { Migration0004AuthzOutbox } from './0004_authz_outbox.ts';
 import { Migration0005Identity } from './0005_identity.ts';
+import { Migration0006Administration } from './0006_administration.ts';
 
 /** The migrations in order, with their stable names (the names MikroORM records). */
 export const MIGRATIONS = [
@@ -27,6 +28,7 @@ export const MIGRATIONS = [
   { name: '0003_rls', class: Migration0003Rls },
   { name: '0004_authz_outbox', class: Migration0004AuthzOutbox },
   { name: '0005_identity', class: Migration0005Identity },
+  { name: '0006_administration', class: Migration0006Administration },
 ];
 
 /** Default owner URL (docs/CONTRACTS.md). */

@@ -15,8 +15,14 @@ import { openApiPlugin } from './plugins/openapi.ts';
 import { outboxPlugin } from './plugins/outbox.ts';
 import { problemsPlugin } from './plugins/problems.ts';
 import type { RelationshipSink } from './outbox/relay.ts';
+import formbody from '@fastify/formbody';
 import { catalogRoutes } from './modules/catalog/routes.ts';
 import { usersRoutes } from './modules/users/routes.ts';
+import { membersRoutes } from './modules/users/members.routes.ts';
+import { publishersRoutes } from './modules/publishers/routes.ts';
+import { departmentsRoutes } from './modules/publishers/departments.routes.ts';
+import { rolesRoutes } from './modules/roles/routes.ts';
+import { apiClientsRoutes } from './modules/api-clients/routes.ts';
 import type { RouteDeps } from './modules/common/http.ts';
 import { rateLimitPlugin } from './plugins/rate-limit.ts';
 import { createRedis } from './redis.ts';
@@ -41,6 +47,19 @@ export type CatalogDeps = {
   logger?: boolean | Record<string, unknown>;
 };
 
+/**
+ * Pino's request serializer with secrets in paths masked: the invitation token of
+ * `/api/v1/invitations/{token}/accept` is a credential and must not reach the logs.
+ */
+function maskedRequest(req: { method?: string; url?: string; headers?: Record<string, unknown>; ip?: string }) {
+  return { method: req.method, url: maskPath(req.url ?? ''), host: req.headers?.host, remoteAddress: req.ip };
+}
+
+/** Mask path segments that are credentials (invitation tokens). */
+export function maskPath(url: string): string {
+  return url.replace(/(\/api\/v1\/invitations\/)[^/?#]+/, '$1[token]');
+}
+
 /** 1 MiB: the largest request body accepted (larger → 413 payload-too-large). */
 export const BODY_LIMIT_BYTES = 1024 * 1024;
 
@@ -56,6 +75,7 @@ export async function buildCatalogApi(config: CatalogConfig, deps: CatalogDeps =
     logger: deps.logger ?? {
       level: config.LOG_LEVEL,
       redact: ['req.headers.authorization', 'req.headers["x-identity-assertion"]'],
+      serializers: { req: maskedRequest },
     },
     bodyLimit: BODY_LIMIT_BYTES,
     // Slow or stalled clients (docs: config.ts): the whole request must arrive within
@@ -106,8 +126,15 @@ export async function buildCatalogApi(config: CatalogConfig, deps: CatalogDeps =
 
   await app.register(healthPlugin, { orm });
 
+  await app.register(formbody); // application/x-www-form-urlencoded (the OAuth token endpoint)
+  const adminDeps = { ...routeDeps, auth: auth.deps, signInRateLimit: config.SIGN_IN_RATE_LIMIT_PER_MINUTE };
   await app.register(catalogRoutes, routeDeps);
-  await app.register(usersRoutes, routeDeps);
+  await app.register(publishersRoutes, routeDeps);
+  await app.register(departmentsRoutes, routeDeps);
+  await app.register(rolesRoutes, routeDeps);
+  await app.register(membersRoutes, adminDeps);
+  await app.register(usersRoutes, adminDeps);
+  await app.register(apiClientsRoutes, adminDeps);
   await app.register(authRoutes, { ...routeDeps, auth: auth.deps, signIn: auth.signIn, account: auth.account, signInRateLimit: config.SIGN_IN_RATE_LIMIT_PER_MINUTE });
   await app.register(directoryRoutes, { ...routeDeps, directory: auth.deps.directory });
 

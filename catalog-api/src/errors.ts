@@ -34,7 +34,12 @@ export type ProblemKind =
   | 'auth-method-not-allowed'
   | 'mfa-required'
   | 'directory-unavailable'
-  | 'invalid-grant';
+  | 'invalid-grant'
+  // administration (docs/CONTRACTS.md, "Administration")
+  | 'publisher-suspended'
+  | 'publisher-archived'
+  | 'seats-exhausted'
+  | 'last-admin';
 
 const TITLES: Record<ProblemKind, string> = {
   'bad-request': 'Bad request',
@@ -62,6 +67,10 @@ const TITLES: Record<ProblemKind, string> = {
   'mfa-required': 'Second factor required',
   'directory-unavailable': 'Directory unavailable',
   'invalid-grant': 'Invalid or expired token',
+  'publisher-suspended': 'Publisher suspended',
+  'publisher-archived': 'Publisher archived',
+  'seats-exhausted': 'No seat left',
+  'last-admin': 'A publisher keeps at least one admin',
 };
 
 /** One offending input: `field` is a dotted path (`songwriters[1].role`), `reason` says why. */

@@ -310,17 +310,17 @@ export async function seed(url: string): Promise<SeedResult> {
     const catalog = generateCatalog();
     const result: SeedResult = { ...none, skipped: false, users: USERS.length };
     for (const p of PUBLISHERS) {
-      await setContext(client, p.id);
+      // Creating publishers, enrolling members and writing the catalog need a context whose user
+      // holds those permissions (0003, 0006): the system admin's.
+      await setContext(client, p.id, sysAdmin.id);
       await insertPublisher(client, p);
       const members = MEMBERSHIPS.filter((m) => m.publisherId === p.id);
-      await setContext(client, p.id, sysAdmin.id); // enrolling members needs a system admin (0003)
       await insertRows(
         client,
         'user_publishers',
         { publisher_id: 'uuid', user_id: 'uuid', role: 'text' },
         members.map((m) => ({ publisher_id: m.publisherId, user_id: m.userId, role: m.role })),
       );
-      await setContext(client, p.id);
       const cat = catalog.get(p.id)!;
       const audit = { created_by: 'uuid', updated_by: 'uuid', created_at: 'timestamptz', updated_at: 'timestamptz' };
       const withAudit = <T extends { created_by: string | null; created_at: string }>(rows: T[]) =>

@@ -1,112 +1,163 @@
 /**
- * Generates policies/tests/model.fga.yaml (OpenFGA CLI `fga model test` format) from an
- * independent statement of the policy — the tables below, written from docs/CONTRACTS.md
- * ("Authorization model") — never from the model itself, so the tests can catch a wrong model.
+ * Generates policies/tests/model.fga.yaml (OpenFGA CLI `fga model test` format) from the permission
+ * catalogue (policies/src/permissions.ts: which permissions exist and which roles hold them) and the
+ * scoping rules below — never from the model itself, so the tests can catch a wrong model. Every
+ * permission of the catalogue is checked for every test user on every test publisher, so a
+ * permission the model lacks (or grants wrongly) fails `npm run policies -- test` and `npm test`.
  *
  * Run: `node policies/tests/generate.ts` (writes the file); `--check` exits 1 when the checked-in
- * file is out of date. Format: https://openfga.dev/docs/modeling/testing
+ * file is out of date (the test command runs it). Format: https://openfga.dev/docs/modeling/testing
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { stringify } from 'yaml';
+import {
+  CATALOG_RESOURCES,
+  DEPARTMENT_ROLE_PERMISSIONS,
+  PERMISSION_NAMES,
+  SYSTEM_ROLE_PERMISSIONS,
+  grantRelation,
+  permissionRelation,
+  roleObject,
+  type DepartmentRole,
+  type SystemRole,
+} from '../src/permissions.ts';
 
 export const OUTPUT = resolve(import.meta.dirname, 'model.fga.yaml');
 
-type Role = 'admin' | 'manager' | 'editor' | 'viewer' | 'creator';
-type PublisherPermission = 'can_list_catalog' | 'can_create_catalog' | 'can_manage_members';
+const ROW_TYPES = { works: 'work', songwriters: 'songwriter', recordings: 'recording' } as const;
+type Resource = (typeof CATALOG_RESOURCES)[number];
 type RowPermission = 'can_read' | 'can_update' | 'can_delete';
+const ROW_PERMISSIONS: Record<RowPermission, string> = { can_read: 'read', can_update: 'update', can_delete: 'delete' };
 
-const PUBLISHER_PERMISSIONS: PublisherPermission[] = ['can_list_catalog', 'can_create_catalog', 'can_manage_members'];
-const ROW_PERMISSIONS: RowPermission[] = ['can_read', 'can_update', 'can_delete'];
-const ROW_TYPES = ['work', 'songwriter', 'recording'] as const;
-
-/** The policy: what each publisher role grants on the publisher. */
-const PUBLISHER_GRANTS: Record<Role, Record<PublisherPermission, boolean>> = {
-  admin: { can_list_catalog: true, can_create_catalog: true, can_manage_members: true },
-  manager: { can_list_catalog: true, can_create_catalog: true, can_manage_members: false },
-  editor: { can_list_catalog: true, can_create_catalog: true, can_manage_members: false },
-  viewer: { can_list_catalog: true, can_create_catalog: false, can_manage_members: false },
-  creator: { can_list_catalog: true, can_create_catalog: true, can_manage_members: false },
-};
-
-/** The policy: what each publisher role grants on any catalog row of that publisher. */
-const ROW_GRANTS: Record<Role, Record<RowPermission, boolean>> = {
-  admin: { can_read: true, can_update: true, can_delete: true },
-  manager: { can_read: true, can_update: true, can_delete: true },
-  editor: { can_read: true, can_update: true, can_delete: false },
-  viewer: { can_read: true, can_update: false, can_delete: false },
-  creator: { can_read: false, can_update: false, can_delete: false },
-};
-
-/**
- * The policy: what owning a row grants — only while the owner is still a creator of the row's
- * publisher (a creator who leaves loses their rows at once). Deleting stays a publisher decision.
- */
-const OWNER_GRANTS: Record<RowPermission, boolean> = { can_read: true, can_update: true, can_delete: false };
-
-/** The scenario: two publishers; every test user's role at each (system admins are admin everywhere). */
-const PUBLISHERS = ['own', 'other'] as const;
+/** The scenario's publishers: `own` and `other` are active, `frozen` is suspended. */
+const PUBLISHERS = ['own', 'other', 'frozen'] as const;
 type Publisher = (typeof PUBLISHERS)[number];
-type TestUser = { id: string; roles: Partial<Record<Publisher, Role>>; systemAdmin?: boolean };
+const SUSPENDED: ReadonlySet<Publisher> = new Set(['frozen']);
+
+/** The custom role of the scenario: a catalog clerk at `own` (reads and creates works only). */
+const CLERK = { publisher: 'own' as Publisher, name: 'catalog-clerk', permissions: ['works:read', 'works:create'] };
+/** A department of `own`. */
+const DEPARTMENT = { key: 'own-classical', publisher: 'own' as Publisher };
+
+/** A test user: memberships per publisher (a system role, the custom role, or a department role). */
+type Membership = { role: SystemRole } | { custom: true } | { department: DepartmentRole };
+type TestUser = { id: string; memberships: Partial<Record<Publisher, Membership>>; systemAdmin?: boolean; disabled?: boolean };
 const USERS: TestUser[] = [
-  { id: 'admin', roles: { own: 'admin' } },
-  { id: 'manager', roles: { own: 'manager' } },
-  { id: 'editor', roles: { own: 'editor' } },
-  { id: 'viewer', roles: { own: 'viewer' } },
-  { id: 'creator1', roles: { own: 'creator' } },
-  { id: 'creator2', roles: { own: 'creator' } },
-  { id: 'sysadmin', roles: {}, systemAdmin: true },
-  { id: 'outsider', roles: {} },
-  { id: 'other-admin', roles: { other: 'admin' } },
-  { id: 'other-creator', roles: { other: 'creator' } },
-  { id: 'former-creator', roles: {} },
+  { id: 'admin', memberships: { own: { role: 'admin' } } },
+  { id: 'manager', memberships: { own: { role: 'manager' } } },
+  { id: 'editor', memberships: { own: { role: 'editor' } } },
+  { id: 'viewer', memberships: { own: { role: 'viewer' } } },
+  { id: 'api-client', memberships: { own: { role: 'api_user' } } },
+  { id: 'creator1', memberships: { own: { role: 'creator' } } },
+  { id: 'creator2', memberships: { own: { role: 'creator' } } },
+  { id: 'clerk', memberships: { own: { custom: true } } },
+  { id: 'dept-admin', memberships: { own: { department: 'admin' } } },
+  { id: 'dept-editor', memberships: { own: { department: 'editor' } } },
+  { id: 'dept-viewer', memberships: { own: { department: 'viewer' } } },
+  { id: 'sysadmin', memberships: {}, systemAdmin: true },
+  { id: 'disabled-sysadmin', memberships: {}, systemAdmin: true, disabled: true },
+  { id: 'disabled-editor', memberships: { own: { role: 'editor' } }, disabled: true },
+  { id: 'outsider', memberships: {} },
+  { id: 'other-admin', memberships: { other: { role: 'admin' } } },
+  { id: 'other-creator', memberships: { other: { role: 'creator' } } },
+  { id: 'frozen-admin', memberships: { frozen: { role: 'admin' } } },
+  { id: 'frozen-creator', memberships: { frozen: { role: 'creator' } } },
+  { id: 'former-creator', memberships: {} },
 ];
 
-/** Rows per type: in which publisher, owned by whom (undefined = created by staff, no owner). */
-const ROWS: { key: string; publisher: Publisher; owner?: string }[] = [
+/** Rows per catalog type: publisher, owner, department. */
+const ROWS: { key: string; publisher: Publisher; owner?: string; department?: string }[] = [
   { key: 'own-staff', publisher: 'own' },
   { key: 'own-by-creator1', publisher: 'own', owner: 'creator1' },
   { key: 'own-by-creator2', publisher: 'own', owner: 'creator2' },
+  { key: 'own-classical', publisher: 'own', department: DEPARTMENT.key },
   { key: 'other-staff', publisher: 'other' },
   { key: 'other-by-other-creator', publisher: 'other', owner: 'other-creator' },
   { key: 'own-by-former-creator', publisher: 'own', owner: 'former-creator' },
+  { key: 'frozen-by-frozen-creator', publisher: 'frozen', owner: 'frozen-creator' },
 ];
 
-const roleAt = (u: TestUser, p: Publisher): Role | undefined => (u.systemAdmin ? 'admin' : u.roles[p]);
-
-function expectPublisher(u: TestUser, p: Publisher, perm: PublisherPermission): boolean {
-  const role = roleAt(u, p);
-  return role ? PUBLISHER_GRANTS[role][perm] : false;
+// ------------------------------------------------------------------ the policy, stated directly
+/** What the user can do at all: disabled users nothing; a suspended publisher's members nothing (system admins excepted). */
+function standing(u: TestUser, p: Publisher): 'none' | 'system-admin' | 'member' {
+  if (u.disabled) return 'none';
+  if (u.systemAdmin) return 'system-admin';
+  return SUSPENDED.has(p) ? 'none' : 'member';
 }
 
-function expectRow(u: TestUser, row: (typeof ROWS)[number], perm: RowPermission): boolean {
-  const role = roleAt(u, row.publisher);
-  return (role ? ROW_GRANTS[role][perm] : false) || (row.owner === u.id && role === 'creator' && OWNER_GRANTS[perm]);
+/** The permissions `u` holds at `p` publisher-wide. */
+function publisherWide(u: TestUser, p: Publisher): readonly string[] {
+  const s = standing(u, p);
+  if (s === 'system-admin') return PERMISSION_NAMES;
+  const m = u.memberships[p];
+  if (s === 'none' || !m) return [];
+  if ('custom' in m) return p === CLERK.publisher ? CLERK.permissions : [];
+  if ('role' in m) return m.role === 'creator' ? [] : SYSTEM_ROLE_PERMISSIONS[m.role];
+  return [];
 }
 
+/** The permissions `u` holds at `p` on some rows only (creators: own rows; department members: the department's rows). */
+function rowScoped(u: TestUser, p: Publisher): readonly string[] {
+  const m = u.memberships[p];
+  if (standing(u, p) !== 'member' || !m) return [];
+  if ('role' in m && m.role === 'creator') return SYSTEM_ROLE_PERMISSIONS.creator;
+  if ('department' in m) return DEPARTMENT_ROLE_PERMISSIONS[m.department];
+  return [];
+}
+
+/** The permission relation on the publisher: held in any scope. */
+const expectPermission = (u: TestUser, p: Publisher, perm: string) => publisherWide(u, p).includes(perm) || rowScoped(u, p).includes(perm);
+
+function expectRow(u: TestUser, row: (typeof ROWS)[number], resource: Resource, perm: RowPermission): boolean {
+  const permission = `${resource}:${ROW_PERMISSIONS[perm]}`;
+  if (publisherWide(u, row.publisher).includes(permission)) return true;
+  if (!rowScoped(u, row.publisher).includes(permission) || perm === 'can_delete') return false;
+  const m = u.memberships[row.publisher]!;
+  if ('role' in m) return row.owner === u.id; // a creator: the rows they own
+  return row.department === DEPARTMENT.key; // a department member: the department's rows
+}
+
+// ------------------------------------------------------------------ the tuples the catalog writes
 type Tuple = { user: string; relation: string; object: string };
 
 function tuples(): Tuple[] {
   const out: Tuple[] = [];
+  const role = roleObject(CLERK.publisher, CLERK.name);
+  const department = `department:${DEPARTMENT.key}`;
+  for (const p of PUBLISHERS) out.push({ user: 'system:platform', relation: 'system', object: `publisher:${p}` });
+  for (const p of SUSPENDED) out.push({ user: 'user:*', relation: 'suspended', object: `publisher:${p}` });
+  out.push({ user: `publisher:${CLERK.publisher}`, relation: 'publisher', object: role });
+  for (const perm of CLERK.permissions) out.push({ user: `${role}#assignee`, relation: grantRelation(perm), object: `publisher:${CLERK.publisher}` });
+  out.push({ user: `publisher:${DEPARTMENT.publisher}`, relation: 'publisher', object: department });
+  for (const r of ['admin', 'editor', 'viewer']) out.push({ user: `${department}#${r}`, relation: `department_${r}`, object: `publisher:${DEPARTMENT.publisher}` });
   for (const u of USERS) {
     if (u.systemAdmin) out.push({ user: `user:${u.id}`, relation: 'admin', object: 'system:platform' });
+    if (u.disabled) out.push({ user: `user:${u.id}`, relation: 'disabled', object: 'system:platform' });
     for (const p of PUBLISHERS) {
-      const role = u.roles[p];
-      if (role) out.push({ user: `user:${u.id}`, relation: role, object: `publisher:${p}` });
+      const m = u.memberships[p];
+      if (!m) continue;
+      if ('role' in m) out.push({ user: `user:${u.id}`, relation: m.role, object: `publisher:${p}` });
+      else if ('custom' in m) out.push({ user: `user:${u.id}`, relation: 'assignee', object: role });
+      else out.push({ user: `user:${u.id}`, relation: m.department, object: department });
     }
   }
-  for (const p of PUBLISHERS) out.push({ user: 'system:platform', relation: 'system', object: `publisher:${p}` });
-  for (const type of ROW_TYPES) {
+  for (const type of Object.values(ROW_TYPES)) {
     for (const row of ROWS) {
       out.push({ user: `publisher:${row.publisher}`, relation: 'publisher', object: `${type}:${row.key}` });
       if (row.owner) out.push({ user: `user:${row.owner}`, relation: 'owner', object: `${type}:${row.key}` });
+      if (row.department) out.push({ user: `department:${row.department}`, relation: 'department', object: `${type}:${row.key}` });
     }
   }
   return out;
 }
 
-const describeUser = (u: TestUser) =>
-  u.systemAdmin ? 'system admin' : Object.entries(u.roles).map(([p, r]) => `${r} of ${p}`).join(', ') || 'member of no publisher';
+const describeUser = (u: TestUser) => {
+  const parts = Object.entries(u.memberships).map(([p, m]) => ('role' in m ? `${m.role} of ${p}` : 'custom' in m ? `${CLERK.name} of ${p}` : `department ${m.department} at ${p}`));
+  if (u.systemAdmin) parts.unshift('system admin');
+  if (u.disabled) parts.push('disabled');
+  return parts.join(', ') || 'member of no publisher';
+};
 
 /** The whole test document (plain data, ready for YAML). */
 export function buildTestDocument(): unknown {
@@ -116,22 +167,30 @@ export function buildTestDocument(): unknown {
       ...PUBLISHERS.map((p) => ({
         user: `user:${u.id}`,
         object: `publisher:${p}`,
-        assertions: Object.fromEntries(PUBLISHER_PERMISSIONS.map((perm) => [perm, expectPublisher(u, p, perm)])),
+        assertions: Object.fromEntries(PERMISSION_NAMES.map((perm) => [permissionRelation(perm), expectPermission(u, p, perm)])),
       })),
-      ...ROW_TYPES.flatMap((type) =>
+      {
+        user: `user:${u.id}`,
+        object: 'system:platform',
+        assertions: { can_administer: !!u.systemAdmin && !u.disabled },
+      },
+      ...CATALOG_RESOURCES.flatMap((resource) =>
         ROWS.map((row) => ({
           user: `user:${u.id}`,
-          object: `${type}:${row.key}`,
-          assertions: Object.fromEntries(ROW_PERMISSIONS.map((perm) => [perm, expectRow(u, row, perm)])),
+          object: `${ROW_TYPES[resource]}:${row.key}`,
+          assertions: Object.fromEntries((Object.keys(ROW_PERMISSIONS) as RowPermission[]).map((perm) => [perm, expectRow(u, row, resource, perm)])),
         })),
       ),
     ],
-    // A creator lists exactly their own rows; staff see all rows of their publisher.
-    list_objects: ROW_TYPES.map((type) => ({
+    // Listing: a creator finds exactly their own rows, a department member the department's, staff all of the publisher's.
+    list_objects: CATALOG_RESOURCES.map((resource) => ({
       user: `user:${u.id}`,
-      type,
+      type: ROW_TYPES[resource],
       assertions: Object.fromEntries(
-        ROW_PERMISSIONS.map((perm) => [perm, ROWS.filter((row) => expectRow(u, row, perm)).map((row) => `${type}:${row.key}`)]),
+        (Object.keys(ROW_PERMISSIONS) as RowPermission[]).map((perm) => [
+          perm,
+          ROWS.filter((row) => expectRow(u, row, resource, perm)).map((row) => `${ROW_TYPES[resource]}:${row.key}`),
+        ]),
       ),
     })),
   }));
@@ -145,7 +204,7 @@ export function buildTestDocument(): unknown {
 
 /** The YAML text of the generated test file. */
 export function renderTests(): string {
-  return `# GENERATED by policies/tests/generate.ts from its policy tables — edit those, then run\n# \`node policies/tests/generate.ts\`. Run with \`npm run policies -- test\`.\n${stringify(buildTestDocument(), { lineWidth: 0 })}`;
+  return `# GENERATED by policies/tests/generate.ts from the permission catalogue — edit policies/src/permissions.ts\n# or the scenario there, then run \`node policies/tests/generate.ts\`. Run with \`npm run policies -- test\`.\n${stringify(buildTestDocument(), { lineWidth: 0 })}`;
 }
 
 if (import.meta.main) {

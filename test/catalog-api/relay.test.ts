@@ -103,9 +103,10 @@ t.test('a tuple written, deleted and written again in one batch goes out in thre
   const spirit = PUBLISHERS.find((p) => p.slug === 'spirit')!.id;
   const spiritAdmin = USERS.find((u) => u.email === 'owner@spirit.example')!.id;
   const sysAdmin = USERS.find((u) => u.isSystemAdmin)!.id; // adding a non-member needs a system admin
-  t.equal((await ta.as(sysAdmin, spirit, { method: 'PUT', url: `/api/v1/members/${viewer}`, payload: { role: 'viewer' } })).statusCode, 201);
-  t.equal((await ta.as(spiritAdmin, spirit, { method: 'DELETE', url: `/api/v1/members/${viewer}` })).statusCode, 204);
-  t.equal((await ta.as(sysAdmin, spirit, { method: 'PUT', url: `/api/v1/members/${viewer}`, payload: { role: 'viewer' } })).statusCode, 201);
+  const add = () => ta.as(sysAdmin, null, { method: 'POST', url: `/api/v1/users/${viewer}/publishers`, payload: { publisher_id: spirit, role: 'viewer' } });
+  t.equal((await add()).statusCode, 201);
+  t.equal((await ta.as(spiritAdmin, null, { method: 'DELETE', url: `/api/v1/publishers/${spirit}/users/${viewer}` })).statusCode, 204);
+  t.equal((await add()).statusCode, 201);
   const sink = new RecordingSink();
   await new OutboxRelay({ orm, sink }).drain();
   const tuple = `publisher:${spirit}#viewer@user:${viewer}`;

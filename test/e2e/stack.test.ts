@@ -96,25 +96,21 @@ t.test('removing a membership denies the next request on every sidecar', async (
     t.equal((await get(s.url, '/api/v1/works?limit=1', 'editor@dmp.example', PUBLISHER_IDS.dmp)).status, 200, `allowed on ${s.url}`);
     t.equal((await get(s.url, '/api/v1/works?limit=1', 'editor@dmp.example', PUBLISHER_IDS.dmp)).status, 200, `cached on ${s.url}`);
   }
-  const del = await fetch(`${a.url}/api/v1/members/${editor}`, {
+  const del = await fetch(`${a.url}/api/v1/publishers/${PUBLISHER_IDS.dmp}/users/${editor}`, {
     method: 'DELETE',
-    headers: { authorization: `Bearer ${await tokenFor('admin@dmp.example')}`, 'x-publisher-id': PUBLISHER_IDS.dmp },
+    headers: { authorization: `Bearer ${await tokenFor('admin@dmp.example')}` },
   });
   t.equal(del.status, 204, 'admin removes the editor');
   t.equal((await get(b.url, '/api/v1/works?limit=1', 'editor@dmp.example', PUBLISHER_IDS.dmp)).status, 403, 'denied on the other sidecar');
   t.equal((await get(a.url, '/api/v1/works?limit=1', 'editor@dmp.example', PUBLISHER_IDS.dmp)).status, 403, 'denied on the first sidecar');
 
-  // Adding a user who is not (or no longer) a member is a system admin's call (no invitations yet).
-  const put = await fetch(`${a.url}/api/v1/members/${editor}`, {
-    method: 'PUT',
-    headers: {
-      authorization: `Bearer ${await tokenFor('sysadmin@example.com')}`,
-      'x-publisher-id': PUBLISHER_IDS.dmp,
-      'content-type': 'application/json',
-    },
-    body: JSON.stringify({ role: 'editor' }),
+  // Adding someone directly is a system admin's call (everyone else invites).
+  const put = await fetch(`${a.url}/api/v1/users/${editor}/publishers`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${await tokenFor('sysadmin@example.com')}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ publisher_id: PUBLISHER_IDS.dmp, role: 'editor' }),
   });
-  t.ok(put.status === 200 || put.status === 201, `membership restored (${put.status})`);
+  t.equal(put.status, 201, 'membership restored');
   t.equal((await get(b.url, '/api/v1/works?limit=1', 'editor@dmp.example', PUBLISHER_IDS.dmp)).status, 200, 'allowed again');
 });
 
@@ -127,18 +123,14 @@ t.test("removing a creator's membership revokes the rows they own", async (t) =>
   const path = `/api/v1/works/${own.id}`;
   t.equal((await get(base, path, 'creator1@songtrust.example', PUBLISHER_IDS.songtrust)).status, 200, 'readable while a creator');
 
-  const asSysadmin = async (method: string, body?: unknown) =>
-    fetch(`${base}/api/v1/members/${creator}`, {
+  const asSysadmin = async (method: string, url: string, body?: unknown) =>
+    fetch(`${base}${url}`, {
       method,
-      headers: {
-        authorization: `Bearer ${await tokenFor('sysadmin@example.com')}`,
-        'x-publisher-id': PUBLISHER_IDS.songtrust,
-        ...(body ? { 'content-type': 'application/json' } : {}),
-      },
+      headers: { authorization: `Bearer ${await tokenFor('sysadmin@example.com')}`, ...(body ? { 'content-type': 'application/json' } : {}) },
       body: body ? JSON.stringify(body) : undefined,
     });
-  t.equal((await asSysadmin('DELETE')).status, 204, 'the system admin removes creator1 from Songtrust');
+  t.equal((await asSysadmin('DELETE', `/api/v1/publishers/${PUBLISHER_IDS.songtrust}/users/${creator}`)).status, 204, 'the system admin removes creator1 from Songtrust');
   t.equal((await get(base, path, 'creator1@songtrust.example', PUBLISHER_IDS.songtrust)).status, 403, 'their own work is no longer readable');
-  t.equal((await asSysadmin('PUT', { role: 'creator' })).status, 201, 'membership restored');
+  t.equal((await asSysadmin('POST', `/api/v1/users/${creator}/publishers`, { publisher_id: PUBLISHER_IDS.songtrust, role: 'creator' })).status, 201, 'membership restored');
   t.equal((await get(base, path, 'creator1@songtrust.example', PUBLISHER_IDS.songtrust)).status, 200, 'readable again');
 });

@@ -97,7 +97,7 @@ t.test('roles: catalog_app is NOSUPERUSER NOBYPASSRLS and owns nothing; FORCE RL
   for (const r of rls) t.ok(r.relrowsecurity && r.relforcerowsecurity, `${r.relname}: ENABLE + FORCE`);
   const del = await admin(`select table_name from information_schema.role_table_grants
     where grantee = 'catalog_app' and privilege_type = 'DELETE' order by 1`);
-  t.same(del.map((r) => r.table_name), ['directory_configs', 'user_publishers', 'work_songwriters'], 'no DELETE on catalog tables (link tables and directory configurations only)');
+  t.same(del.map((r) => r.table_name), ['directory_configs', 'role_permissions', 'roles', 'user_publishers', 'work_songwriters'], 'no DELETE on catalog tables (link tables, roles and directory configurations only)');
   const definers = await admin(`select p.proname, r.rolname, p.proconfig from pg_proc p join pg_roles r on r.oid = p.proowner
     where p.prosecdef and p.pronamespace = 'public'::regnamespace order by 1`);
   t.ok(definers.length >= 4);
@@ -182,33 +182,39 @@ t.test('RLS: a users row is updatable only by that user, in its profile columns'
   const snapshot = async () => admin(`select id, email, display_name, status, deleted_at, is_system_admin from users order by id`);
   const before = await snapshot();
   // the reviewer's reproduction: Spirit's admin rewrites a member shared with DMP
+  await t.rejects(app(spiritAdmin, (c) => c.query(`update users set email = 'x@evil' where id = $1`, [MULTI])), /permission denied/, 'no email change through the app at all');
+  await t.rejects(app(spiritAdmin, (c) => c.query(`update users set email = 'owner2@spirit.example' where id = $1`, [OWNER])), /permission denied/, 'not even of oneself');
   await inTx(db.appUrl, spiritAdmin, async (c) => {
-    const r = await c.query(`update users set email = 'x@evil', status = 'disabled' where id = $1`, [MULTI]);
-    t.equal(r.rowCount, 0, "Spirit's admin cannot rewrite multi@example.com (also a DMP member)");
-    t.equal((await c.query(`update users set display_name = 'pwned' where id <> $1`, [OWNER])).rowCount, 0, 'nor any other user');
+    const r = await c.query(`update users set status = 'disabled' where id = $1`, [MULTI]);
+    t.equal(r.rowCount, 0, "Spirit's admin cannot disable multi@example.com (also a DMP member)");
+    t.equal((await c.query(`update users set display_name = 'pwned' where id <> $1`, [OWNER])).rowCount, 0, 'nor change any other user');
   }, true);
   for (const ctx of [spiritAdmin, { publisher: DMP, user: ADMIN, scope: 'publisher' as const }, { publisher: DMP, user: userId('viewer@dmp.example'), scope: 'publisher' as const }]) {
     await inTx(db.appUrl, ctx, async (c) => {
       t.equal((await c.query(`update users set status = 'disabled' where id = $1`, [MULTI])).rowCount, 0, `${ctx.user}: not another member's status`);
-      t.equal((await c.query(`update users set email = 'other@example.com' where id = $1`, [MULTI])).rowCount, 0, `${ctx.user}: not another member's email`);
+      t.equal((await c.query(`update users set deleted_at = now() where id = $1`, [MULTI])).rowCount, 0, `${ctx.user}: nor delete them`);
     }, true);
   }
   // the system admin's row cannot be soft-deleted by a publisher admin (its trigger would revoke system:platform#admin) …
   await inTx(db.adminUrl, null, (c) => c.query(`insert into user_publishers (publisher_id, user_id, role) values ($1, $2, 'viewer')`, [SPIRIT, SYS]), true);
   t.teardown(() => admin(`delete from user_publishers where publisher_id = $1 and user_id = $2`, [SPIRIT, SYS]));
-  await t.rejects(app(spiritAdmin, (c) => c.query(`update users set deleted_at = now() where id = $1`, [SYS])), /permission denied/, 'no soft delete of users by the app');
   await inTx(db.appUrl, spiritAdmin, async (c) => {
+    t.equal((await c.query(`update users set deleted_at = now() where id = $1`, [SYS])).rowCount, 0, 'no soft delete of the system admin by a publisher admin');
     t.equal((await c.query(`update users set status = 'disabled', updated_at = now() where id = $1`, [SYS])).rowCount, 0, 'nor disable the system admin');
   }, true);
-  // … nor by itself: the app never changes whether someone is a system admin
+  // … nor by itself (status and deletion are a system admin's, never on oneself); the flag is never the app's
   const sysCtx = { publisher: SPIRIT, user: SYS, scope: 'publisher' as const };
-  await t.rejects(app(sysCtx, (c) => c.query(`update users set deleted_at = now() where id = $1`, [SYS])), /permission denied/, 'system admin cannot soft-delete itself');
+  await t.rejects(app(sysCtx, (c) => c.query(`update users set deleted_at = now() where id = $1`, [SYS])), /never on oneself/, 'system admin cannot soft-delete itself');
+  await t.rejects(app(sysCtx, (c) => c.query(`update users set status = 'disabled' where id = $1`, [SYS])), /never on oneself/, 'nor disable itself');
   await t.rejects(app(sysCtx, (c) => c.query(`update users set is_system_admin = false where id = $1`, [SYS])), /permission denied/, 'nor drop the flag');
+  await app(sysCtx, async (c) => {
+    t.equal((await c.query(`update users set status = 'disabled' where id = $1`, [MULTI])).rowCount, 1, 'a system admin disables another user (rolled back)');
+  });
   t.same(await snapshot(), before, 'no user changed');
   // a user edits their own profile (with or without a publisher context)
   for (const ctx of [{ user: MULTI }, { publisher: SPIRIT, user: MULTI, scope: 'publisher' as const }]) {
     await app(ctx, async (c) => {
-      const r = await c.query(`update users set display_name = 'Multi Renamed', email = 'multi2@example.com', updated_at = now(), updated_by = $1 where id = $1`, [MULTI]);
+      const r = await c.query(`update users set display_name = 'Multi Renamed', timezone = 'Europe/London', updated_at = now(), updated_by = $1 where id = $1`, [MULTI]);
       t.equal(r.rowCount, 1, 'own row');
       await t.rejects(c.query(`update users set id = gen_random_uuid() where id = $1`, [MULTI]), /permission denied/, 'not the id');
     });
@@ -257,7 +263,8 @@ t.test('outbox: the app role has no direct access; the relay functions claim and
 });
 
 t.test('check constraints and the share-sum trigger', async (t) => {
-  const pub = { publisher: DMP, user: ADMIN, scope: 'publisher' as const };
+  // as the system admin: slug and type are its to change (0006), so the constraints are what refuses
+  const pub = { publisher: DMP, user: userId('sysadmin@example.com'), scope: 'publisher' as const };
   const bad = async (sql: string, params: unknown[], re: RegExp, msg: string) => t.rejects(app(pub, (c) => c.query(sql, params)), re, msg);
   await bad(`insert into works (publisher_id, title, iswc) values ($1, 'x', 'T-034.524.680-1')`, [DMP], /works_iswc_check/, 'ISWC must be normalised');
   await bad(`insert into works (publisher_id, title, iswc) values ($1, 'x', 'T03452468')`, [DMP], /works_iswc_check/, 'ISWC length');
@@ -265,7 +272,7 @@ t.test('check constraints and the share-sum trigger', async (t) => {
   await bad(`insert into songwriters (publisher_id, last_name, ipi_name_number) values ($1, 'x', '123')`, [DMP], /songwriters_ipi_name_number_check/, 'IPI');
   await bad(`update publishers set slug = 'Bad Slug' where id = $1`, [DMP], /publishers_slug_check/, 'slug');
   await bad(`update publishers set type = 'huge' where id = $1`, [DMP], /publishers_type_check/, 'publisher type enum');
-  await bad(`update user_publishers set role = 'owner' where publisher_id = $1`, [DMP], /user_publishers_role_check/, 'role enum');
+  await bad(`update user_publishers set role = 'owner' where publisher_id = $1 and role <> 'admin'`, [DMP], /user_publishers_role_check/, 'role enum');
   const [work] = await admin(`select work_id, count(*)::int as n from work_songwriters where publisher_id = $1 group by 1 having count(*) = 1 limit 1`, [DMP]);
   const [sw] = await admin(`select id from songwriters where publisher_id = $1 and id not in (select songwriter_id from work_songwriters where work_id = $2) limit 1`, [DMP, work.work_id]);
   await bad(
@@ -421,7 +428,15 @@ t.test('RLS: only publisher admins change or remove memberships; only system adm
   await t.rejects(app(dmpAdmin, (c) => c.query(`update user_publishers set created_by = $1`, [ADMIN])), /permission denied/, 'nor rewrite created_by');
   // demoting itself ends its admin rights for the following statements of the transaction
   await app(dmpAdmin, async (c) => {
-    t.equal((await c.query(`update user_publishers set role = 'viewer' where publisher_id = $1 and user_id = $2`, [DMP, ADMIN])).rowCount, 1, 'admin demotes itself');
+    await t.rejects(
+      c.query(`update user_publishers set role = 'viewer' where publisher_id = $1 and user_id = $2`, [DMP, ADMIN]),
+      /keep at least one admin/,
+      'the only admin cannot demote itself',
+    );
+  });
+  await app(dmpAdmin, async (c) => {
+    t.equal((await c.query(`update user_publishers set role = 'admin' where publisher_id = $1 and user_id = $2`, [DMP, VIEWER])).rowCount, 1, 'admin promotes another member');
+    t.equal((await c.query(`update user_publishers set role = 'viewer' where publisher_id = $1 and user_id = $2`, [DMP, ADMIN])).rowCount, 1, 'then demotes itself');
     t.equal((await c.query(`update user_publishers set role = 'admin' where publisher_id = $1 and user_id = $2`, [DMP, ADMIN])).rowCount, 0, 'and cannot undo it');
   });
   // a deleted or disabled admin is no admin
@@ -460,7 +475,7 @@ t.test('RLS: only publisher admins change or remove memberships; only system adm
   t.same(await snapshot(), before, 'everything above was rolled back');
 });
 
-t.test('RLS: only a system admin context creates users', async (t) => {
+t.test('RLS: only a system admin context creates people', async (t) => {
   const SYS = userId('sysadmin@example.com');
   const insertUser = (c: pg.Client, email: string) => c.query(`insert into users (id, email, display_name) values (gen_random_uuid(), $1, 'Squatter')`, [email]);
   for (const [who, ctx] of [
@@ -468,14 +483,19 @@ t.test('RLS: only a system admin context creates users', async (t) => {
     ['publisher admin', { publisher: DMP, user: ADMIN, scope: 'publisher' as const }],
     ['creator', { publisher: SONGTRUST, user: C1, scope: 'own' as const }],
     ['no user', { publisher: DMP, scope: 'publisher' as const }],
-    ['system admin without a publisher context', { user: SYS }],
   ] as const) {
     await t.rejects(app(ctx, (c) => insertUser(c, 'ceo@dmp.example')), /row-level security/, `${who}: cannot create a user`);
   }
   await app({ publisher: DMP, user: SYS, scope: 'publisher' }, async (c) => {
     t.equal((await insertUser(c, 'new.hire@dmp.example')).rowCount, 1, 'system admin creates a user');
   });
-  t.equal(Number((await admin(`select count(*) as n from users where email in ('ceo@dmp.example', 'new.hire@dmp.example')`))[0].n), 0, 'rolled back');
+  await app({ user: SYS }, async (c) => {
+    t.equal((await insertUser(c, 'new.hire@dmp.example')).rowCount, 1, 'also without a publisher context (user administration)');
+  });
+  const bot = (c: pg.Client) => c.query(`insert into users (id, kind, display_name) values (gen_random_uuid(), 'api_client', 'Bot')`);
+  await app({ publisher: DMP, user: ADMIN, scope: 'publisher' }, async (c) => t.equal((await bot(c)).rowCount, 1, 'an admin (api_clients:manage) creates an API client subject'));
+  await t.rejects(app({ publisher: DMP, user: userId('viewer@dmp.example'), scope: 'publisher' }, bot), /row-level security/, 'a viewer does not');
+  t.equal(Number((await admin(`select count(*) as n from users where email in ('ceo@dmp.example', 'new.hire@dmp.example') or display_name = 'Bot'`))[0].n), 0, 'rolled back');
 });
 
 t.test('RLS helpers: STABLE SECURITY DEFINER, executable by catalog_app only', async (t) => {
@@ -484,6 +504,7 @@ t.test('RLS helpers: STABLE SECURITY DEFINER, executable by catalog_app only', a
     from pg_proc p join pg_roles r on r.oid = p.proowner
     where p.pronamespace = 'public'::regnamespace and p.proname like 'app_caller_%' order by 1`);
   t.same(fns, [
+    { proname: 'app_caller_can', provolatile: 's', prosecdef: true, rolname: 'catalog_owner', proconfig: ['search_path=public, pg_temp'], app: true },
     { proname: 'app_caller_is_publisher_admin', provolatile: 's', prosecdef: true, rolname: 'catalog_owner', proconfig: ['search_path=public, pg_temp'], app: true },
     { proname: 'app_caller_is_system_admin', provolatile: 's', prosecdef: true, rolname: 'catalog_owner', proconfig: ['search_path=public, pg_temp'], app: true },
   ]);

@@ -22,7 +22,7 @@ t.teardown(async () => deleteStore(await resolveStore(OPENFGA_API_URL, storeName
 t.test('validate', async (t) => {
   const r = cli('validate');
   t.equal(r.code, 0, r.err);
-  t.match(r.out, new RegExp(`ok: 6 types .* ${loadRouteRules().length} route rules`));
+  t.match(r.out, new RegExp(`ok: 8 types .* ${loadRouteRules().length} route rules`));
   const dir = mkdtempSync(join(tmpdir(), 'policies-cli-'));
   const routes = join(dir, 'routes.yaml');
   writeFileSync(routes, 'version: 1\nroutes:\n  - { method: GET, path: "/x/{id}", relation: can_fly, object: "work:{id}" }\n');
@@ -42,11 +42,11 @@ t.test('deploy, diff, models, rollback', async (t) => {
 
   const dir = mkdtempSync(join(tmpdir(), 'policies-cli-'));
   const changed = join(dir, 'model.fga');
-  writeFileSync(changed, readFileSync(DEFAULT_MODEL_FILE, 'utf8').replace('define can_manage_members: admin', 'define can_manage_members: manager'));
+  writeFileSync(changed, readFileSync(DEFAULT_MODEL_FILE, 'utf8').replace('define audit_read: (grant_audit_read or admin) but not shut_out', 'define audit_read: (grant_audit_read or manager) but not shut_out'));
   const diff = cli('diff', '--model', changed, '--exit-code');
   t.equal(diff.code, 1);
-  t.match(diff.out, /^-\s+define can_manage_members: admin$/m);
-  t.match(diff.out, /^\+\s+define can_manage_members: manager$/m);
+  t.match(diff.out, /^-\s+define audit_read: \(grant_audit_read or admin\) but not shut_out$/m);
+  t.match(diff.out, /^\+\s+define audit_read: \(grant_audit_read or manager\) but not shut_out$/m);
   t.equal(diff.out.split('\n').filter((l) => /^[-+] /.test(l)).length, 2, 'only the changed line differs');
 
   const second = /model (\S+) \(written\)/.exec(cli('deploy', '--model', changed).out)?.[1];

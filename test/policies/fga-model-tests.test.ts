@@ -31,11 +31,11 @@ t.test('a wrong expectation makes fga model test fail', async (t) => {
       'tuples:',
       '  - { user: "user:v", relation: viewer, object: "publisher:p" }',
       'tests:',
-      '  - name: a viewer may not manage members',
+      '  - name: a viewer may not invite members',
       '    check:',
       '      - user: user:v',
       '        object: publisher:p',
-      '        assertions: { can_manage_members: true }',
+      '        assertions: { members_invite: true }',
       '',
     ].join('\n'),
   );

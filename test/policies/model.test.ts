@@ -4,18 +4,29 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { canonicalModel, deployModel, findStore, loadModel, readLatestModel, resolveStore } from '../../policies/src/model.ts';
 import { OPENFGA_API_URL, deleteStore, uniqueStoreName } from './helpers.ts';
+import { CATALOG_RESOURCES, PERMISSION_NAMES, grantRelation, permissionRelation } from '../../policies/src/permissions.ts';
 
-t.test('loadModel: the contract types and relations', async (t) => {
+t.test('loadModel: the contract types and relations, every permission of the catalogue on publisher', async (t) => {
   const m = loadModel();
   t.equal(m.schema_version, '1.1');
   const rels = Object.fromEntries(m.type_definitions.map((d) => [d.type, Object.keys(d.relations ?? {}).sort()]));
+  const row = ['can_delete', 'can_read', 'can_update', 'department', 'owner', 'publisher'];
+  const catalogAll = CATALOG_RESOURCES.flatMap((r) => ['read', 'create', 'update'].map((a) => `${r}_${a}_all`));
   t.same(rels, {
     user: [],
-    system: ['admin'],
-    publisher: ['admin', 'can_create_catalog', 'can_list_catalog', 'can_manage_members', 'creator', 'editor', 'manager', 'system', 'viewer'],
-    work: ['can_delete', 'can_read', 'can_update', 'owner', 'publisher'],
-    songwriter: ['can_delete', 'can_read', 'can_update', 'owner', 'publisher'],
-    recording: ['can_delete', 'can_read', 'can_update', 'owner', 'publisher'],
+    system: ['admin', 'can_administer', 'disabled'],
+    role: ['assignee', 'publisher'],
+    department: ['active_editor', 'active_viewer', 'admin', 'editor', 'publisher', 'viewer'],
+    publisher: [
+      'active_creator', 'admin', 'api_user', 'creator', 'department_admin', 'department_editor', 'department_viewer', 'editor', 'manager',
+      'scoped_reader', 'scoped_writer', 'shut_out', 'suspended', 'system', 'viewer',
+      ...PERMISSION_NAMES.map(permissionRelation),
+      ...PERMISSION_NAMES.map(grantRelation),
+      ...catalogAll,
+    ].sort(),
+    work: row,
+    songwriter: row,
+    recording: row,
   });
 });
 
@@ -54,7 +65,7 @@ t.test('deployModel against the real OpenFGA', async (t) => {
 
   const dir = mkdtempSync(join(tmpdir(), 'policies-model-'));
   const changedFile = join(dir, 'model.fga');
-  writeFileSync(changedFile, readFileSync(loadModelPath(), 'utf8').replace('define can_manage_members: admin', 'define can_manage_members: admin or manager'));
+  writeFileSync(changedFile, readFileSync(loadModelPath(), 'utf8').replace('define audit_read: (grant_audit_read or admin) but not shut_out', 'define audit_read: (grant_audit_read or manager) but not shut_out'));
   const third = await deployModel({ apiUrl: OPENFGA_API_URL, storeName, modelFile: changedFile });
   t.equal(third.written, true, 'changed content is written');
   t.equal(third.storeId, first.storeId);

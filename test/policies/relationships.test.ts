@@ -49,11 +49,11 @@ t.test('idempotent: duplicate write and delete of a missing tuple succeed (and s
   const tuple = { user: `user:${u}`, relation: 'editor', object: `publisher:${p}` };
   await writer.write({ writes: [tuple] });
   await writer.write({ writes: [tuple, tuple] });
-  t.equal(await check(tuple.user, 'can_create_catalog', tuple.object), true);
+  t.equal(await check(tuple.user, 'works_create', tuple.object), true);
   t.equal(await epoch(`user:${u}`), 2);
   await writer.write({ deletes: [tuple] });
   await writer.write({ deletes: [tuple] });
-  t.equal(await check(tuple.user, 'can_create_catalog', tuple.object), false);
+  t.equal(await check(tuple.user, 'works_create', tuple.object), false);
   t.equal(await epoch(`user:${u}`), 4);
   await writer.write({ deletes: [{ user: `user:${randomUUID()}`, relation: 'admin', object: `publisher:${randomUUID()}` }] });
   await writer.write({});
@@ -80,8 +80,8 @@ t.test('more than 100 tuples are written in chunks', async (t) => {
   });
   const left = await fga.read({ object: `publisher:${p}`, relation: 'viewer' }, { pageSize: 100 });
   t.equal(left.tuples.length, 0, 'all viewer tuples deleted');
-  t.equal(await check(`user:${users[59]}`, 'can_create_catalog', `publisher:${p}`), true);
-  t.equal(await check(`user:${users[60]}`, 'can_list_catalog', `publisher:${p}`), false);
+  t.equal(await check(`user:${users[59]}`, 'works_create', `publisher:${p}`), true);
+  t.equal(await check(`user:${users[60]}`, 'works_read', `publisher:${p}`), false);
 });
 
 t.test('the same tuple written and deleted in one call is rejected before any request', async (t) => {
@@ -95,7 +95,7 @@ t.test('a tuple invalid for the model fails; earlier chunks still bump their epo
   const good = Array.from({ length: 100 }, () => ({ user: `user:${randomUUID()}`, relation: 'viewer', object: `publisher:${p}` }));
   const bad = { user: `user:${randomUUID()}`, relation: 'no_such_relation', object: `publisher:${p}` };
   await t.rejects(writer.write({ writes: [...good, bad] }));
-  t.equal(await check(good[0]!.user, 'can_list_catalog', `publisher:${p}`), true);
+  t.equal(await check(good[0]!.user, 'works_read', `publisher:${p}`), true);
   t.equal(await epoch(`user:${good[0]!.user.slice(5)}`), 1);
   t.equal(await epoch(`user:${bad.user.slice(5)}`), 0);
 });
@@ -106,7 +106,7 @@ t.test('Redis down: the write lands but the call throws (a stale cache would be 
   const w = new RelationshipWriter({ fga, redis: down, storeId, modelId });
   const tuple = { user: `user:${randomUUID()}`, relation: 'viewer', object: `publisher:${randomUUID()}` };
   await t.rejects(w.write({ writes: [tuple] }), { message: /writeable|ECONNREFUSED|Connection is closed/ });
-  t.equal(await check(tuple.user, 'can_list_catalog', tuple.object), true);
+  t.equal(await check(tuple.user, 'works_read', tuple.object), true);
   down.disconnect();
 });
 
@@ -114,6 +114,6 @@ t.test('redis: null writes without bumping', async (t) => {
   const w = new RelationshipWriter({ fga, redis: null, storeId, modelId });
   const tuple = { user: `user:${randomUUID()}`, relation: 'viewer', object: `publisher:${randomUUID()}` };
   await w.write({ writes: [tuple] });
-  t.equal(await check(tuple.user, 'can_list_catalog', tuple.object), true);
+  t.equal(await check(tuple.user, 'works_read', tuple.object), true);
   t.equal(await epoch(`user:${tuple.user.slice(5)}`), 0);
 });

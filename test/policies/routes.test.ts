@@ -2,25 +2,31 @@ import t from 'tap';
 import { stringify } from 'yaml';
 import { loadModel } from '../../policies/src/model.ts';
 import { loadRouteRules, parseRouteRules, validateRoutesAgainstModel, type RouteRule } from '../../policies/src/routes.ts';
+import { PERMISSION_NAMES, permissionRelation } from '../../policies/src/permissions.ts';
 
 const doc = (routes: unknown[]) => stringify({ version: 1, routes });
-const ok = { method: 'GET', path: '/api/v1/works', relation: 'can_list_catalog', object: 'publisher:{publisher}' };
+const ok = { method: 'GET', path: '/api/v1/works', relation: 'works_read', object: 'publisher:{publisher}' };
 
 t.test('policies/routes.yaml loads and matches the model', async (t) => {
   const rules = loadRouteRules();
   validateRoutesAgainstModel(rules, loadModel());
   const find = (method: string, path: string) => rules.find((r) => r.method === method && r.path === path);
   for (const [plural, type] of [['works', 'work'], ['songwriters', 'songwriter'], ['recordings', 'recording']] as const) {
-    t.same(find('GET', `/api/v1/${plural}`), { method: 'GET', path: `/api/v1/${plural}`, relation: 'can_list_catalog', object: 'publisher:{publisher}' });
-    t.same(find('POST', `/api/v1/${plural}`), { method: 'POST', path: `/api/v1/${plural}`, relation: 'can_create_catalog', object: 'publisher:{publisher}' });
+    t.same(find('GET', `/api/v1/${plural}`), { method: 'GET', path: `/api/v1/${plural}`, relation: `${plural}_read`, object: 'publisher:{publisher}' });
+    t.same(find('POST', `/api/v1/${plural}`), { method: 'POST', path: `/api/v1/${plural}`, relation: `${plural}_create`, object: 'publisher:{publisher}' });
     for (const [method, relation] of [['GET', 'can_read'], ['PATCH', 'can_update'], ['DELETE', 'can_delete']] as const) {
       t.same(find(method, `/api/v1/${plural}/{id}`), { method, path: `/api/v1/${plural}/{id}`, relation, object: `${type}:{id}` });
     }
   }
   t.same(find('GET', '/api/v1/users/me'), { method: 'GET', path: '/api/v1/users/me', authenticated: true });
-  t.same(find('GET', '/api/v1/members')?.relation, 'can_manage_members');
-  t.same(find('PUT', '/api/v1/members/{userId}')?.object, 'publisher:{publisher}');
-  t.same(find('DELETE', '/api/v1/members/{userId}')?.relation, 'can_manage_members');
+  t.same(find('GET', '/api/v1/publishers/{publisherId}/users'), { method: 'GET', path: '/api/v1/publishers/{publisherId}/users', relation: 'members_read', object: 'publisher:{publisherId}' });
+  t.same(find('PUT', '/api/v1/publishers/{publisherId}/users/{userId}/role')?.relation, 'members_update_role');
+  t.same(find('POST', '/api/v1/publishers')?.object, 'system:platform', 'creating publishers: system admins');
+  t.same(find('POST', '/api/v1/invitations/{token}/accept')?.public, true, 'the invitation token is the credential');
+  t.equal(find('GET', '/api/v1/members'), undefined, 'the old /members routes are gone');
+  // every permission relation a rule names exists in the catalogue (or is a row relation / the platform's)
+  const known = new Set([...PERMISSION_NAMES.map(permissionRelation), 'can_read', 'can_update', 'can_delete', 'can_administer']);
+  for (const r of rules) if (r.relation) t.ok(known.has(r.relation), `${r.method} ${r.path}: ${r.relation} is a permission`);
   for (const p of ['/docs', '/docs/*', '/api/v1/openapi.json']) t.equal(find('GET', p)?.public, true, p);
   const signIn = ['login', 'mfa/verify', 'refresh', 'password/forgot', 'password/reset', 'email/verify'];
   for (const p of signIn) t.same(find('POST', `/api/v1/auth/${p}`), { method: 'POST', path: `/api/v1/auth/${p}`, public: true }, `sign-in step ${p} is public`);
@@ -29,12 +35,12 @@ t.test('policies/routes.yaml loads and matches the model', async (t) => {
     t.same(find(method, path), { method, path, authenticated: true }, `${method} ${path}: any signed-in user, no publisher context`);
   }
   for (const method of ['GET', 'PUT', 'DELETE'] as const) {
-    t.same(find(method, '/api/v1/publishers/{publisherId}/directory'), { method, path: '/api/v1/publishers/{publisherId}/directory', relation: 'admin', object: 'system:platform' }, `${method} directory: system admins`);
+    t.same(find(method, '/api/v1/publishers/{publisherId}/directory'), { method, path: '/api/v1/publishers/{publisherId}/directory', relation: 'can_administer', object: 'system:platform' }, `${method} directory: system admins`);
   }
   t.same(find('DELETE', '/api/v1/publishers/{publisherId}/users/{userId}/sessions'), {
     method: 'DELETE',
     path: '/api/v1/publishers/{publisherId}/users/{userId}/sessions',
-    relation: 'can_manage_members',
+    relation: 'members_remove',
     object: 'publisher:{publisherId}',
   });
   const keys = rules.map((r) => `${r.method} ${r.path}`);

@@ -162,8 +162,8 @@ routes:
   - { method: GET, path: /slow/*, public: true }
   - { method: GET, path: /hop/*, public: true }
   - { method: GET, path: /api/v1/users/me, authenticated: true }
-  - { method: GET, path: /api/v1/works, relation: can_list_catalog, object: "publisher:{publisher}" }
-  - { method: POST, path: /api/v1/works, relation: can_create_catalog, object: "publisher:{publisher}" }
+  - { method: GET, path: /api/v1/works, relation: works_read, object: "publisher:{publisher}" }
+  - { method: POST, path: /api/v1/works, relation: works_create, object: "publisher:{publisher}" }
   - { method: GET, path: "/api/v1/works/{id}", relation: can_read, object: "work:{id}" }
 `;
 

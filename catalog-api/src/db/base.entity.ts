@@ -35,7 +35,7 @@ export function isoTimestamp(pg: string): string {
 export const notDeleted = { notDeleted: { name: 'notDeleted', cond: { deletedAt: null }, default: true } };
 
 /**
- * Key, publisher, owner, audit and soft-delete columns of the catalog tables (works, songwriters,
+ * Key, publisher, owner, department, audit and soft-delete columns of the catalog tables (works, songwriters,
  * recordings). `created_at`, `updated_at` and `updated_by` are maintained by the database
  * (defaults and the `set_updated_audit` trigger), so the ORM never writes them.
  */
@@ -43,6 +43,8 @@ export const catalogColumns = {
   id: p.uuid().primary().defaultRaw('gen_random_uuid()'),
   publisherId: p.uuid(),
   ownerUserId: p.uuid().nullable(),
+  /** the department the row belongs to (professional publishers), or null */
+  departmentId: p.uuid().nullable(),
   createdAt: p.type(TimestampText).defaultRaw('now()'),
   updatedAt: p.type(TimestampText).defaultRaw('now()'),
   createdBy: p.uuid().nullable(),

@@ -4,12 +4,15 @@
  *
  *   1. `select set_config('app.publisher_id', $1, true), set_config('app.user_id', $2, true)`
  *      — emitted by MikroORM right after BEGIN from `em.fork({ session: { variables } })`;
- *   2. one statement that reads the caller's own `users` row and `user_publishers` row for
- *      (user, publisher) — visible under RLS because they are the context user's rows — and sets
- *      `app.access_scope` with `set_config(…, true)`: `publisher` for a system admin or any role but
- *      creator, `own` for a creator, '' (sees nothing) without a membership. The same statement reads
- *      the context publisher's sign-in settings (auth policy, MFA requirement), which the caller's
- *      authentication methods (the assertion's `amr`) must satisfy — else 403
+ *   2. one statement (raw SQL: it is `set_config`, not data access) that reads the caller's own
+ *      `users` row and `user_publishers` row for (user, publisher) — visible under RLS because they
+ *      are the context user's rows — the context publisher's status and sign-in settings, and the
+ *      caller's permissions there (their system, custom or department role's `role_permissions`),
+ *      and sets `app.access_scope` and `app.department_id` with `set_config(…, true)`:
+ *      `publisher` for a system admin or a publisher-wide role, `own` for a creator, `department`
+ *      for a membership scoped to a department, '' (sees nothing) without a membership or while the
+ *      publisher is suspended or archived (system admins excepted). The caller's authentication
+ *      methods (the assertion's `amr`) must satisfy the publisher's sign-in settings — else 403
  *      `auth-method-not-allowed` / `mfa-required` (system admins excepted).
  *
  * Everything the handler does afterwards sees only what RLS lets that context see; application code
@@ -22,8 +25,8 @@ import { ProblemError, problem } from '../errors.ts';
 import type { Role } from '../modules/users/membership.entity.ts';
 export { ROLES, type Role } from '../modules/users/membership.entity.ts';
 
-/** What `app.access_scope` is set to. */
-export type AccessScope = 'publisher' | 'own' | '';
+/** What `app.access_scope` is set to (`platform`: a system admin without a publisher context). */
+export type AccessScope = 'publisher' | 'own' | 'department' | 'platform' | '';
 
 /** The caller as the request transaction established it. */
 export type RequestContext = {
@@ -33,7 +36,15 @@ export type RequestContext = {
   scope: AccessScope;
   /** the membership role at `publisherId` (null without a membership or without a publisher) */
   role: Role | null;
+  /** the custom role of the membership (role `custom`) */
+  customRoleId: string | null;
+  /** the department a department-scoped membership is limited to */
+  departmentId: string | null;
+  /** the permissions the caller holds at `publisherId` (in its scope); a system admin holds all */
+  permissions: ReadonlySet<string>;
   isSystemAdmin: boolean;
+  /** the context publisher's status (null without a publisher) */
+  publisherStatus: string | null;
   /** false when the `users` row is missing or not `active` */
   userActive: boolean;
   /** the context publisher's `settings.auth_policy` (null: no publisher, or not set = internal) */
@@ -68,22 +79,38 @@ export type RequestTxOptions = {
 
 const SCOPE_SQL = `
   with me as (
-    select u.is_system_admin, u.status, m.role,
+    select u.is_system_admin, u.status, m.role, m.custom_role_id, m.department_id,
+           case when p.deleted_at is not null then 'archived' else p.status end as publisher_status,
            p.settings ->> 'auth_policy' as auth_policy,
            coalesce(p.settings -> 'require_mfa' = 'true'::jsonb, false) as require_mfa
     from users u
     left join user_publishers m on m.user_id = u.id and m.publisher_id = nullif($2, '')::uuid
     left join publishers p on p.id = nullif($2, '')::uuid
     where u.id = $1::uuid and u.deleted_at is null
-  )
-  select is_system_admin, status, role, auth_policy, require_mfa,
-         set_config('app.access_scope',
-           case when $2 = '' or status is distinct from 'active' then ''
+  ), scoped as (
+    select me.*,
+           case when status is distinct from 'active' then ''
+                when $2 = '' and is_system_admin then 'platform'
+                when $2 = '' then ''
                 when is_system_admin then 'publisher'
+                when publisher_status is distinct from 'active' and publisher_status is distinct from 'trial' then ''
                 when role = 'creator' then 'own'
+                when role is not null and department_id is not null then 'department'
                 when role is not null then 'publisher'
-                else '' end, true) as access_scope
-  from me`;
+                else '' end as scope
+    from me
+  )
+  select is_system_admin, status, role, custom_role_id, department_id, publisher_status, auth_policy, require_mfa,
+         set_config('app.access_scope', scope, true) as access_scope,
+         set_config('app.department_id', case when scope = 'department' then department_id::text else '' end, true) as scoped_department,
+         (select coalesce(array_agg(rp.permission order by rp.permission), '{}')
+            from role_permissions rp join roles r on r.id = rp.role_id
+           where scope <> ''
+             and ((is_system_admin and r.publisher_id is null and r.name = 'admin')
+               or (not is_system_admin and custom_role_id is not null and r.id = custom_role_id)
+               or (not is_system_admin and custom_role_id is null and r.publisher_id is null
+                   and r.name = case when department_id is null then role else 'department-' || role end))) as permissions
+  from scoped`;
 
 /**
  * Run `fn` in one transaction with the caller's RLS context set first (see the module comment).
@@ -101,7 +128,11 @@ export async function withRequestTransaction<T>(orm: Orm, caller: Caller, fn: (t
   return em.transactional(async (tem) => {
     const ctx = await establishScope(tem, caller.userId, publisherId);
     if (!ctx.userActive) throw problem.forbidden('Your account is unknown or disabled.');
-    if (needsPublisher && ctx.scope === '') throw problem.forbidden('You are not a member of this publisher.');
+    if (needsPublisher && ctx.scope === '') {
+      if (ctx.role && ctx.publisherStatus === 'suspended') throw new ProblemError(403, 'publisher-suspended', 'This publisher is suspended: its members can do nothing until a system admin reactivates it.');
+      if (ctx.role && ctx.publisherStatus === 'archived') throw new ProblemError(403, 'publisher-archived', 'This publisher is archived.');
+      throw problem.forbidden('You are not a member of this publisher.');
+    }
     if (needsPublisher) checkSignInPolicy(ctx, caller.amr ?? []);
     return fn({ em: tem, ctx, sql: (text, params) => query(tem, text, params) });
   });
@@ -110,11 +141,13 @@ export async function withRequestTransaction<T>(orm: Orm, caller: Caller, fn: (t
 /**
  * The context publisher's sign-in rules against how the caller signed in (`amr`): auth policy `ad`
  * needs a directory sign-in (`ldap`), `internal` a non-directory one; `require_mfa` needs `mfa`.
- * System admins are exempt (they are the platform's staff, not the publisher's).
+ * System admins are exempt (they are the platform's staff, not the publisher's), and so are API
+ * clients (their grant is the client credentials one).
  * @throws ProblemError 403 `auth-method-not-allowed` or `mfa-required`
  */
 export function checkSignInPolicy(ctx: RequestContext, amr: readonly string[]): void {
-  if (ctx.isSystemAdmin) return;
+  // API clients sign in with client credentials, which no sign-in policy is about
+  if (ctx.isSystemAdmin || ctx.role === 'api_user') return;
   if (amr.length > 0) {
     const directory = amr.includes('ldap');
     if (ctx.authPolicy === 'ad' && !directory) throw new ProblemError(403, 'auth-method-not-allowed', 'This publisher requires signing in with its directory account.');
@@ -129,20 +162,41 @@ export function checkSignInPolicy(ctx: RequestContext, amr: readonly string[]): 
  * @returns the context (scope '' and `userActive` false when the user row is not visible)
  */
 export async function establishScope(em: EntityManager, userId: string, publisherId: string): Promise<RequestContext> {
-  const rows = await query<{ is_system_admin: boolean; status: string; role: Role | null; access_scope: AccessScope; auth_policy: string | null; require_mfa: boolean }>(
-    em,
-    SCOPE_SQL,
-    [userId, publisherId],
-  );
-  const row = rows[0];
+  type Row = {
+    is_system_admin: boolean;
+    status: string;
+    role: Role | null;
+    custom_role_id: string | null;
+    department_id: string | null;
+    publisher_status: string | null;
+    access_scope: AccessScope;
+    auth_policy: string | null;
+    require_mfa: boolean;
+    permissions: string[];
+  };
+  const [row] = await query<Row>(em, SCOPE_SQL, [userId, publisherId]);
+  const scope = row?.access_scope ?? '';
   return {
     userId,
     publisherId: publisherId || null,
-    scope: row?.access_scope ?? '',
+    scope,
     role: row?.role ?? null,
+    customRoleId: row?.custom_role_id ?? null,
+    departmentId: scope === 'department' ? (row?.department_id ?? null) : null,
+    permissions: new Set(row?.permissions ?? []),
     isSystemAdmin: row?.is_system_admin ?? false,
+    publisherStatus: row?.publisher_status ?? null,
     userActive: row !== undefined && row.status === 'active',
     authPolicy: row?.auth_policy ?? null,
     requireMfa: row?.require_mfa ?? false,
   };
+}
+
+/**
+ * Defence in depth behind the sidecar (and beside RLS): does the caller hold `permission` in the
+ * request's context (its scope: creators their own rows, department members their department)?
+ * @throws ProblemError 403 `forbidden` naming the permission
+ */
+export function requirePermission(tx: RequestTx, permission: string): void {
+  if (!tx.ctx.permissions.has(permission)) throw problem.forbidden(`This needs the permission ${permission}.`);
 }

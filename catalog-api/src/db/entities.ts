@@ -14,5 +14,9 @@ import { Work } from '../modules/catalog/work.entity.ts';
 import { WorkSongwriter } from '../modules/catalog/work-songwriter.entity.ts';
 import { Songwriter } from '../modules/catalog/songwriter.entity.ts';
 import { Recording } from '../modules/catalog/recording.entity.ts';
+import { Department } from '../modules/publishers/department.entity.ts';
+import { Permission, Role, RolePermission } from '../modules/roles/role.entity.ts';
+import { Invitation } from '../modules/users/invitation.entity.ts';
+import { ApiClient } from '../modules/api-clients/api-client.entity.ts';
 
-export const ENTITIES = [User, Membership, Publisher, Credential, RecoveryCode, Session, RefreshToken, UserToken, SigningKey, DirectoryConfig, Work, WorkSongwriter, Songwriter, Recording];
+export const ENTITIES = [User, Membership, Publisher, Credential, RecoveryCode, Session, RefreshToken, UserToken, SigningKey, DirectoryConfig, Work, WorkSongwriter, Songwriter, Recording, Department, Role, RolePermission, Permission, Invitation, ApiClient];

@@ -44,6 +44,9 @@ export async function createOrm(
     },
     // Per-transaction session variables (RLS context) as `set_config(…, true)` after BEGIN.
     sessionContext: 'transaction',
+    // Each pool its own AsyncLocalStorage context: with one shared name, a fork of the sign-in pool
+    // made inside an app-role transaction would run its queries in that transaction.
+    contextName: role === 'auth' ? 'catalog-auth' : 'catalog-app',
     allowGlobalContext: false,
     debug: false,
   });

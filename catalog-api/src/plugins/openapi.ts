@@ -12,8 +12,12 @@ import { z } from 'zod';
 /** The tags of the document: every operation names one of these. */
 export const OPENAPI_TAGS = [
   { name: 'auth', description: 'Sign-in, sessions, password and email flows, the issuer metadata and keys' },
-  { name: 'users', description: 'The caller and their account' },
-  { name: 'members', description: 'Members of a publisher' },
+  { name: 'users', description: 'Users: the caller, and user administration' },
+  { name: 'publishers', description: 'Publishers: profile, status, settings, branding' },
+  { name: 'members', description: "A publisher's members and invitations" },
+  { name: 'departments', description: 'Departments of a publisher' },
+  { name: 'roles', description: 'Permissions, system roles and custom roles' },
+  { name: 'api-clients', description: "A publisher's API clients (OAuth 2.0 client credentials)" },
   { name: 'directory', description: "Publishers' Active Directory configuration (system admins)" },
   { name: 'works', description: 'Musical works and their songwriter splits' },
   { name: 'songwriters', description: 'Songwriters' },

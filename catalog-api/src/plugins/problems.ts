@@ -39,6 +39,10 @@ export function toProblem(err: unknown): { problem: ProblemError; unexpected: bo
   }
   if (isResponseSerializationError(err)) return { problem: problem.internal(), unexpected: true };
   const e = err as Partial<FastifyError> & { code?: string; constraint?: string; detail?: string };
+  // migration 0006's trigger: demoting or removing the last admin of a publisher
+  if (e.code === '23514' && e.constraint === 'user_publishers_keep_admin') {
+    return { problem: new ProblemError(409, 'last-admin', 'A publisher must keep at least one admin: promote another member first.'), unexpected: false };
+  }
   switch (e.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return { problem: new ProblemError(413, 'payload-too-large', 'The request body exceeds 1 MiB.'), unexpected: false };

@@ -33,10 +33,14 @@ function checkNewPassword(password: string, email: string, field = 'new_password
   if (problems.length) throw problem.validation(problems.map((reason) => ({ field, reason })));
 }
 
-/** A live user of the sign-in service's view, or 401 (the assertion named a user that is gone or disabled). */
-async function activeUser(em: EntityManager, userId: string): Promise<User> {
+/** A user who is a person (has an email; API clients have none). */
+type Person = User & { email: string };
+const isPerson = (u: User | null): u is Person => !!u && u.kind === 'person' && typeof u.email === 'string';
+
+/** A live person of the sign-in service's view, or 401 (the assertion named a user that is gone, disabled, or an API client). */
+async function activeUser(em: EntityManager, userId: string): Promise<Person> {
   const user = await em.findOne(User, userId);
-  if (!user || user.status !== 'active') throw problem.unauthenticated('Your account is unknown or disabled.');
+  if (!isPerson(user) || user.status !== 'active') throw problem.unauthenticated('Your account is unknown or disabled.');
   return user;
 }
 
@@ -81,7 +85,7 @@ export function createAccountService(deps: AuthDeps) {
       const work = (async () => {
         const mail = await tx(async (em) => {
           const user = await findUserByEmail(em, email);
-          if (!user || user.status !== 'active') return null;
+          if (!isPerson(user) || user.status !== 'active') return null;
           if (user.authSource !== 'internal') return directoryPasswordMail(user.email);
           const token = await issueUserToken(em, user.id, 'password_reset', deps.ttl.passwordResetMs);
           return passwordResetMail(user.email, deps.appBaseUrl, token, deps.ttl.passwordResetMs);
@@ -102,7 +106,7 @@ export function createAccountService(deps: AuthDeps) {
         const userId = await consumeUserToken(em, token, 'password_reset');
         if (!userId) return false;
         const user = await em.findOne(User, userId);
-        if (!user || user.status !== 'active' || user.authSource !== 'internal') return false;
+        if (!isPerson(user) || user.status !== 'active' || user.authSource !== 'internal') return false;
         checkNewPassword(newPassword, user.email);
         const cred = (await em.findOne(Credential, userId, { lockMode: LockMode.PESSIMISTIC_WRITE })) ?? em.create(Credential, { userId, failedLoginCount: 0, lockoutLevel: 0, updatedAt: new Date() });
         cred.passwordHash = await hashPassword(newPassword);

@@ -16,9 +16,12 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { problem } from '../../errors.ts';
 import { requireIdentity } from '../../plugins/identity.ts';
+import { requirePermission } from '../../db/context.ts';
+import { Membership } from '../users/membership.entity.ts';
 import { inRequestTx, pathId, type RouteDeps } from '../common/http.ts';
-import { commonErrors, problemSchema } from '../common/schemas.ts';
+import { commonErrors, emailAddress, problemSchema } from '../common/schemas.ts';
 import type { AccountService } from './account.service.ts';
+import { basicCredentials, clientCredentialsGrant } from './client-credentials.ts';
 import type { AuthDeps } from './deps.ts';
 import { MAX_PASSWORD_LENGTH } from './passwords.ts';
 import { listSessions, refreshSession, revokeAndAnnounce, type ClientInfo } from './sessions.service.ts';
@@ -33,14 +36,8 @@ export type AuthRouteDeps = RouteDeps & {
   signInRateLimit: number;
 };
 
-/**
- * An email as typed at sign-in: one `@`, no whitespace or control characters, at most 254
- * characters (RFC 5321 §4.5.3.1.3). Anything else the directory search gets is escaped (RFC 4515).
- */
-export const loginEmail = z
-  .string()
-  .max(254)
-  .regex(/^[^\s@\p{Cc}]+@[^\s@\p{Cc}]+$/u, 'must be an email address');
+/** An email as typed at sign-in (common/schemas.ts `emailAddress`). */
+export const loginEmail = emailAddress;
 const password = z.string().max(MAX_PASSWORD_LENGTH);
 const opaque = z.string().min(16).max(512);
 
@@ -137,6 +134,37 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
   );
 
   app.post(
+    '/api/v1/auth/token',
+    {
+      config: publicLimited,
+      schema: {
+        tags,
+        operationId: 'clientCredentialsToken',
+        summary: 'Access token for an API client (OAuth 2.0 client credentials, RFC 6749 §4.4)',
+        description:
+          'Send `grant_type=client_credentials` (application/x-www-form-urlencoded, or JSON) with the client authenticated by HTTP Basic ' +
+          '(client id and secret) or by `client_id` and `client_secret` in the body. No refresh token: ask again when the token expires.',
+        security: [],
+        body: z.object({
+          grant_type: z.literal('client_credentials'),
+          client_id: z.string().max(100).optional(),
+          client_secret: z.string().max(200).optional(),
+          scope: z.string().max(1000).optional().describe('ignored: an API client holds its role’s permissions'),
+        }),
+        response: { 200: z.object({ access_token: z.string(), token_type: z.literal('Bearer'), expires_in: z.number().int().describe('seconds') }), ...signInErrors },
+      },
+    },
+    async (request, reply) => {
+      const basic = basicCredentials(request.headers.authorization);
+      const id = basic?.id ?? request.body.client_id;
+      const secret = basic?.secret ?? request.body.client_secret;
+      if (!id || !secret) throw problem.unauthenticated('Authenticate the client with HTTP Basic or client_id and client_secret.');
+      reply.header('cache-control', 'no-store');
+      return clientCredentialsGrant(auth, id, secret, clientOf(request));
+    },
+  );
+
+  app.post(
     '/api/v1/auth/logout',
     { schema: { tags, summary: 'End the current session', response: { 204: z.null(), ...commonErrors } } },
     async (request, reply) => {
@@ -172,7 +200,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
     {
       schema: {
         tags: ['members'],
-        summary: "Sign a member out everywhere (publisher admins)",
+        summary: 'Sign a member out everywhere (members:remove)',
         description: 'Revokes every session of a member of this publisher; their access tokens are refused by every sidecar within a second.',
         params: z.object({ publisherId: z.string(), userId: z.string() }),
         response: { 204: z.null(), ...commonErrors },
@@ -185,12 +213,9 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
         deps,
         request,
         async (tx) => {
-          if (tx.ctx.scope !== 'publisher' || !(tx.ctx.role === 'admin' || tx.ctx.isSystemAdmin)) {
-            throw problem.forbidden("Only an admin of this publisher can end its members' sessions.");
-          }
-          // RLS shows the memberships of the context publisher: a non-member looks like nobody.
-          const [member] = await tx.sql(`select 1 from user_publishers where publisher_id = $1 and user_id = $2`, [publisherId, userId]);
-          if (!member) throw problem.notFound('No such member of this publisher.');
+          requirePermission(tx, 'members:remove');
+          // RLS shows the memberships of the context publisher (a department admin's department): a non-member looks like nobody.
+          if (!(await tx.em.findOne(Membership, { publisherId, userId }))) throw problem.notFound('No such member of this publisher.');
         },
         { pathPublisherId: publisherId },
       );

@@ -7,6 +7,8 @@ import { LockMode } from '@mikro-orm/core';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { problem } from '../../errors.ts';
 import { User } from '../users/user.entity.ts';
+import { Membership } from '../users/membership.entity.ts';
+import { Publisher } from '../publishers/publisher.entity.ts';
 import { issueAccessToken } from './access-tokens.ts';
 import type { AuthDeps } from './deps.ts';
 import { digest, newOpaqueToken } from './secrets.ts';
@@ -27,6 +29,9 @@ export type RevocationReason =
   | 'password_reset'
   | 'password_changed'
   | 'user_disabled'
+  | 'user_deleted'
+  | 'api_client_rotated'
+  | 'api_client_revoked'
   | 'directory_sync';
 
 async function newRefreshToken(em: EntityManager, session: Session): Promise<string> {
@@ -46,6 +51,17 @@ async function tokensFor(deps: AuthDeps, session: Session, refreshToken: string)
 }
 
 /**
+ * The longest a new session of `userId` may live (ms): the platform's SESSION_MAX_AGE_S, shortened
+ * by the `session_max_age_s` setting of any publisher the user belongs to (the strictest wins).
+ */
+async function sessionMaxAgeMs(deps: AuthDeps, em: EntityManager, userId: string): Promise<number> {
+  const memberships = await em.find(Membership, { userId });
+  const publishers = memberships.length ? await em.find(Publisher, { id: { $in: memberships.map((m) => m.publisherId) } }) : [];
+  const limits = publishers.map((p) => p.signIn().session_max_age_s).filter((s): s is number => typeof s === 'number').map((s) => s * 1000);
+  return Math.min(deps.ttl.sessionMs, ...limits);
+}
+
+/**
  * Open a session for `userId` inside `em`'s transaction and issue its first tokens.
  * @param amr how the user authenticated (RFC 8176 values)
  */
@@ -56,13 +72,14 @@ export async function openSession(
   client: ClientInfo,
 ): Promise<TokenResponse> {
   const now = new Date();
+  const maxAgeMs = await sessionMaxAgeMs(deps, em, who.userId);
   const session = em.create(Session, {
     userId: who.userId,
     amr: [...who.amr],
     authTime: who.authTime ?? now,
     createdAt: now,
     lastUsedAt: now,
-    expiresAt: new Date(now.getTime() + deps.ttl.sessionMs),
+    expiresAt: new Date(now.getTime() + maxAgeMs),
     ip: client.ip,
     userAgent: client.userAgent?.slice(0, 512) ?? null,
   });
@@ -72,6 +89,31 @@ export async function openSession(
   const user = await em.findOne(User, session.userId);
   if (user) user.lastLoginAt = now;
   return tokensFor(deps, session, refreshToken);
+}
+
+/** The token response of the client credentials grant (RFC 6749 §4.4.3: no refresh token). */
+export type ClientTokenResponse = { access_token: string; token_type: 'Bearer'; expires_in: number };
+
+/**
+ * Open a session for an API client inside `em`'s transaction and issue its access token. The
+ * session lives as long as the token (a client asks again rather than refreshing), so rotating or
+ * revoking the client can end it like any session.
+ */
+export async function openClientSession(deps: AuthDeps, em: EntityManager, clientId: string, client: ClientInfo): Promise<ClientTokenResponse> {
+  const now = new Date();
+  const session = em.create(Session, {
+    userId: clientId,
+    amr: [],
+    authTime: now,
+    createdAt: now,
+    lastUsedAt: now,
+    expiresAt: new Date(now.getTime() + deps.tokens.ttlSeconds * 1000),
+    ip: client.ip,
+    userAgent: client.userAgent?.slice(0, 512) ?? null,
+  });
+  await em.flush();
+  const { token, expiresIn } = await issueAccessToken(deps.keys, deps.tokens, { sub: clientId, sid: session.id, authTime: now, amr: [], clientId });
+  return { access_token: token, token_type: 'Bearer', expires_in: expiresIn };
 }
 
 /**

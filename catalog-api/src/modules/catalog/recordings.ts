@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import { problem, type FieldError } from '../../errors.ts';
 import { IDENTIFIER_REASONS, parseIsrc } from './identifiers.ts';
-import { catalogItemBase, catalogItemSchema, catalogResource, identifierValue } from './resource.ts';
+import { catalogItemBase, catalogItemSchema, catalogResource, identifierValue, placementFields } from './resource.ts';
 import { Recording } from './recording.entity.ts';
 import { Work } from './work.entity.ts';
 
@@ -15,7 +15,7 @@ const createSchema = z.strictObject({
   work_id: z.uuid().nullish(),
   duration_ms: z.number().int().min(1).max(86_400_000).nullish().describe('milliseconds'),
   release_date: z.iso.date().nullish().describe('YYYY-MM-DD'),
-  owner_user_id: z.uuid().nullish(),
+  ...placementFields,
 });
 
 const recordingSchema = catalogItemSchema({

@@ -12,8 +12,9 @@ import { raw, type EntityClass } from '@mikro-orm/core';
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { problem, type FieldError } from '../../errors.ts';
-import type { RequestTx } from '../../db/context.ts';
+import { requirePermission, type RequestTx } from '../../db/context.ts';
 import { isoTimestamp } from '../../db/base.entity.ts';
+import { Department } from '../publishers/department.entity.ts';
 import { Membership } from '../users/membership.entity.ts';
 import { inRequestTx, location, pathId, type RouteDeps } from '../common/http.ts';
 import { KEYSET_ORDER, afterCursor, listQuerySchema, pageSchema } from '../common/pagination.ts';
@@ -25,6 +26,7 @@ export type CatalogRow = {
   id: string;
   publisherId: string;
   ownerUserId?: string | null;
+  departmentId?: string | null;
   createdAt: string;
   updatedAt: string;
   createdBy?: string | null;
@@ -35,7 +37,7 @@ export type CatalogRow = {
 /** Response schema of a catalog row: key, publisher and owner, then the resource's `own` fields, then the audit columns. */
 export function catalogItemSchema<S extends z.ZodRawShape>(own: S) {
   return z
-    .object({ id: z.uuid(), publisher_id: z.uuid(), owner_user_id: z.uuid().nullable() })
+    .object({ id: z.uuid(), publisher_id: z.uuid(), owner_user_id: z.uuid().nullable(), department_id: z.uuid().nullable() })
     .extend(own)
     .extend({ created_at: timestamp, updated_at: timestamp, created_by: z.uuid().nullable(), updated_by: z.uuid().nullable() });
 }
@@ -46,6 +48,7 @@ export function catalogItemBase(row: CatalogRow) {
     id: row.id,
     publisher_id: row.publisherId,
     owner_user_id: row.ownerUserId ?? null,
+    department_id: row.departmentId ?? null,
     created_at: isoTimestamp(row.createdAt),
     updated_at: isoTimestamp(row.updatedAt),
     created_by: row.createdBy ?? null,
@@ -54,7 +57,13 @@ export function catalogItemBase(row: CatalogRow) {
 }
 
 /** What every catalog create/update body carries besides the resource's own fields. */
-type OwnedBody = { owner_user_id?: string | null };
+type OwnedBody = { owner_user_id?: string | null; department_id?: string | null };
+
+/** The fields every catalog body accepts besides the resource's own (`owner_user_id`, `department_id`). */
+export const placementFields = {
+  owner_user_id: z.uuid().nullish().describe('a member of the publisher who owns the row (creators always own what they create)'),
+  department_id: z.uuid().nullish().describe("the row's department (members scoped to a department create in theirs)"),
+};
 
 /** What a resource file supplies to {@link catalogResource}. */
 export type CatalogResource<Row extends CatalogRow, Body extends OwnedBody, Item extends { id: string }> = {
@@ -81,20 +90,28 @@ export type CatalogResource<Row extends CatalogRow, Body extends OwnedBody, Item
   afterWrite?: (tx: RequestTx, id: string, body: Partial<Body>) => Promise<void>;
 };
 
-/** Catalog actions whose role requirement the API checks again (defence in depth behind the sidecar). */
-export type CatalogAction = 'write' | 'delete';
-
 /**
- * Mirror of the authorization model's catalog permissions (docs/CONTRACTS.md, "Authorization
- * model"): create/update need editor, manager, admin or creator (creators only on own rows, which
- * RLS enforces); delete needs manager or admin. A system admin may do both.
- * @throws ProblemError 403 when the caller's role does not allow `action`
+ * Resolve the `department_id` for a new or updated row: a member scoped to a department creates in
+ * theirs and cannot move rows out of it; publisher-wide members may name any live department of the
+ * publisher (422 otherwise); creators' rows have none.
+ * @returns the department to store (undefined: PATCH keeps the current one)
+ * @throws ProblemError 403 (another department than one's own), 422 (no such department)
  */
-export function requireRole(tx: RequestTx, action: CatalogAction): void {
-  if (tx.ctx.isSystemAdmin) return;
-  const role = tx.ctx.role;
-  const allowed = action === 'delete' ? role === 'admin' || role === 'manager' : role !== null && role !== 'viewer';
-  if (!allowed) throw problem.forbidden(`Your role (${role ?? 'none'}) does not allow this.`);
+export async function departmentFor(tx: RequestTx, requested: string | null | undefined, creating: boolean): Promise<string | null | undefined> {
+  const own = tx.ctx.departmentId;
+  if (tx.ctx.scope === 'department') {
+    if (requested !== undefined && requested?.toLowerCase() !== own) throw problem.forbidden('You create and keep rows in your own department.');
+    return creating ? own : undefined;
+  }
+  if (tx.ctx.scope === 'own') {
+    if (requested) throw problem.forbidden('Creators do not assign departments.');
+    return creating ? null : undefined;
+  }
+  if (requested === undefined) return creating ? null : undefined;
+  if (requested === null) return null;
+  const id = requested.toLowerCase();
+  if (!(await tx.em.findOne(Department, { id }, { fields: ['id'] }))) throw problem.validation([{ field: 'department_id', reason: 'no such department' }]);
+  return id;
 }
 
 /**
@@ -195,7 +212,7 @@ export function catalogResource<Row extends CatalogRow, Body extends OwnedBody, 
           deps,
           request,
           async (tx) => {
-            requireRole(tx, 'write');
+            requirePermission(tx, `${collection}:create`);
             const body = request.body as Body;
             const own = await spec.values(tx, body);
             const { userId, publisherId } = tx.ctx;
@@ -203,6 +220,7 @@ export function catalogResource<Row extends CatalogRow, Body extends OwnedBody, 
               ...defined(own),
               publisherId: publisherId!,
               ownerUserId: await ownerFor(tx, body.owner_user_id, true),
+              departmentId: await departmentFor(tx, body.department_id, true),
               createdBy: userId,
               updatedBy: userId,
             } as never);
@@ -232,14 +250,15 @@ export function catalogResource<Row extends CatalogRow, Body extends OwnedBody, 
           deps,
           request,
           async (tx) => {
-            requireRole(tx, 'write');
+            requirePermission(tx, `${collection}:update`);
             const id = pathId(request.params.id);
             const row = await tx.em.findOne(entity, { id } as never);
             if (!row) throw notFound();
             const body = request.body as Partial<Body>;
             const own = await spec.values(tx, body);
             // updated_at moves on every PATCH, also when only a work's splits change
-            tx.em.assign(row, { ...defined({ ...own, ownerUserId: await ownerFor(tx, body.owner_user_id, false) }), updatedBy: tx.ctx.userId, updatedAt: raw('now()') } as never);
+            const placement = { ownerUserId: await ownerFor(tx, body.owner_user_id, false), departmentId: await departmentFor(tx, body.department_id, false) };
+            tx.em.assign(row, { ...defined({ ...own, ...placement }), updatedBy: tx.ctx.userId, updatedAt: raw('now()') } as never);
             await tx.em.flush();
             await spec.afterWrite?.(tx, id, body);
             return load(tx, id);
@@ -256,7 +275,7 @@ export function catalogResource<Row extends CatalogRow, Body extends OwnedBody, 
           deps,
           request,
           async (tx) => {
-            requireRole(tx, 'delete');
+            requirePermission(tx, `${collection}:delete`);
             const n = await tx.em.nativeUpdate(entity, { id: pathId(request.params.id) } as never, { deletedAt: raw('now()'), updatedBy: tx.ctx.userId } as never);
             if (n === 0) throw notFound();
           },

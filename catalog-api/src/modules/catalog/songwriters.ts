@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import { problem, type FieldError } from '../../errors.ts';
 import { IDENTIFIER_REASONS, parseIpiNameNumber } from './identifiers.ts';
-import { catalogItemBase, catalogItemSchema, catalogResource, identifierValue } from './resource.ts';
+import { catalogItemBase, catalogItemSchema, catalogResource, identifierValue, placementFields } from './resource.ts';
 import { Songwriter } from './songwriter.entity.ts';
 
 const name = z.string().trim().min(1).max(200);
@@ -15,7 +15,7 @@ const createSchema = z.strictObject({
   last_name: name,
   ipi_name_number: z.string().max(32).nullish(),
   pro: z.string().trim().min(1).max(64).nullish().describe('performing rights organisation, e.g. ASCAP'),
-  owner_user_id: z.uuid().nullish(),
+  ...placementFields,
 });
 
 const songwriterSchema = catalogItemSchema({

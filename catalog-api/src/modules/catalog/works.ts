@@ -10,7 +10,7 @@ import { problem, type FieldError } from '../../errors.ts';
 import type { RequestTx } from '../../db/context.ts';
 import { formatIswc, parseIswc, IDENTIFIER_REASONS } from './identifiers.ts';
 import { checkShareTotals, SONGWRITER_ROLES } from './shares.ts';
-import { catalogItemBase, catalogItemSchema, catalogResource, identifierValue } from './resource.ts';
+import { catalogItemBase, catalogItemSchema, catalogResource, identifierValue, placementFields } from './resource.ts';
 import { Songwriter } from './songwriter.entity.ts';
 import { Work } from './work.entity.ts';
 import { WorkSongwriter } from './work-songwriter.entity.ts';
@@ -39,7 +39,7 @@ const createSchema = z.strictObject({
   title: z.string().trim().min(1).max(500),
   iswc: z.string().max(32).nullish(),
   language: language.nullish(),
-  owner_user_id: z.uuid().nullish(),
+  ...placementFields,
   songwriters: z.array(splitSchema).max(100).optional(),
 });
 

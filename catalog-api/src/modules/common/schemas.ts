@@ -27,3 +27,12 @@ export const commonErrors = {
 
 /** ISO 8601 timestamp with microseconds and offset, e.g. `2026-12-01T09:06:17.294769+00:00`. */
 export const timestamp = z.string().describe('ISO 8601 timestamp');
+
+/**
+ * An email address as people type it: one `@`, no whitespace or control characters, at most 254
+ * characters (RFC 5321 §4.5.3.1.3). Anything a directory search gets is escaped (RFC 4515).
+ */
+export const emailAddress = z
+  .string()
+  .max(254)
+  .regex(/^[^\s@\p{Cc}]+@[^\s@\p{Cc}]+$/u, 'must be an email address');

@@ -4,9 +4,13 @@
  * so code never talks to OpenFGA to change a role.
  */
 import { defineEntity, p } from '@mikro-orm/core';
+import { TimestampText } from '../../db/base.entity.ts';
 
-/** Membership roles (docs/CONTRACTS.md, `user_publishers.role`), most powerful first. */
-export const ROLES = ['admin', 'manager', 'editor', 'viewer', 'creator'] as const;
+/**
+ * Membership roles (docs/CONTRACTS.md, `user_publishers.role`), most powerful first: the system
+ * roles (policies/src/permissions.ts) and `custom` (the membership's `customRoleId` names the role).
+ */
+export const ROLES = ['admin', 'manager', 'editor', 'viewer', 'creator', 'api_user', 'custom'] as const;
 export type Role = (typeof ROLES)[number];
 
 /** The staff roles in descending order of power (creator stands outside this hierarchy). */
@@ -33,8 +37,12 @@ const MembershipSchema = defineEntity({
     publisherId: p.uuid().primary(),
     userId: p.uuid().primary(),
     role: p.enum(ROLES),
-    createdAt: p.datetime().defaultRaw('now()'),
-    updatedAt: p.datetime().defaultRaw('now()'),
+    /** the custom role (role `custom`) */
+    customRoleId: p.uuid().nullable(),
+    /** a department-scoped membership's department (roles admin, editor, viewer) */
+    departmentId: p.uuid().nullable(),
+    createdAt: p.type(TimestampText).defaultRaw('now()'),
+    updatedAt: p.type(TimestampText).defaultRaw('now()'),
   },
 });
 

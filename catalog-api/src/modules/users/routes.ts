@@ -1,190 +1,362 @@
 /**
- * /api/v1/users/me — the caller and their memberships — and the membership administration of the
- * context publisher (/api/v1/members). The sidecar already limits /members to `can_manage_members`;
- * the API checks again: scope `publisher` and role `admin`, or a system admin. A publisher admin
- * changes roles of and removes existing members; adding a user who is not yet a member needs a
- * system admin (there is no invitation/consent flow yet), and a non-member is indistinguishable from
- * an unknown user (404 `not-found`, same detail).
+ * Users (docs/CONTRACTS.md, "Administration"):
+ * - GET / PUT /api/v1/users/me — the caller's profile (display name, phone, timezone, language,
+ *   avatar URL; never email, status or roles) and memberships;
+ * - POST /api/v1/users, PUT /api/v1/users/{id}/status, DELETE /api/v1/users/{id} — system admins
+ *   (disabling or deleting ends every session of the user at once, on every sidecar; deleting also
+ *   removes their memberships — their catalog rows stay, audit columns intact);
+ * - GET /api/v1/users/{id} and …/publishers — the user, for themself, a system admin, or someone
+ *   holding `members:read` at a publisher the user belongs to (only those memberships); anyone else
+ *   gets the same 404 as for an unknown id;
+ * - POST /api/v1/users/{id}/publishers (system admins), PUT / DELETE …/publishers/{publisher_id}
+ *   (that publisher's `members:update_role` / `members:remove`).
  */
-import { ForeignKeyConstraintViolationException, LockMode, UniqueConstraintViolationException } from '@mikro-orm/core';
+import { raw } from '@mikro-orm/core';
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { problem } from '../../errors.ts';
-import { ROLES, type RequestTx } from '../../db/context.ts';
+import type { RequestTx } from '../../db/context.ts';
+import type { AuthDeps } from '../auth/deps.ts';
+import { revokeAndAnnounce } from '../auth/sessions.service.ts';
 import { inRequestTx, location, pathId, type RouteDeps } from '../common/http.ts';
-import { commonErrors, problemSchema } from '../common/schemas.ts';
+import { commonErrors, emailAddress, problemSchema } from '../common/schemas.ts';
 import { Publisher } from '../publishers/publisher.entity.ts';
-import { Membership } from './membership.entity.ts';
-import { User } from './user.entity.ts';
+import { inPublisher } from '../publishers/routes.ts';
+import { Role } from '../roles/role.entity.ts';
+import { Membership, ROLES } from './membership.entity.ts';
+import { NO_SUCH_MEMBER, addMembership, changeMembership, grantBody, memberSchema, publishersAdministeringUser, removeMembership } from './members.service.ts';
+import { AUTH_SOURCES, USER_KINDS, USER_STATUSES, User } from './user.entity.ts';
 
-const meSchema = z.object({
-  id: z.uuid(),
-  email: z.string(),
-  display_name: z.string().nullable(),
-  is_system_admin: z.boolean(),
-  memberships: z.array(z.object({ publisher_id: z.uuid(), name: z.string(), slug: z.string(), role: z.enum(ROLES) })),
-});
+/** What the routes need: the app pool, and the sign-in service (its pool, session revocation). */
+export type UsersRouteDeps = RouteDeps & { auth: AuthDeps };
 
-const memberSchema = z.object({
-  user_id: z.uuid(),
+const tags = ['users'];
+const params = z.object({ userId: z.string() });
+const NO_SUCH_USER = 'No such user.';
+
+const membershipSchema = z.object({
   publisher_id: z.uuid(),
+  name: z.string(),
+  slug: z.string(),
   role: z.enum(ROLES),
-  email: z.string().nullable(),
-  display_name: z.string().nullable(),
+  custom_role: z.object({ id: z.uuid(), name: z.string() }).nullable(),
+  department_id: z.uuid().nullable(),
 });
-type Member = z.infer<typeof memberSchema>;
+const userSchema = z.object({
+  id: z.uuid(),
+  kind: z.enum(USER_KINDS),
+  email: z.string().nullable(),
+  display_name: z.string(),
+  phone: z.string().nullable(),
+  timezone: z.string().nullable(),
+  language: z.string().nullable(),
+  avatar_url: z.string().nullable(),
+  status: z.enum(USER_STATUSES),
+  auth_source: z.enum(AUTH_SOURCES),
+  is_system_admin: z.boolean(),
+  memberships: z.array(membershipSchema),
+});
+type UserView = z.infer<typeof userSchema>;
+
+const profileBody = z.strictObject({
+  display_name: z.string().trim().min(1).max(200).optional(),
+  phone: z.string().regex(/^\+[1-9][0-9]{6,14}$/, 'must be an E.164 number like +442071234567').nullable().optional(),
+  timezone: z
+    .string()
+    .max(64)
+    .refine((tz) => {
+      try {
+        new Intl.DateTimeFormat('en', { timeZone: tz });
+        return true;
+      } catch {
+        return false;
+      }
+    }, 'must be an IANA time zone, e.g. Europe/London')
+    .nullable()
+    .optional(),
+  language: z.string().regex(/^[a-z]{2}(-[A-Z]{2})?$/, 'must be a language tag like en or en-GB').nullable().optional(),
+  avatar_url: z.url({ protocol: /^https$/, message: 'must be an https:// URL' }).max(2048).nullable().optional(),
+});
 
 /**
- * The one answer for "not a member of this publisher" — also for a UUID that is no user at all, so
- * that a publisher admin cannot probe which UUIDs are users.
+ * A user with the memberships `em` shows (optionally only at `publisherIds`).
+ * @param em an EntityManager of either pool
  */
-const NO_SUCH_MEMBER = 'No such member of this publisher.';
-
-/** @throws ProblemError 403 unless the caller administers the context publisher */
-function requireAdmin(tx: RequestTx): void {
-  if (tx.ctx.scope !== 'publisher' || !(tx.ctx.role === 'admin' || tx.ctx.isSystemAdmin)) {
-    throw problem.forbidden('Only an admin of this publisher can manage its members.');
-  }
+async function present(em: RequestTx['em'], user: User, publisherIds?: readonly string[]): Promise<UserView> {
+  const all = await em.find(Membership, { userId: user.id, ...(publisherIds ? { publisherId: { $in: [...publisherIds] } } : {}) });
+  const publishers = all.length ? await em.find(Publisher, { id: { $in: all.map((m) => m.publisherId) } }) : [];
+  const roleIds = all.map((m) => m.customRoleId).filter((x): x is string => !!x);
+  const roles = roleIds.length ? await em.find(Role, { id: { $in: roleIds } }) : [];
+  const pById = new Map(publishers.map((p) => [p.id, p]));
+  const rById = new Map(roles.map((r) => [r.id, r]));
+  const memberships = all
+    .filter((m) => pById.has(m.publisherId))
+    .map((m) => {
+      const p = pById.get(m.publisherId)!;
+      const r = m.customRoleId ? rById.get(m.customRoleId) : undefined;
+      return { publisher_id: p.id, name: p.name, slug: p.slug, role: m.role, custom_role: r ? { id: r.id, name: r.name } : null, department_id: m.departmentId ?? null };
+    })
+    .sort((a, b) => a.name.localeCompare(b.name) || a.publisher_id.localeCompare(b.publisher_id));
+  return {
+    id: user.id,
+    kind: user.kind,
+    email: user.email ?? null,
+    display_name: user.displayName,
+    phone: user.phone ?? null,
+    timezone: user.timezone ?? null,
+    language: user.language ?? null,
+    avatar_url: user.avatarUrl ?? null,
+    status: user.status,
+    auth_source: user.authSource,
+    is_system_admin: user.isSystemAdmin,
+    memberships,
+  };
 }
 
-/**
- * Members of the context publisher (all, or the one `userId`) with their user rows. Filtered by the
- * context publisher on purpose: RLS shows the caller's own memberships in *other* publishers too (so
- * that /users/me works), and this endpoint is about one publisher. Isolation does not depend on the
- * filter — RLS still hides every foreign row.
- */
-async function members(tx: RequestTx, userId?: string): Promise<Member[]> {
-  const rows = await tx.em.find(Membership, { publisherId: tx.ctx.publisherId!, ...(userId ? { userId } : {}) });
-  const users = rows.length ? await tx.em.find(User, { id: { $in: rows.map((m) => m.userId) } }) : [];
-  const byId = new Map(users.map((u) => [u.id, u]));
-  return rows
-    .map((m) => ({ user_id: m.userId, publisher_id: m.publisherId, role: m.role, email: byId.get(m.userId)?.email ?? null, display_name: byId.get(m.userId)?.displayName ?? null }))
-    .sort((a, b) => (a.email ?? '').localeCompare(b.email ?? '') || a.user_id.localeCompare(b.user_id));
-}
+/** Fastify plugin: the user routes. */
+export const usersRoutes: FastifyPluginAsyncZod<UsersRouteDeps> = async (app, deps) => {
+  /**
+   * The user `id` as the caller may see them: themself and system admins through RLS (scope
+   * platform), administrators of one of their publishers through the sign-in pool, restricted to
+   * those publishers' memberships.
+   */
+  const visibleUser = async (tx: RequestTx, id: string): Promise<UserView> => {
+    if (id === tx.ctx.userId || tx.ctx.scope === 'platform') {
+      const u = await tx.em.findOne(User, id);
+      if (!u) throw problem.notFound(NO_SUCH_USER);
+      return present(tx.em, u);
+    }
+    const shared = await publishersAdministeringUser(deps.auth.orm, tx.ctx.userId, id);
+    if (shared.length === 0) throw problem.notFound(NO_SUCH_USER);
+    const em = deps.auth.orm.em.fork();
+    const u = await em.findOne(User, id);
+    if (!u) throw problem.notFound(NO_SUCH_USER);
+    return present(em, u, shared);
+  };
 
-/** After a change: refuse to leave a publisher that had an admin without one (409). */
-async function keepAnAdmin(tx: RequestTx, previousRole: string | undefined): Promise<void> {
-  if (previousRole !== 'admin') return;
-  const admins = await tx.em.count(Membership, { publisherId: tx.ctx.publisherId!, role: 'admin' });
-  if (admins === 0) throw problem.conflict('A publisher must keep at least one admin.');
-}
+  /** Run `fn` as a system admin without a publisher context (scope platform). */
+  const asSystemAdmin = <T>(request: Parameters<typeof inRequestTx>[1], fn: (tx: RequestTx) => Promise<T>, mutating = false) =>
+    inRequestTx(
+      deps,
+      request,
+      async (tx) => {
+        if (!tx.ctx.isSystemAdmin) throw problem.forbidden('Only a system admin can do this.');
+        return fn(tx);
+      },
+      { publisher: 'none', mutating },
+    );
 
-/** Fastify plugin: /users/me and /members. */
-export const usersRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, deps) => {
   app.get(
     '/api/v1/users/me',
-    { schema: { tags: ['users'], summary: 'The caller and their memberships', response: { 200: meSchema, ...commonErrors } } },
+    { schema: { tags, operationId: 'getMe', summary: 'The caller: profile and memberships', response: { 200: userSchema, ...commonErrors } } },
+    async (request) => inRequestTx(deps, request, (tx) => visibleUser(tx, tx.ctx.userId), { publisher: 'none' }),
+  );
+
+  app.put(
+    '/api/v1/users/me',
+    {
+      schema: {
+        tags,
+        operationId: 'updateMe',
+        summary: 'Change your profile',
+        description: 'Display name, phone (E.164), time zone (IANA), language (BCP 47), avatar URL (https). Email, status and roles are not yours to change here.',
+        body: profileBody,
+        response: { 200: userSchema, ...commonErrors },
+      },
+    },
     async (request) =>
       inRequestTx(
         deps,
         request,
         async (tx) => {
           const me = await tx.em.findOne(User, tx.ctx.userId);
-          if (!me) throw problem.notFound('Your user record is not visible.');
-          const own = await tx.em.find(Membership, { userId: tx.ctx.userId });
-          const publishers = own.length ? await tx.em.find(Publisher, { id: { $in: own.map((m) => m.publisherId) } }) : [];
-          const byId = new Map(publishers.map((p) => [p.id, p]));
-          const memberships = own
-            .filter((m) => byId.has(m.publisherId))
-            .map((m) => ({ publisher_id: m.publisherId, name: byId.get(m.publisherId)!.name, slug: byId.get(m.publisherId)!.slug, role: m.role }))
-            .sort((a, b) => a.name.localeCompare(b.name) || a.publisher_id.localeCompare(b.publisher_id));
-          return { id: me.id, email: me.email, display_name: me.displayName, is_system_admin: me.isSystemAdmin, memberships };
+          if (!me) throw problem.notFound(NO_SUCH_USER);
+          const b = request.body;
+          const changes = Object.fromEntries(
+            Object.entries({ displayName: b.display_name, phone: b.phone, timezone: b.timezone, language: b.language, avatarUrl: b.avatar_url }).filter(([, v]) => v !== undefined),
+          );
+          tx.em.assign(me, changes);
+          await tx.em.flush();
+          return visibleUser(tx, me.id);
         },
         { publisher: 'none' },
       ),
   );
 
-  app.get(
-    '/api/v1/members',
-    { schema: { tags: ['members'], summary: "Members of the context publisher", response: { 200: z.object({ items: z.array(memberSchema) }), ...commonErrors } } },
-    async (request) =>
-      inRequestTx(deps, request, async (tx) => {
-        requireAdmin(tx);
-        return { items: await members(tx) };
-      }),
-  );
-
-  app.put(
-    '/api/v1/members/:userId',
+  app.post(
+    '/api/v1/users',
     {
       schema: {
-        tags: ['members'],
-        summary: "Change a member's role (200); a system admin may also add a member (201)",
-        description:
-          'A publisher admin changes the role of a user who is already a member of the context publisher. ' +
-          'Adding a user who is not yet a member needs a system admin (until there is an invitation flow); for ' +
-          'anyone else a non-member and an unknown user both get the same 404 `not-found`. Demoting the last ' +
-          'admin is refused with 409.',
-        params: z.object({ userId: z.string() }),
-        body: z.strictObject({ role: z.enum(ROLES) }),
-        response: { 200: memberSchema, 201: memberSchema, ...commonErrors, 409: problemSchema },
+        tags,
+        operationId: 'createUser',
+        summary: 'Create a person (system admins)',
+        description: 'An internal account without a password: the person sets one through POST /api/v1/auth/password/forgot, or joins a publisher by invitation.',
+        body: z.strictObject({ email: emailAddress, display_name: z.string().trim().min(1).max(200) }),
+        response: { 201: userSchema, ...commonErrors, 409: problemSchema },
       },
     },
     async (request, reply) => {
-      const userId = pathId(request.params.userId);
-      let result: { member: Member; created: boolean };
-      try {
-        result = await inRequestTx(
-          deps,
-          request,
-          async (tx) => {
-            requireAdmin(tx);
-            const publisherId = tx.ctx.publisherId!;
-            const before = await tx.em.findOne(Membership, { publisherId, userId }, { lockMode: LockMode.PESSIMISTIC_WRITE });
-            const previousRole = before?.role;
-            if (before) {
-              before.role = request.body.role;
-            } else {
-              // No consent flow yet: only a system admin enrols someone. Anyone else learns nothing
-              // about whether the UUID is a user (same answer as for an unknown one).
-              if (!tx.ctx.isSystemAdmin) throw problem.notFound(NO_SUCH_MEMBER);
-              tx.em.create(Membership, { publisherId, userId, role: request.body.role });
-            }
-            await tx.em.flush();
-            await keepAnAdmin(tx, previousRole);
-            const [member] = await members(tx, userId);
-            if (!member) throw problem.internal();
-            return { member, created: !before };
-          },
-          { mutating: true },
-        );
-      } catch (err) {
-        // only a system admin reaches the insert: an unknown user (foreign key) → 404
-        if (err instanceof ForeignKeyConstraintViolationException) throw problem.notFound('No such user.');
-        // a concurrent request added the same membership first
-        if (err instanceof UniqueConstraintViolationException) throw problem.conflict('The membership was changed concurrently; retry.');
-        throw err;
-      }
-      if (result.created) reply.status(201).header('location', location('members', userId));
-      return result.member;
+      const created = await asSystemAdmin(
+        request,
+        async (tx) => {
+          const u = tx.em.create(User, { email: request.body.email.toLowerCase(), displayName: request.body.display_name, createdBy: tx.ctx.userId });
+          await tx.em.flush();
+          return visibleUser(tx, u.id);
+        },
+        true,
+      );
+      return reply.status(201).header('location', location('users', created.id)).send(created);
+    },
+  );
+
+  app.get(
+    '/api/v1/users/:userId',
+    {
+      schema: {
+        tags,
+        operationId: 'getUser',
+        summary: 'A user',
+        description: 'For themself, a system admin, or someone holding members:read at a publisher the user belongs to (then only those memberships). Otherwise 404, as for an unknown id.',
+        params,
+        response: { 200: userSchema, ...commonErrors },
+      },
+    },
+    async (request) => inRequestTx(deps, request, (tx) => visibleUser(tx, pathId(request.params.userId)), { publisher: 'none' }),
+  );
+
+  app.get(
+    '/api/v1/users/:userId/publishers',
+    {
+      schema: { tags, operationId: 'listUserPublishers', summary: "A user's memberships (as GET /api/v1/users/{id} shows them)", params, response: { 200: z.object({ items: z.array(membershipSchema) }), ...commonErrors } },
+    },
+    async (request) => inRequestTx(deps, request, async (tx) => ({ items: (await visibleUser(tx, pathId(request.params.userId))).memberships }), { publisher: 'none' }),
+  );
+
+  app.put(
+    '/api/v1/users/:userId/status',
+    {
+      schema: {
+        tags,
+        operationId: 'setUserStatus',
+        summary: "Enable or disable a user (system admins)",
+        description: 'A disabled user is refused everywhere at once: their sessions end (every sidecar within a second) and OpenFGA holds nothing for them. Not on yourself.',
+        params,
+        body: z.strictObject({ status: z.enum(USER_STATUSES) }),
+        response: { 200: userSchema, ...commonErrors },
+      },
+    },
+    async (request) => {
+      const id = pathId(request.params.userId);
+      const view = await asSystemAdmin(
+        request,
+        async (tx) => {
+          if (id === tx.ctx.userId) throw problem.forbidden('You cannot change your own status.');
+          const u = await tx.em.findOne(User, id);
+          if (!u) throw problem.notFound(NO_SUCH_USER);
+          u.status = request.body.status;
+          await tx.em.flush();
+          return visibleUser(tx, id);
+        },
+        true,
+      );
+      if (request.body.status === 'disabled') await revokeAndAnnounce(deps.auth, { userId: id }, 'user_disabled');
+      return view;
     },
   );
 
   app.delete(
-    '/api/v1/members/:userId',
+    '/api/v1/users/:userId',
     {
       schema: {
-        tags: ['members'],
-        summary: 'Remove a member',
-        description: 'A publisher admin removes a member of the context publisher (404 `not-found` for anyone who is not one). Removing the last admin is refused with 409.',
-        params: z.object({ userId: z.string() }), response: { 204: z.null(), ...commonErrors, 409: problemSchema },
+        tags,
+        operationId: 'deleteUser',
+        summary: 'Delete a user (system admins)',
+        description: "Soft delete: their memberships go (409 `last-admin` if that would leave a publisher without an admin), their sessions end, their catalog rows stay. Not yourself.",
+        params,
+        response: { 204: z.null(), ...commonErrors, 409: problemSchema },
+      },
+    },
+    async (request, reply) => {
+      const id = pathId(request.params.userId);
+      await asSystemAdmin(
+        request,
+        async (tx) => {
+          if (id === tx.ctx.userId) throw problem.forbidden('You cannot delete yourself.');
+          const u = await tx.em.findOne(User, id);
+          if (!u) throw problem.notFound(NO_SUCH_USER);
+          await tx.em.nativeDelete(Membership, { userId: id });
+          tx.em.assign(u, { deletedAt: raw('now()') } as never);
+          await tx.em.flush();
+        },
+        true,
+      );
+      await revokeAndAnnounce(deps.auth, { userId: id }, 'user_deleted');
+      return reply.status(204).send(null);
+    },
+  );
+
+  app.post(
+    '/api/v1/users/:userId/publishers',
+    {
+      schema: {
+        tags,
+        operationId: 'addUserToPublisher',
+        summary: 'Add a user to a publisher (system admins)',
+        description: 'Takes a seat (409 `seats-exhausted` when none is left). Publisher admins invite instead.',
+        params,
+        body: z.strictObject({ publisher_id: z.uuid(), ...grantBody }),
+        response: { 201: memberSchema, ...commonErrors, 409: problemSchema, 422: problemSchema },
       },
     },
     async (request, reply) => {
       const userId = pathId(request.params.userId);
-      await inRequestTx(
+      const member = await inPublisher(
         deps,
         request,
-        async (tx) => {
-          requireAdmin(tx);
-          const member = await tx.em.findOne(Membership, { publisherId: tx.ctx.publisherId!, userId });
-          if (!member) throw problem.notFound(NO_SUCH_MEMBER);
-          tx.em.remove(member);
-          await tx.em.flush();
-          await keepAnAdmin(tx, member.role);
+        request.body.publisher_id,
+        null,
+        async (tx, p) => {
+          if (!tx.ctx.isSystemAdmin) throw problem.forbidden('Only a system admin adds members directly; invite them instead.');
+          return addMembership(tx, deps.auth.orm, p, userId, request.body);
         },
         { mutating: true },
       );
+      return reply.status(201).header('location', `/api/v1/users/${userId}/publishers/${member.publisher_id}`).send(member);
+    },
+  );
+
+  const membershipParams = params.extend({ publisherId: z.string() });
+  app.put(
+    '/api/v1/users/:userId/publishers/:publisherId',
+    {
+      schema: {
+        tags,
+        operationId: 'setUserRoleAtPublisher',
+        summary: "Change a user's role at a publisher",
+        description: `Needs members:update_role there; the same as PUT /api/v1/publishers/{publisher_id}/users/{user_id}/role. ${NO_SUCH_MEMBER.replace('.', '')} → 404.`,
+        params: membershipParams,
+        body: z.strictObject(grantBody),
+        response: { 200: memberSchema, ...commonErrors, 409: problemSchema, 422: problemSchema },
+      },
+    },
+    async (request) =>
+      inPublisher(deps, request, request.params.publisherId, 'members:update_role', (tx) => changeMembership(tx, pathId(request.params.userId), request.body), { mutating: true }),
+  );
+
+  app.delete(
+    '/api/v1/users/:userId/publishers/:publisherId',
+    {
+      schema: {
+        tags,
+        operationId: 'removeUserFromPublisher',
+        summary: 'Remove a user from a publisher',
+        description: 'Needs members:remove there; the same as DELETE /api/v1/publishers/{publisher_id}/users/{user_id}.',
+        params: membershipParams,
+        response: { 204: z.null(), ...commonErrors, 409: problemSchema },
+      },
+    },
+    async (request, reply) => {
+      await inPublisher(deps, request, request.params.publisherId, 'members:remove', (tx) => removeMembership(tx, pathId(request.params.userId)), { mutating: true });
       return reply.status(204).send(null);
     },
   );

@@ -116,7 +116,7 @@ export function ldapProvider(deps: { directory: DirectoryGateway; log: Log }): S
       await em.flush();
       for (const { publisherId, role } of roles) {
         const current = await em.findOne(Membership, { publisherId, userId: user.id });
-        if (role && !current) em.create(Membership, { publisherId, userId: user.id, role, createdAt: a.now, updatedAt: a.now });
+        if (role && !current) em.create(Membership, { publisherId, userId: user.id, role });
         else if (role && current && current.role !== role) current.role = role;
         else if (!role && current) em.remove(current);
       }
