@@ -486,6 +486,9 @@ create policy roles_update on roles for update using (roles.publisher_id = ${CTX
   with check (roles.publisher_id = ${CTX.publisher});
 create policy roles_delete on roles for delete using (roles.publisher_id = ${CTX.publisher} and ${CAN('roles:manage')});
 create policy roles_auth on roles for select to catalog_auth using (true);
+-- The outbox triggers (SECURITY DEFINER, owned by catalog_owner) name a custom role's object by its
+-- name, whatever the context of the change (an accepted invitation, a platform-wide user deletion).
+create policy roles_owner on roles for select to catalog_owner using (true);
 grant select, insert, delete on roles to catalog_app;
 grant update (display_name, description, updated_at, updated_by) on roles to catalog_app;
 grant select on roles to catalog_auth;

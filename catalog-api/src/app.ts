@@ -16,6 +16,7 @@ import { outboxPlugin } from './plugins/outbox.ts';
 import { problemsPlugin } from './plugins/problems.ts';
 import type { RelationshipSink } from './outbox/relay.ts';
 import formbody from '@fastify/formbody';
+import { redactPath } from '../../policies/src/routes.ts';
 import { catalogRoutes } from './modules/catalog/routes.ts';
 import { usersRoutes } from './modules/users/routes.ts';
 import { membersRoutes } from './modules/users/members.routes.ts';
@@ -47,17 +48,9 @@ export type CatalogDeps = {
   logger?: boolean | Record<string, unknown>;
 };
 
-/**
- * Pino's request serializer with secrets in paths masked: the invitation token of
- * `/api/v1/invitations/{token}/accept` is a credential and must not reach the logs.
- */
+/** Pino's request serializer, with credential path segments redacted (policies/src/routes.ts). */
 function maskedRequest(req: { method?: string; url?: string; headers?: Record<string, unknown>; ip?: string }) {
-  return { method: req.method, url: maskPath(req.url ?? ''), host: req.headers?.host, remoteAddress: req.ip };
-}
-
-/** Mask path segments that are credentials (invitation tokens). */
-export function maskPath(url: string): string {
-  return url.replace(/(\/api\/v1\/invitations\/)[^/?#]+/, '$1[token]');
+  return { method: req.method, url: redactPath(req.url ?? ''), host: req.headers?.host, remoteAddress: req.ip };
 }
 
 /** 1 MiB: the largest request body accepted (larger → 413 payload-too-large). */
@@ -114,7 +107,7 @@ export async function buildCatalogApi(config: CatalogConfig, deps: CatalogDeps =
   });
 
   await app.register(rateLimitPlugin, { redis });
-  await app.register(openApiPlugin);
+  await app.register(openApiPlugin, { serverUrl: config.JWT_ISSUER });
   await app.register(identityPlugin, {
     issuer: config.ASSERTION_ISSUER,
     audience: config.ASSERTION_AUDIENCE,

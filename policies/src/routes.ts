@@ -180,3 +180,15 @@ export function validateRoutesAgainstModel(rules: RouteRule[], model: Pick<Model
   });
   if (problems.length) throw new Error(`route rules do not match the model:\n  ${problems.join('\n  ')}`);
 }
+
+/**
+ * Path segments that are credentials (a route whose parameter is a secret, e.g. the invitation
+ * token of `POST /api/v1/invitations/{token}/accept`): logs show `[redacted]` instead. Both the
+ * sidecar and the catalog API pass every logged URL through {@link redactPath}.
+ */
+const CREDENTIAL_PATHS = [/^(\/api\/v1\/invitations\/)[^/?#]+/, /^(\/ext-authz\/api\/v1\/invitations\/)[^/?#]+/];
+
+/** `url` with credential path segments replaced by `[redacted]`. */
+export function redactPath(url: string): string {
+  return CREDENTIAL_PATHS.reduce((u, re) => u.replace(re, '$1[redacted]'), url);
+}

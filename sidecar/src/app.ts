@@ -19,7 +19,7 @@ import { STATUS_CODES } from 'node:http';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { Redis } from 'ioredis';
 import { deployModel, loadModel } from '../../policies/src/model.ts';
-import { loadRouteRules, validateRoutesAgainstModel } from '../../policies/src/routes.ts';
+import { loadRouteRules, redactPath, validateRoutesAgainstModel } from '../../policies/src/routes.ts';
 import type { SidecarConfig } from './config.ts';
 import { createAssertionSigner } from './identity/assertion.ts';
 import { createMetrics } from './metrics.ts';
@@ -54,6 +54,12 @@ export function connectionsCheckInterval(requestTimeoutMs: number): number {
 }
 
 
+/** Pino's request serializer, with credential path segments (invitation tokens) redacted. */
+function loggedRequest(req: { method?: string; url?: string; headers?: Record<string, string | string[] | undefined>; ip?: string }) {
+  const host = req.headers?.host;
+  return { method: req.method, url: redactPath(req.url ?? ''), host: typeof host === 'string' ? host : undefined, remoteAddress: req.ip };
+}
+
 /**
  * Build the sidecar: deploy the policies' model (written only when changed) and pin its id, load
  * and validate the route rules against it, connect Redis (lazily; a down Redis only degrades),
@@ -65,7 +71,11 @@ export function connectionsCheckInterval(requestTimeoutMs: number): number {
  */
 export async function buildSidecar(config: SidecarConfig): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: { level: config.logLevel },
+    logger: {
+      level: config.logLevel,
+      // credential path segments (invitation tokens) never reach the logs
+      serializers: { req: loggedRequest },
+    },
     genReqId: (req) => requestIdFrom(req.headers),
     return503OnClosing: true,
     bodyLimit: config.upstream.bodyLimitBytes,

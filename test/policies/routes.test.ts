@@ -1,7 +1,7 @@
 import t from 'tap';
 import { stringify } from 'yaml';
 import { loadModel } from '../../policies/src/model.ts';
-import { loadRouteRules, parseRouteRules, validateRoutesAgainstModel, type RouteRule } from '../../policies/src/routes.ts';
+import { loadRouteRules, parseRouteRules, redactPath, validateRoutesAgainstModel, type RouteRule } from '../../policies/src/routes.ts';
 import { PERMISSION_NAMES, permissionRelation } from '../../policies/src/permissions.ts';
 
 const doc = (routes: unknown[]) => stringify({ version: 1, routes });
@@ -109,4 +109,11 @@ t.test('validateRoutesAgainstModel names unknown types and relations', async (t)
     message: /routes\[1\] \(GET \/x\/\{id\}\): type "album" is not in the model[\s\S]*routes\[2\] \(GET \/y\/\{id\}\): type "work" has no relation "can_fly"/,
   });
   t.doesNotThrow(() => validateRoutesAgainstModel(rules.slice(0, 1), model));
+});
+
+t.test('credential path segments are redacted in logs', async (t) => {
+  const token = '6f7323a2-f5c0-40a5-a9dd-6b49264b18d7';
+  t.equal(redactPath(`/api/v1/invitations/${token}/accept`), '/api/v1/invitations/[redacted]/accept');
+  t.equal(redactPath(`/ext-authz/api/v1/invitations/${token}/accept?x=1`), '/ext-authz/api/v1/invitations/[redacted]/accept?x=1');
+  t.equal(redactPath('/api/v1/works?limit=5'), '/api/v1/works?limit=5', 'other paths unchanged');
 });

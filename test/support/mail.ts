@@ -31,6 +31,32 @@ export type MailCatcher = {
   stop(): Promise<void>;
 };
 
+/** A folder of .eml files (a mail catcher's), read back with mailparser. */
+export type Mailbox = Pick<MailCatcher, 'all' | 'waitFor'>;
+
+/** The messages stored in `dir` (one .eml each, named so that they sort oldest first). */
+export function mailbox(dir: string): Mailbox {
+  const parse = async (file: string): Promise<Mail> => {
+    const m = await simpleParser(readFileSync(join(dir, file)));
+    const to = Array.isArray(m.to) ? m.to.map((a) => a.text).join(', ') : (m.to?.text ?? '');
+    return { file, to, subject: m.subject ?? '', text: m.text ?? '' };
+  };
+  const all = async () => Promise.all(readdirSync(dir).filter((f) => f.endsWith('.eml')).sort().map(parse));
+  return {
+    all,
+    async waitFor(to, opts = {}) {
+      const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
+      for (;;) {
+        const mails = (await all()).slice(opts.after ?? 0);
+        const hit = mails.find((m) => m.to.toLowerCase().includes(to.toLowerCase()) && (!opts.subject || opts.subject.test(m.subject)));
+        if (hit) return hit;
+        if (Date.now() > deadline) throw new Error(`no mail to ${to} within ${opts.timeoutMs ?? 10_000} ms (${mails.length} others)`);
+        await sleep(100);
+      }
+    },
+  };
+}
+
 /** Start a catcher; resolves once it listens. */
 export async function startMailCatcher(): Promise<MailCatcher> {
   const port = await freePort();
@@ -48,26 +74,12 @@ export async function startMailCatcher(): Promise<MailCatcher> {
     });
     child.once('exit', (code) => rej(new Error(`mail catcher exited ${code}: ${out}`)));
   });
-  const parse = async (file: string): Promise<Mail> => {
-    const m = await simpleParser(readFileSync(join(dir, file)));
-    const to = Array.isArray(m.to) ? m.to.map((a) => a.text).join(', ') : (m.to?.text ?? '');
-    return { file, to, subject: m.subject ?? '', text: m.text ?? '' };
-  };
-  const all = async () => Promise.all(readdirSync(dir).filter((f) => f.endsWith('.eml')).sort().map(parse));
+  const box = mailbox(dir);
   return {
     url: `smtp://127.0.0.1:${port}`,
     dir,
-    all,
-    async waitFor(to, opts = {}) {
-      const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
-      for (;;) {
-        const mails = (await all()).slice(opts.after ?? 0);
-        const hit = mails.find((m) => m.to.toLowerCase().includes(to.toLowerCase()) && (!opts.subject || opts.subject.test(m.subject)));
-        if (hit) return hit;
-        if (Date.now() > deadline) throw new Error(`no mail to ${to} within ${opts.timeoutMs ?? 10_000} ms (${mails.length} others)`);
-        await sleep(100);
-      }
-    },
+    all: box.all,
+    waitFor: box.waitFor,
     stop: async () => {
       const exited = new Promise((r) => child.once('exit', r));
       child.kill('SIGTERM');

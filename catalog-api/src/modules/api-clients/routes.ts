@@ -58,7 +58,7 @@ const newSecret = () => randomBytes(32).toString('base64url');
 export const apiClientsRoutes: FastifyPluginAsyncZod<ApiClientsRouteDeps> = async (app, deps) => {
   app.get(
     '/api/v1/publishers/:publisherId/api-clients',
-    { schema: { tags, operationId: 'listApiClients', summary: "The publisher's API clients", params, response: { 200: z.object({ items: z.array(clientSchema) }), ...commonErrors } } },
+    { schema: { description: 'Without secrets (api_clients:manage).', tags, operationId: 'listApiClients', summary: "The publisher's API clients", params, response: { 200: z.object({ items: z.array(clientSchema) }), ...commonErrors } } },
     async (request) =>
       inPublisher(deps, request, request.params.publisherId, 'api_clients:manage', async (tx) => ({
         items: (await tx.em.find(ApiClient, {}, { orderBy: { createdAt: 'asc', id: 'asc' } })).map(present),

@@ -84,7 +84,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
     '/api/v1/auth/login',
     {
       config: publicLimited,
-      schema: {
+      schema: { operationId: 'login',
         tags,
         summary: 'Sign in with email and password',
         description:
@@ -103,7 +103,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
     '/api/v1/auth/mfa/verify',
     {
       config: publicLimited,
-      schema: {
+      schema: { operationId: 'verifyMfa', description: 'The mfa_token from the login answer and a current TOTP code (each code works once) or one of the recovery codes.',
         tags,
         summary: 'Finish a sign-in with a TOTP code or a recovery code',
         security: [],
@@ -118,7 +118,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
     '/api/v1/auth/refresh',
     {
       config: publicLimited,
-      schema: {
+      schema: { operationId: 'refreshTokens',
         tags,
         summary: 'Exchange a refresh token for new tokens (the refresh token rotates)',
         description: 'A refresh token works once. Presenting a used one ends its whole session (401).',
@@ -166,7 +166,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
 
   app.post(
     '/api/v1/auth/logout',
-    { schema: { tags, summary: 'End the current session', response: { 204: z.null(), ...commonErrors } } },
+    { schema: { operationId: 'logout', description: 'Ends the session of the access token: every sidecar refuses its tokens within a second.', tags, summary: 'End the current session', response: { 204: z.null(), ...commonErrors } } },
     async (request, reply) => {
       const identity = requireIdentity(request);
       if (!identity.sid) throw problem.badRequest('This access token belongs to no session of this issuer.');
@@ -177,7 +177,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
 
   app.get(
     '/api/v1/auth/sessions',
-    { schema: { tags, summary: 'Your live sessions', response: { 200: z.object({ items: z.array(sessionSchema) }), ...commonErrors } } },
+    { schema: { operationId: 'listSessions', description: 'Live sessions of the caller, newest first; `current` marks the one of this access token.', tags, summary: 'Your live sessions', response: { 200: z.object({ items: z.array(sessionSchema) }), ...commonErrors } } },
     async (request) => {
       const identity = requireIdentity(request);
       return { items: await listSessions(auth, identity.userId, identity.sid) };
@@ -186,7 +186,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
 
   app.delete(
     '/api/v1/auth/sessions/:id',
-    { schema: { tags, summary: 'End one of your sessions', params: z.object({ id: z.string() }), response: { 204: z.null(), ...commonErrors } } },
+    { schema: { operationId: 'endSession', description: 'Ends one of your sessions (e.g. a lost device); its tokens are refused within a second.', tags, summary: 'End one of your sessions', params: z.object({ id: z.string() }), response: { 204: z.null(), ...commonErrors } } },
     async (request, reply) => {
       const identity = requireIdentity(request);
       const n = await revokeAndAnnounce(auth, { sessionId: pathId(request.params.id), userId: identity.userId }, 'revoked_by_user');
@@ -198,7 +198,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
   app.delete(
     '/api/v1/publishers/:publisherId/users/:userId/sessions',
     {
-      schema: {
+      schema: { operationId: 'endMemberSessions',
         tags: ['members'],
         summary: 'Sign a member out everywhere (members:remove)',
         description: 'Revokes every session of a member of this publisher; their access tokens are refused by every sidecar within a second.',
@@ -228,7 +228,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
     '/api/v1/auth/password/forgot',
     {
       config: publicLimited,
-      schema: {
+      schema: { operationId: 'forgotPassword',
         tags,
         summary: 'Ask for a password-reset link',
         description: 'Always 202, whether or not the email has an account; the link (valid 1 h) goes to the address if it does.',
@@ -247,7 +247,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
     '/api/v1/auth/password/reset',
     {
       config: publicLimited,
-      schema: {
+      schema: { operationId: 'resetPassword', description: 'The token from the reset mail (single use, 1 hour) and a new password (12+ characters).',
         tags,
         summary: 'Set a new password with a reset link (ends every session)',
         security: [],
@@ -265,7 +265,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
     '/api/v1/auth/email/verify',
     {
       config: publicLimited,
-      schema: { tags, summary: 'Confirm an email address with a verification link', security: [], body: z.strictObject({ token: opaque }), response: { 204: z.null(), ...signInErrors } },
+      schema: { operationId: 'verifyEmail', description: 'The token from the verification mail (single use, 24 hours).', tags, summary: 'Confirm an email address with a verification link', security: [], body: z.strictObject({ token: opaque }), response: { 204: z.null(), ...signInErrors } },
     },
     async (request, reply) => {
       await account.verifyEmail(request.body.token);
@@ -275,7 +275,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
 
   app.post(
     '/api/v1/auth/email/verification',
-    { schema: { tags, summary: 'Mail yourself a verification link (valid 24 h)', response: { 202: z.void().describe('no body'), ...commonErrors } } },
+    { schema: { operationId: 'sendEmailVerification', description: 'Mails a verification link to your address.', tags, summary: 'Mail yourself a verification link (valid 24 h)', response: { 202: z.void().describe('no body'), ...commonErrors } } },
     async (request, reply) => {
       await account.sendEmailVerification(requireIdentity(request).userId);
       return reply.status(202).send();
@@ -285,7 +285,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
   app.put(
     '/api/v1/users/me/password',
     {
-      schema: {
+      schema: { operationId: 'changePassword', description: 'Needs your current password; your other sessions end, this one stays.',
         tags: ['users'],
         summary: 'Change your password (ends your other sessions)',
         body: z.strictObject({ current_password: password, new_password: password }),
@@ -302,7 +302,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
   app.post(
     '/api/v1/users/me/mfa/totp',
     {
-      schema: {
+      schema: { operationId: 'startTotpEnrolment',
         tags: ['users'],
         summary: 'Start TOTP enrolment',
         description: 'Returns a new secret and its otpauth:// URI; confirm with a code from the authenticator to enable it.',
@@ -318,7 +318,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
   app.post(
     '/api/v1/users/me/mfa/totp/confirm',
     {
-      schema: {
+      schema: { operationId: 'confirmTotp', description: 'A code from the authenticator the enrolment secret was added to; answers the recovery codes once.',
         tags: ['users'],
         summary: 'Enable TOTP with a code; returns 10 single-use recovery codes (shown once)',
         body: z.strictObject({ code: z.string().min(1).max(16) }),
@@ -334,7 +334,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
   app.delete(
     '/api/v1/users/me/mfa/totp',
     {
-      schema: {
+      schema: { operationId: 'disableTotp', description: 'Needs a current code (or a recovery code).',
         tags: ['users'],
         summary: 'Disable TOTP (needs a current code)',
         body: z.strictObject({ code: z.string().min(1).max(16) }),
@@ -349,7 +349,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
 
   app.get(
     '/.well-known/openid-configuration',
-    { config: { public: true }, schema: { tags, summary: 'Issuer metadata (OpenID Connect Discovery 1.0 / RFC 8414)', security: [], response: { 200: z.record(z.string(), z.unknown()) } } },
+    { config: { public: true }, schema: { operationId: 'getOpenIdConfiguration', description: 'Where the keys and the sign-in endpoints are; `issuer` is the `iss` of every access token.', tags, summary: 'Issuer metadata (OpenID Connect Discovery 1.0 / RFC 8414)', security: [], response: { 200: z.record(z.string(), z.unknown()), 503: problemSchema } } },
     async (_request, reply) => {
       reply.header('cache-control', 'public, max-age=300');
       const issuer = auth.tokens.issuer;
@@ -369,7 +369,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
 
   app.get(
     '/api/v1/auth/jwks.json',
-    { config: { public: true }, schema: { tags, summary: "The issuer's public signing keys (RFC 7517)", security: [], response: { 200: z.object({ keys: z.array(z.record(z.string(), z.unknown())) }) } } },
+    { config: { public: true }, schema: { operationId: 'getIssuerJwks', description: 'The next, active and still-valid retired keys; verifiers cache it for 60 s.', tags, summary: "The issuer's public signing keys (RFC 7517)", security: [], response: { 200: z.object({ keys: z.array(z.record(z.string(), z.unknown())) }), 503: problemSchema } } },
     async (_request, reply) => {
       reply.header('cache-control', 'public, max-age=60');
       return auth.keys.jwks();

@@ -24,7 +24,7 @@ const recordingSchema = catalogItemSchema({
   isrc: z.string().nullable().describe('compact form CCXXXYYNNNNN'),
   duration_ms: z.number().int().nullable(),
   release_date: z.string().nullable(),
-});
+}).meta({ id: 'Recording' });
 
 /** Fastify plugin: the recording routes. */
 export const recordingsRoutes = catalogResource({

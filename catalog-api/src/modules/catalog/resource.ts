@@ -173,10 +173,15 @@ export function catalogResource<Row extends CatalogRow, Body extends OwnedBody, 
   const path = `/api/v1/${collection}`;
   const tags = [collection];
   const params = z.object({ id: z.string() });
+  // The publisher context: the sidecar requires it on catalog routes and forwards it.
+  const headers = z.object({ 'x-publisher-id': z.uuid().optional().describe('the publisher context (X-Tenant-Id is its deprecated alias)') });
   // Widened for Fastify's reply typing, which cannot resolve a generic schema; `present` is what ties items to `Item`.
   const itemSchema: z.ZodType = spec.item;
   const updateSchema = spec.body.partial().refine((b) => Object.keys(b).length > 0, 'send at least one field');
   const notFound = () => problem.notFound(`No such ${noun}.`);
+  const Noun = noun[0]!.toUpperCase() + noun.slice(1);
+  const Collection = collection[0]!.toUpperCase() + collection.slice(1);
+
 
   /** One row as the database has it now (after triggers), or 404. */
   async function load(tx: RequestTx, id: string): Promise<Item> {
@@ -189,7 +194,17 @@ export function catalogResource<Row extends CatalogRow, Body extends OwnedBody, 
   return async (app, deps) => {
     app.get(
       path,
-      { schema: { tags, summary: `List ${collection} (keyset pagination)`, querystring: listQuerySchema, response: { 200: pageSchema(itemSchema), ...commonErrors } } },
+      {
+        schema: {
+          tags,
+          operationId: `list${Collection}`,
+          summary: `List ${collection} (keyset pagination)`,
+          description: `Oldest first; \`next_cursor\` fetches the next page. RLS decides which rows the publisher context shows: all of them, a creator's own, or a department's.`,
+          headers,
+          querystring: listQuerySchema,
+          response: { 200: pageSchema(itemSchema), ...commonErrors },
+        },
+      },
       async (request) =>
         inRequestTx(deps, request, async (tx) => {
           const { limit, cursor } = request.query;
@@ -200,13 +215,23 @@ export function catalogResource<Row extends CatalogRow, Body extends OwnedBody, 
 
     app.get(
       `${path}/:id`,
-      { schema: { tags, summary: `Get a ${noun}`, params, response: { 200: itemSchema, ...commonErrors } } },
+      { schema: { tags, operationId: `get${Noun}`, summary: `Get a ${noun}`, description: `404 for a ${noun} the publisher context does not show (another publisher's looks like none at all).`, headers, params, response: { 200: itemSchema, ...commonErrors } } },
       async (request) => inRequestTx(deps, request, (tx) => load(tx, pathId(request.params.id))),
     );
 
     app.post(
       path,
-      { schema: { tags, summary: `Create a ${noun}`, body: spec.body, response: { 201: itemSchema, ...commonErrors, 409: problemSchema, 422: problemSchema } } },
+      {
+        schema: {
+          tags,
+          operationId: `create${Noun}`,
+          summary: `Create a ${noun}`,
+          description: `Needs ${collection}:create. Creators own what they create; members scoped to a department create in theirs. 422 lists every invalid field.`,
+          headers,
+          body: spec.body,
+          response: { 201: itemSchema, ...commonErrors, 409: problemSchema, 422: problemSchema },
+        },
+      },
       async (request, reply) => {
         const created = await inRequestTx(
           deps,
@@ -239,7 +264,10 @@ export function catalogResource<Row extends CatalogRow, Body extends OwnedBody, 
       {
         schema: {
           tags,
+          operationId: `update${Noun}`,
           summary: spec.updateSummary ?? `Update a ${noun} (partial)`,
+          description: `Needs ${collection}:update on this row. Fields left out keep their values.`,
+          headers,
           params,
           body: updateSchema,
           response: { 200: itemSchema, ...commonErrors, 409: problemSchema, 422: problemSchema },
@@ -269,7 +297,7 @@ export function catalogResource<Row extends CatalogRow, Body extends OwnedBody, 
 
     app.delete(
       `${path}/:id`,
-      { schema: { tags, summary: `Soft-delete a ${noun}`, params, response: { 204: z.null(), ...commonErrors } } },
+      { schema: { tags, operationId: `delete${Noun}`, summary: `Soft-delete a ${noun}`, description: `Needs ${collection}:delete (publisher-wide roles only). The row stays in the database with deleted_at set.`, headers, params, response: { 204: z.null(), ...commonErrors } } },
       async (request, reply) => {
         await inRequestTx(
           deps,

@@ -23,7 +23,7 @@ const songwriterSchema = catalogItemSchema({
   last_name: z.string(),
   ipi_name_number: z.string().nullable(),
   pro: z.string().nullable(),
-});
+}).meta({ id: 'Songwriter' });
 
 /** Fastify plugin: the songwriter routes. */
 export const songwritersRoutes = catalogResource({

@@ -48,7 +48,7 @@ const workSchema = catalogItemSchema({
   iswc: z.string().nullable().describe('dotted form T-ddd.ddd.ddd-c'),
   language: z.string().nullable(),
   songwriters: z.array(splitSchema),
-});
+}).meta({ id: 'Work' });
 type WorkItem = z.infer<typeof workSchema>;
 
 /** Works → items, with their splits (one query) and ISWCs rendered dotted. */

@@ -14,7 +14,8 @@ export const problemSchema = z
     instance: z.string().optional(),
     errors: z.array(z.object({ field: z.string(), reason: z.string() })).optional(),
   })
-  .describe('application/problem+json (RFC 9457)');
+  .describe('application/problem+json (RFC 9457)')
+  .meta({ id: 'Problem' });
 
 /** Error responses every authenticated route may give (documentation only). */
 export const commonErrors = {

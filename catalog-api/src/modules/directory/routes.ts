@@ -88,7 +88,7 @@ export const directoryRoutes: FastifyPluginAsyncZod<DirectoryRouteDeps> = async 
 
   app.get(
     '/api/v1/publishers/:publisherId/directory',
-    { schema: { tags, summary: "A publisher's Active Directory configuration (system admins)", params, response: { 200: configSchema, ...commonErrors } } },
+    { schema: { description: 'The bind secret is a reference (env:NAME or file:/path), never the secret.', operationId: 'getDirectoryConfig', tags, summary: "A publisher's Active Directory configuration (system admins)", params, response: { 200: configSchema, ...commonErrors } } },
     async (request) =>
       inRequestTx(
         deps,
@@ -105,7 +105,7 @@ export const directoryRoutes: FastifyPluginAsyncZod<DirectoryRouteDeps> = async 
   app.put(
     '/api/v1/publishers/:publisherId/directory',
     {
-      schema: {
+      schema: { description: 'ldaps:// (or ldap:// with StartTLS), base DN, service account and a reference to its secret, login attribute, email domains, group → role mapping, timeouts.', operationId: 'putDirectoryConfig',
         tags,
         summary: "Create or replace a publisher's Active Directory configuration (system admins)",
         params,
@@ -155,7 +155,7 @@ export const directoryRoutes: FastifyPluginAsyncZod<DirectoryRouteDeps> = async 
 
   app.delete(
     '/api/v1/publishers/:publisherId/directory',
-    { schema: { tags, summary: "Remove a publisher's directory configuration (system admins)", params, response: { 204: z.null(), ...commonErrors } } },
+    { schema: { description: 'Its members can no longer sign in with the directory; their memberships stay until the next sync or change.', operationId: 'deleteDirectoryConfig', tags, summary: "Remove a publisher's directory configuration (system admins)", params, response: { 204: z.null(), ...commonErrors } } },
     async (request, reply) => {
       await inRequestTx(
         deps,
@@ -173,7 +173,7 @@ export const directoryRoutes: FastifyPluginAsyncZod<DirectoryRouteDeps> = async 
   app.post(
     '/api/v1/publishers/:publisherId/directory/test',
     {
-      schema: {
+      schema: { description: 'Reports ok, or the reason (unavailable, misconfigured) without throwing.', operationId: 'testDirectoryConfig',
         tags,
         summary: 'Connect to the directory and bind as the service account (system admins)',
         params,

@@ -37,7 +37,7 @@ const present = (d: Department) => ({
 export const departmentsRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, deps) => {
   app.get(
     '/api/v1/publishers/:publisherId/departments',
-    { schema: { tags, operationId: 'listDepartments', summary: "A publisher's departments", params, response: { 200: z.object({ items: z.array(departmentSchema) }), ...commonErrors } } },
+    { schema: { description: 'Live departments, by name (publishers:read).', tags, operationId: 'listDepartments', summary: "A publisher's departments", params, response: { 200: z.object({ items: z.array(departmentSchema) }), ...commonErrors } } },
     async (request) =>
       inPublisher(deps, request, request.params.publisherId, 'publishers:read', async (tx) => ({
         items: (await tx.em.find(Department, {}, { orderBy: { name: 'asc', id: 'asc' } })).map(present),
@@ -46,7 +46,7 @@ export const departmentsRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, d
 
   app.post(
     '/api/v1/publishers/:publisherId/departments',
-    { schema: { tags, operationId: 'createDepartment', summary: 'Create a department', params, body, response: { 201: departmentSchema, ...commonErrors, 409: problemSchema } } },
+    { schema: { description: 'Names are unique within the publisher, case-insensitively (departments:manage).', tags, operationId: 'createDepartment', summary: 'Create a department', params, body, response: { 201: departmentSchema, ...commonErrors, 409: problemSchema } } },
     async (request, reply) => {
       const created = await inPublisher(
         deps,
@@ -67,7 +67,7 @@ export const departmentsRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, d
 
   app.put(
     '/api/v1/publishers/:publisherId/departments/:departmentId',
-    { schema: { tags, operationId: 'updateDepartment', summary: 'Rename or describe a department', params: itemParams, body, response: { 200: departmentSchema, ...commonErrors, 409: problemSchema } } },
+    { schema: { description: 'departments:manage.', tags, operationId: 'updateDepartment', summary: 'Rename or describe a department', params: itemParams, body, response: { 200: departmentSchema, ...commonErrors, 409: problemSchema } } },
     async (request) =>
       inPublisher(
         deps,

@@ -32,7 +32,7 @@ export const publisherSchema = z.object({
   status: z.enum(PUBLISHER_STATUSES),
   created_at: timestamp,
   updated_at: timestamp,
-});
+}).meta({ id: 'Publisher' });
 
 /** A publisher → its API form. */
 export function presentPublisher(p: Publisher): z.infer<typeof publisherSchema> {
@@ -152,7 +152,7 @@ export const publishersRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, de
 
   app.get(
     '/api/v1/publishers/:publisherId',
-    { schema: { tags, operationId: 'getPublisher', summary: 'Get a publisher', params, response: { 200: publisherSchema, ...commonErrors } } },
+    { schema: { description: 'Any member (publishers:read); a system admin also sees archived publishers.', tags, operationId: 'getPublisher', summary: 'Get a publisher', params, response: { 200: publisherSchema, ...commonErrors } } },
     async (request) => inPublisher(deps, request, request.params.publisherId, 'publishers:read', async (_tx, p) => presentPublisher(p), { includeArchived: true }),
   );
 
@@ -256,7 +256,7 @@ export const publishersRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, de
   const settingsResponse = settingsSchema.extend({ session_max_age_s: z.number().int().nullable() });
   app.get(
     '/api/v1/publishers/:publisherId/settings',
-    { schema: { tags, operationId: 'getPublisherSettings', summary: "A publisher's settings (defaults filled in)", params, response: { 200: settingsResponse, ...commonErrors } } },
+    { schema: { description: 'Every documented key with its value or default (publisher_settings:read).', tags, operationId: 'getPublisherSettings', summary: "A publisher's settings (defaults filled in)", params, response: { 200: settingsResponse, ...commonErrors } } },
     async (request) =>
       inPublisher(deps, request, request.params.publisherId, 'publisher_settings:read', async (_tx, p) => {
         const s = currentSettings(p.settings);
@@ -298,7 +298,7 @@ export const publishersRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, de
 
   app.get(
     '/api/v1/publishers/:publisherId/branding',
-    { schema: { tags, operationId: 'getPublisherBranding', summary: "A publisher's branding", params, response: { 200: brandingSchema, ...commonErrors } } },
+    { schema: { description: 'What members see of the publisher: name shown, logo, colours (branding:read).', tags, operationId: 'getPublisherBranding', summary: "A publisher's branding", params, response: { 200: brandingSchema, ...commonErrors } } },
     async (request) => inPublisher(deps, request, request.params.publisherId, 'branding:read', async (_tx, p) => brandingSchema.catch({}).parse(p.branding ?? {})),
   );
 

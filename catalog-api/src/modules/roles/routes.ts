@@ -36,7 +36,7 @@ const roleSchema = z.object({
   permissions: z.array(z.string()),
   created_at: timestamp,
   updated_at: timestamp,
-});
+}).meta({ id: 'Role' });
 type RoleView = z.infer<typeof roleSchema>;
 
 const permissionList = z
@@ -92,7 +92,7 @@ export const rolesRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, deps) =
   app.get(
     '/api/v1/permissions',
     {
-      schema: {
+      schema: { description: 'Every permission a role can hold, as resource:action.',
         tags,
         operationId: 'listPermissions',
         summary: 'The permission catalogue',
@@ -107,7 +107,7 @@ export const rolesRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, deps) =
 
   app.get(
     '/api/v1/publishers/:publisherId/roles',
-    { schema: { tags, operationId: 'listRoles', summary: 'System roles and the custom roles of this publisher', params, response: { 200: z.object({ items: z.array(roleSchema) }), ...commonErrors } } },
+    { schema: { description: 'Each with its permissions; `system` roles cannot be changed (roles:read).', tags, operationId: 'listRoles', summary: 'System roles and the custom roles of this publisher', params, response: { 200: z.object({ items: z.array(roleSchema) }), ...commonErrors } } },
     async (request) =>
       inPublisher(deps, request, request.params.publisherId, 'roles:read', async (tx, p) => {
         const roles = await tx.em.find(Role, { $or: [{ publisherId: null, name: { $in: [...SYSTEM_ROLES] } }, { publisherId: p.id }] }, { orderBy: { createdAt: 'asc', id: 'asc' } });

@@ -118,7 +118,7 @@ export const membersRoutes: FastifyPluginAsyncZod<MembersRouteDeps> = async (app
   app.get(
     '/api/v1/publishers/:publisherId/invitations',
     {
-      schema: { tags, operationId: 'listInvitations', summary: 'Open invitations', params, response: { 200: z.object({ items: z.array(invitationSchema) }), ...commonErrors } },
+      schema: { description: 'Not yet accepted, revoked or expired (members:read; a department admin sees its department).', tags, operationId: 'listInvitations', summary: 'Open invitations', params, response: { 200: z.object({ items: z.array(invitationSchema) }), ...commonErrors } },
     },
     async (request) =>
       inPublisher(deps, request, request.params.publisherId, 'members:read', async (tx) => ({
@@ -129,7 +129,7 @@ export const membersRoutes: FastifyPluginAsyncZod<MembersRouteDeps> = async (app
   app.delete(
     '/api/v1/publishers/:publisherId/invitations/:invitationId',
     {
-      schema: {
+      schema: { description: 'Its link stops working (members:invite).',
         tags,
         operationId: 'revokeInvitation',
         summary: 'Revoke an open invitation (frees its seat)',

@@ -114,7 +114,7 @@ export const memberSchema = z.object({
   kind: z.enum(['person', 'api_client']),
   status: z.enum(['active', 'disabled']),
   created_at: timestamp,
-});
+}).meta({ id: 'Member' });
 export type Member = z.infer<typeof memberSchema>;
 
 /** Memberships (of one publisher, in order) → members, with their users and custom roles (two queries). */

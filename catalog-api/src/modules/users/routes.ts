@@ -55,7 +55,7 @@ const userSchema = z.object({
   auth_source: z.enum(AUTH_SOURCES),
   is_system_admin: z.boolean(),
   memberships: z.array(membershipSchema),
-});
+}).meta({ id: 'User' });
 type UserView = z.infer<typeof userSchema>;
 
 const profileBody = z.strictObject({
@@ -148,7 +148,7 @@ export const usersRoutes: FastifyPluginAsyncZod<UsersRouteDeps> = async (app, de
 
   app.get(
     '/api/v1/users/me',
-    { schema: { tags, operationId: 'getMe', summary: 'The caller: profile and memberships', response: { 200: userSchema, ...commonErrors } } },
+    { schema: { description: 'Your profile and every membership: publisher, role (system or custom), department.', tags, operationId: 'getMe', summary: 'The caller: profile and memberships', response: { 200: userSchema, ...commonErrors } } },
     async (request) => inRequestTx(deps, request, (tx) => visibleUser(tx, tx.ctx.userId), { publisher: 'none' }),
   );
 
@@ -227,7 +227,7 @@ export const usersRoutes: FastifyPluginAsyncZod<UsersRouteDeps> = async (app, de
   app.get(
     '/api/v1/users/:userId/publishers',
     {
-      schema: { tags, operationId: 'listUserPublishers', summary: "A user's memberships (as GET /api/v1/users/{id} shows them)", params, response: { 200: z.object({ items: z.array(membershipSchema) }), ...commonErrors } },
+      schema: { description: 'Visible to the same callers as the user.', tags, operationId: 'listUserPublishers', summary: "A user's memberships (as GET /api/v1/users/{id} shows them)", params, response: { 200: z.object({ items: z.array(membershipSchema) }), ...commonErrors } },
     },
     async (request) => inRequestTx(deps, request, async (tx) => ({ items: (await visibleUser(tx, pathId(request.params.userId))).memberships }), { publisher: 'none' }),
   );
