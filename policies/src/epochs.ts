@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 
 /** Object types that other objects inherit from (tuple-to-userset parents in policies/model.fga). */
-export const PARENT_TYPES: readonly string[] = ['publisher', 'system'];
+export const PARENT_TYPES: readonly string[] = ['publisher', 'system', 'department', 'role'];
 
 const PREFIX = 'authz:epoch:';
 

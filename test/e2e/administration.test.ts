@@ -112,6 +112,8 @@ t.test('done-when: publisher → first admin by invitation → custom role → c
   for (const i of [0, 1] as const) {
     const took = await within(1000, 403, async () => (await client(clerk, i, acme).GET('/api/v1/works', { params: { query: { limit: 1 } } })).response.status);
     t.ok(took >= 0, `sidecar ${i}: the clerk's next call is 403 (${took} ms)`);
+    const cached = await within(1000, 403, async () => (await client(clerk, i, acme).GET('/api/v1/works/{id}', { params: { path: { id } } })).response.status);
+    t.ok(cached >= 0, `sidecar ${i}: a decision cached before the suspension is not used after it (${cached} ms)`);
     t.equal(await extAuthz(clerk, 'GET', '/api/v1/works', acme, i), 403, `sidecar ${i}: /ext-authz says no too`);
     t.equal(await extAuthz(adminToken, 'GET', `/api/v1/publishers/${acme}/users`, acme, i), 403, `sidecar ${i}: so does the admin's administration`);
   }

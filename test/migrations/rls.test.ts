@@ -3,6 +3,7 @@
  * `catalog_app` per context, check constraints, the share-sum trigger, the authz outbox triggers,
  * and the seed (idempotent, ≥ 1,000 works, valid identifiers).
  */
+import { DEPARTMENT_ROLE_PERMISSIONS, PERMISSIONS, SYSTEM_ROLE_PERMISSIONS } from '../../policies/src/permissions.ts';
 import t from 'tap';
 import type pg from 'pg';
 import { migrateUp } from '../../migrations/migrate.ts';
@@ -511,4 +512,16 @@ t.test('RLS helpers: STABLE SECURITY DEFINER, executable by catalog_app only', a
   const publicAcl = await admin(`select p.proname from pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
     where p.pronamespace = 'public'::regnamespace and p.proname like 'app_caller_%' and a.grantee = 0`);
   t.same(publicAcl, [], 'not executable by PUBLIC');
+});
+
+t.test('the permission catalogue in the database is policies/src/permissions.ts', async (t) => {
+  const perms = await admin(`select name, description from permissions order by name`);
+  t.same(perms, [...PERMISSIONS].map((p) => ({ name: p.name, description: p.description })).sort((a, b) => a.name.localeCompare(b.name)), 'every permission, with its description');
+  const roles = await admin(`select r.name, coalesce(array_agg(rp.permission order by rp.permission) filter (where rp.permission is not null), '{}') as permissions
+    from roles r left join role_permissions rp on rp.role_id = r.id where r.publisher_id is null group by r.name order by r.name`);
+  const expected = [
+    ...Object.entries(SYSTEM_ROLE_PERMISSIONS).map(([name, ps]) => ({ name, permissions: [...ps].sort() })),
+    ...Object.entries(DEPARTMENT_ROLE_PERMISSIONS).map(([name, ps]) => ({ name: `department-${name}`, permissions: [...ps].sort() })),
+  ].sort((a, b) => a.name.localeCompare(b.name));
+  t.same(roles, expected, 'the system and department roles hold exactly the catalogue’s sets');
 });

@@ -76,3 +76,14 @@ t.test('contextHash: empty is "", key order does not matter', async (t) => {
   t.not(contextHash({ a: 1 }), contextHash({ a: 2 }));
   t.not(contextHash(undefined, [{ user: 'user:u', relation: 'r', object: 'work:w' }]), '');
 });
+
+t.test('departments and custom roles are parents too: re-linking one bumps global', async (t) => {
+  const keys = epochKeysToBump('s', [
+    { user: 'publisher:p', relation: 'publisher', object: 'department:d' },
+    { user: 'publisher:p', relation: 'publisher', object: 'role:p/clerk' },
+  ]);
+  t.same(keys, ['authz:epoch:s:object:department:d', 'authz:epoch:s:global', 'authz:epoch:s:object:role:p/clerk']);
+  t.same(epochKeysToBump('s', [{ user: 'role:p/clerk#assignee', relation: 'grant_works_read', object: 'publisher:p' }]), ['authz:epoch:s:object:publisher:p', 'authz:epoch:s:global'], 'a custom role grant');
+  t.same(epochKeysToBump('s', [{ user: 'user:*', relation: 'suspended', object: 'publisher:p' }]), ['authz:epoch:s:object:publisher:p', 'authz:epoch:s:global'], 'suspension');
+  t.same(epochKeysToBump('s', [{ user: 'user:u', relation: 'disabled', object: 'system:platform' }]), ['authz:epoch:s:user:u'], 'disabling: that user only');
+});
