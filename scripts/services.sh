@@ -112,7 +112,18 @@ ensure_openfga() {
 
 # ---------- Directory (Samba AD DC) ----------
 SAMBA_DIR="$DATA/samba"
-samba_running() { [ -f /run/samba/samba.pid ] && kill -0 "$(cat /run/samba/samba.pid)" 2>/dev/null; }
+# Each checkout's Samba keeps its pid file in its own folder, so a directory started by another
+# checkout (another CA, other passwords) is never mistaken for this one's.
+SAMBA_PID="$SAMBA_DIR/run/samba.pid"
+samba_running() { [ -f "$SAMBA_PID" ] && kill -0 "$(cat "$SAMBA_PID")" 2>/dev/null; }
+# Point an existing provisioning's pid directory at $SAMBA_DIR/run (idempotent).
+samba_own_pid_dir() {
+  local conf="$SAMBA_DIR/dc/etc/smb.conf"
+  mkdir -p "$SAMBA_DIR/run"
+  grep -q '^\s*pid directory' "$conf" && return 0
+  awk -v dir="$SAMBA_DIR/run" '{ print } /^\[global\]/ { print "\tpid directory = " dir }' "$conf" >"$conf.new"
+  mv "$conf.new" "$conf"
+}
 # A password that satisfies AD's complexity rule (three of: upper, lower, digit, symbol).
 new_password() { printf 'Mp-%s-9x' "$(head -c 15 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"; }
 
@@ -160,10 +171,11 @@ ensure_directory() {
   DIRECTORY_CA_FILE="$SAMBA_DIR/tls/ca.pem"
   if ! samba_running; then
     if port_open 127.0.0.1 636; then
-      echo "something else listens on 127.0.0.1:636; set DIRECTORY_URL, DIRECTORY_CA_FILE, DIRECTORY_ADMIN_PASSWORD and DIRECTORY_BIND_PASSWORD to use it" >&2
+      echo "something else listens on 127.0.0.1:636 (another checkout's demo directory?); stop it, or set DIRECTORY_URL, DIRECTORY_CA_FILE, DIRECTORY_ADMIN_PASSWORD and DIRECTORY_BIND_PASSWORD to use it" >&2
       exit 1
     fi
     [ -f "$SAMBA_DIR/provisioned" ] || provision_directory
+    samba_own_pid_dir
     log "starting the demo directory (LDAPS on 127.0.0.1:636)"
     samba -s "$SAMBA_DIR/dc/etc/smb.conf"
   fi
