@@ -8,8 +8,12 @@
  *   rotate [--force]    next → active, active → retired (kept in the JWKS until every token it
  *                       signed has expired), a new next key; refuses a next key published for less
  *                       than ISSUER_KEY_PUBLISH_AHEAD_S unless --force
+ *   check               whether ISSUER_KEK_FILE opens the active and next keys; exit status 3 when
+ *                       one was sealed under another key-encryption key (lost or replaced KEK)
+ *   reset               recovery from that: retire/delete the keys this KEK cannot open and create
+ *                       new ones (tokens already issued stay valid until they expire)
  *
- * `list` and `rotate` use AUTH_DATABASE_URL and ISSUER_KEK_FILE (catalog-api/src/config.ts). Running
+ * `list`, `rotate`, `check` and `reset` use AUTH_DATABASE_URL and ISSUER_KEK_FILE (catalog-api/src/config.ts). Running
  * catalog API processes pick a rotation up within ISSUER_KEY_RELOAD_MS.
  */
 import { mkdirSync, existsSync, writeFileSync } from 'node:fs';
@@ -19,7 +23,7 @@ import { exportPKCS8, generateKeyPair } from 'jose';
 import { loadConfig } from '../catalog-api/src/config.ts';
 import { createOrm } from '../catalog-api/src/db/orm.ts';
 import { ensureKekFile, loadKek } from '../catalog-api/src/modules/auth/secrets.ts';
-import { listKeys, rotateKeys } from '../catalog-api/src/modules/auth/keys/key-store.ts';
+import { checkKeys, listKeys, replaceUnreadableKeys, rotateKeys } from '../catalog-api/src/modules/auth/keys/key-store.ts';
 
 /** Create an ES256 private key (PKCS#8 PEM, mode 0600) at `file` unless one exists. @returns true when written */
 async function ensureSigningKeyFile(file: string): Promise<boolean> {
@@ -77,6 +81,29 @@ program
       rotateKeys(orm, kek, { publishAheadMs: config.ISSUER_KEY_PUBLISH_AHEAD_S * 1000, accessTokenTtlMs: config.ACCESS_TOKEN_TTL_S * 1000, force: opts.force }),
     );
     console.log(`active: ${r.activated}\nretired: ${r.retired ?? '(none)'}\nnext: ${r.next}${r.deleted.length ? `\ndeleted: ${r.deleted.join(', ')}` : ''}`);
+  });
+
+program
+  .command('check')
+  .description('check that the key-encryption key opens the active and next keys (exit 3 when not)')
+  .action(async () => {
+    const keys = await withAuthOrm((orm) => checkKeys(orm, loadKek(loadConfig().ISSUER_KEK_FILE)));
+    for (const k of keys) console.log(`${k.status.padEnd(7)} ${k.kid}  ${k.readable ? 'opens' : 'sealed under another key-encryption key'}`);
+    if (keys.length === 0) console.log('no keys yet: the catalog API creates them on its first start');
+    if (keys.some((k) => !k.readable)) {
+      console.error('keys: ISSUER_KEK_FILE cannot open these keys, so sign-in answers 503; `npm run keys -- reset` replaces them');
+      process.exitCode = 3;
+    }
+  });
+
+program
+  .command('reset')
+  .description('replace the keys the key-encryption key cannot open (after losing or replacing it)')
+  .action(async () => {
+    const config = loadConfig();
+    const r = await withAuthOrm((orm) => replaceUnreadableKeys(orm, loadKek(config.ISSUER_KEK_FILE), { accessTokenTtlMs: config.ACCESS_TOKEN_TTL_S * 1000 }));
+    const list = (kids: string[]) => (kids.length ? kids.join(', ') : '(none)');
+    console.log(`retired: ${list(r.retired)}\ndeleted: ${list(r.deleted)}\ncreated: ${list(r.created)}`);
   });
 
 try {

@@ -6,6 +6,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 ensure_node
 ensure_deps
+OWN_DB=1; [ -n "${DATABASE_URL:-}" ] && OWN_DB=0   # a configured database is never recreated
 eval "$(bash scripts/services.sh)"
 export OPENFGA_STORE_NAME="${OPENFGA_STORE_NAME:-music-publishing}"
 export SIDECAR_PORT="${SIDECAR_PORT:-8000}" CATALOG_PORT="${CATALOG_PORT:-8001}" SMTP_PORT="${SMTP_PORT:-2525}"
@@ -21,6 +22,18 @@ export SMTP_URL="${SMTP_URL:-smtp://127.0.0.1:$SMTP_PORT}"
 node scripts/keys.ts init "$DATA"
 log "authorization model"; node policies/src/cli.ts deploy
 log "migrations"; node migrations/migrate.ts up
+# A demo database set up by another checkout (or before .data/ was deleted) holds keys and TOTP
+# secrets sealed under another key-encryption key, and that checkout's directory settings: sign-in
+# could not work, so the demo database starts over.
+rc=0; node scripts/keys.ts check >/dev/null 2>&1 || rc=$?
+if [ "$rc" = 3 ] && [ "$OWN_DB" = 1 ]; then
+  log "the demo database was set up under another key-encryption key (another checkout, or .data/ was deleted): recreating it"
+  unset DATABASE_URL DATABASE_OWNER_URL AUTH_DATABASE_URL
+  eval "$(bash scripts/services.sh --fresh)"
+  node migrations/migrate.ts up
+elif [ "$rc" != 0 ]; then
+  node scripts/keys.ts check; exit 1
+fi
 log "demo data"; node migrations/seed/run.ts
 log "demo directory"; node migrations/seed/directory.ts
 log "relationships: delivering the outbox to OpenFGA"; node catalog-api/src/outbox/drain.ts

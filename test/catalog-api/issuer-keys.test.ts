@@ -2,12 +2,13 @@
  * The issuer: discovery metadata, the JWKS, access tokens per RFC 9068, and key rotation — the next
  * key is published before it signs, the retired key stays published until every token it signed has
  * expired, private keys are sealed (never plaintext in the database), the wrong key-encryption key
- * is refused.
+ * is refused; after the KEK is lost, sign-in fails closed (503, the JWKS still served) until
+ * `keys reset` replaces the keys, and recovers without a restart.
  */
 import t from 'tap';
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { DEMO_PASSWORD } from '../../migrations/seed/demo.ts';
-import { createIssuerKeys, listKeys, rotateKeys } from '../../catalog-api/src/modules/auth/keys/key-store.ts';
+import { checkKeys, createIssuerKeys, listKeys, replaceUnreadableKeys, rotateKeys } from '../../catalog-api/src/modules/auth/keys/key-store.ts';
 import { loadKek, seal, unseal } from '../../catalog-api/src/modules/auth/secrets.ts';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -103,4 +104,63 @@ t.test('rotation: publish before signing, keep the retired key until its tokens 
   t.same(r2.deleted, [active.kid], 'deleted by the next rotation');
   await keys.close();
   await fresh.close();
+});
+
+t.test('a lost key-encryption key: sign-in fails closed with 503, `reset` replaces the keys, sign-in recovers', async (t) => {
+  const orm = suite.ta.authOrm;
+  const kek = loadKek(kekFile);
+  const dir = mkdtempSync(join(tmpdir(), 'kek-'));
+  writeFileSync(join(dir, 'other'), randomBytes(32).toString('base64url'));
+  const other = loadKek(join(dir, 'other'));
+  const ttl = { accessTokenTtlMs: 900_000 };
+  const before = await listKeys(orm);
+  const oldActive = before.find((k) => k.status === 'active')!;
+  const oldNext = before.find((k) => k.status === 'next')!;
+
+  // A process holding only the other KEK: no signing, told once, the public JWKS still served.
+  const told: string[] = [];
+  const lost = createIssuerKeys({ orm, kek: other, reloadMs: 0, onError: (err) => told.push((err as Error).message) });
+  await t.rejects(lost.signingKey(), { status: 503, kind: 'upstream-unavailable' }, 'no signing with a key it cannot open');
+  await lost.reload();
+  t.equal(told.length, 1, 'the cause is reported once, not at every reload');
+  t.match(told[0], new RegExp(`active key ${oldActive.kid} cannot be opened.*keys -- reset`), 'the report names the key and the remedy');
+  const served = (await lost.jwks()).keys.map((k) => k.kid);
+  t.ok(served.includes(oldActive.kid) && served.includes(oldNext.kid), 'the JWKS is still served');
+  t.same((await checkKeys(orm, other)).map((k) => k.readable), [false, false], 'check: neither key opens');
+  t.same((await checkKeys(orm, kek)).map((k) => k.readable), [true, true], 'check: the right KEK opens both');
+
+  const r = await replaceUnreadableKeys(orm, other, ttl);
+  t.same(r.retired, [oldActive.kid], 'the active key is retired (its tokens keep verifying until they expire)');
+  t.same(r.deleted, [oldNext.kid], 'the next key, which never signed, is deleted');
+  t.equal(r.created.length, 2, 'a new active and next key');
+  t.same(await replaceUnreadableKeys(orm, other, ttl), { retired: [], deleted: [], created: [] }, 'a second reset changes nothing');
+  await lost.reload();
+  t.ok(r.created.includes((await lost.signingKey()).kid), 'the process signs again after its next reload');
+  t.ok((await lost.jwks()).keys.some((k) => k.kid === oldActive.kid), 'the retired key stays published');
+  await lost.close();
+
+  // The API holds the original KEK: within its reload period it answers 503, then recovers.
+  // One client address per attempt: polling must not meet the sign-in rate limit.
+  let attempt = 0;
+  const login = () =>
+    suite.ta.app.inject({
+      method: 'POST',
+      url: '/api/v1/auth/login',
+      headers: { 'x-forwarded-for': `10.4.${Math.floor(attempt / 250)}.${attempt++ % 250}` },
+      payload: { email: 'viewer@dmp.example', password: DEMO_PASSWORD },
+    });
+  const until = async (status: number) => {
+    for (let i = 0; i < 80; i++) {
+      const res = await login();
+      if (res.statusCode === status) return res;
+      await new Promise((ok) => setTimeout(ok, 100));
+    }
+    return login();
+  };
+  const down = await until(503);
+  t.equal(down.statusCode, 503, 'sign-in fails closed');
+  t.notMatch(down.body, /key-encryption|sealed/, 'the reason is in the log, not in the answer');
+  t.equal((await suite.ta.app.inject({ method: 'GET', url: '/api/v1/auth/jwks.json' })).statusCode, 200, 'the JWKS is still served');
+  await replaceUnreadableKeys(orm, kek, ttl);
+  t.equal((await until(200)).statusCode, 200, 'sign-in recovers without a restart once the keys are replaced');
 });

@@ -48,7 +48,7 @@ export async function createAuthModule(config: CatalogConfig, parts: AuthModuleP
     orm: parts.orm,
     kek,
     reloadMs: config.ISSUER_KEY_RELOAD_MS,
-    onError: (err) => parts.log.warn({ err: { message: (err as Error).message } }, 'issuer keys: reload failed; keeping the previous set'),
+    onError: (err) => parts.log.warn({ err: { message: (err as Error).message } }, 'issuer keys: a load failed (a failed reload keeps the previous set) or the active key cannot sign'),
   });
   const accessTokenTtlMs = config.ACCESS_TOKEN_TTL_S * 1000;
   const revocations = new RevocationPublisher({

@@ -17,6 +17,7 @@
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from 'jose';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { query, type Orm } from '../../../db/orm.ts';
+import { problem } from '../../../errors.ts';
 import { seal, unseal, type Kek } from '../secrets.ts';
 import { SigningKey } from './signing-key.entity.ts';
 
@@ -30,7 +31,10 @@ export type ActiveKey = { kid: string; alg: string; privateKey: CryptoKey };
 
 /** The loaded key set of one process. */
 export type IssuerKeys = {
-  /** @throws Error when no active key exists (run the migrations and start the API once) */
+  /**
+   * @throws ProblemError 503 when the active key cannot be used (sealed under another KEK: see
+   *   {@link replaceUnreadableKeys}); Error when the database cannot be read
+   */
   signingKey(): Promise<ActiveKey>;
   /** The public JWKS: next, active and still-published retired keys. */
   jwks(): Promise<{ keys: JWK[] }>;
@@ -117,6 +121,56 @@ export async function rotateKeys(orm: Orm, kek: Kek, opts: { publishAheadMs: num
   });
 }
 
+/** Whether this KEK opens a key's private half. */
+async function opens(kek: Kek, key: SigningKey): Promise<boolean> {
+  try {
+    await unseal(kek, key.privateJwe);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The active and next keys, and whether `kek` opens each (`npm run keys -- check`). */
+export async function checkKeys(orm: Orm, kek: Kek): Promise<Array<{ kid: string; status: string; readable: boolean }>> {
+  const rows = await orm.em.fork().find(SigningKey, { status: { $in: ['active', 'next'] } }, { orderBy: { createdAt: 'asc' } });
+  return Promise.all(rows.map(async (k) => ({ kid: k.kid, status: k.status, readable: await opens(kek, k) })));
+}
+
+/** What {@link replaceUnreadableKeys} did. */
+export type ReplacementResult = { retired: string[]; deleted: string[]; created: string[] };
+
+/**
+ * Recovery after the KEK was lost or replaced: the active key this KEK cannot open is retired (its
+ * public half stays in the JWKS until every token it signed has expired, as in a rotation), a next
+ * key it cannot open is deleted (it never signed anything), and new keys sealed under `kek` take
+ * their places. Keys this KEK opens are left alone; so a second run changes nothing.
+ * @param opts.accessTokenTtlMs the access-token lifetime (ms)
+ */
+export async function replaceUnreadableKeys(orm: Orm, kek: Kek, opts: { accessTokenTtlMs: number }): Promise<ReplacementResult> {
+  const done = await orm.em.fork().transactional(async (em: EntityManager) => {
+    await query(em, `select pg_advisory_xact_lock(${KEYS_LOCK})`);
+    const now = new Date();
+    const r: ReplacementResult = { retired: [], deleted: [], created: [] };
+    for (const key of await em.find(SigningKey, { status: { $in: ['active', 'next'] } })) {
+      if (await opens(kek, key)) continue;
+      if (key.status === 'next') {
+        em.remove(key);
+        r.deleted.push(key.kid);
+      } else {
+        key.status = 'retired';
+        key.retiredAt = now;
+        key.expiresAt = new Date(now.getTime() + opts.accessTokenTtlMs + RETIRE_SKEW_MS);
+        r.retired.push(key.kid);
+      }
+    }
+    await em.flush();
+    return r;
+  });
+  done.created = await ensureKeys(orm, kek);
+  return done;
+}
+
 /** List the keys, newest first (for `npm run keys -- list`). */
 export async function listKeys(orm: Orm): Promise<SigningKey[]> {
   return orm.em.fork().find(SigningKey, {}, { orderBy: { createdAt: 'desc' } });
@@ -126,9 +180,13 @@ export async function listKeys(orm: Orm): Promise<SigningKey[]> {
  * Load the key set (lazily, on first use — the API starts while the database is still coming up;
  * a fresh database gets its first keys then) and keep it fresh.
  * @param opts.reloadMs reload period (ms); 0 = only on {@link IssuerKeys.reload}
+ * @param opts.onError told of a failed reload, and (once per cause) of an active key this KEK
+ *   cannot open — sign-in then answers 503 while the JWKS is still served
  */
 export function createIssuerKeys(opts: { orm: Orm; kek: Kek; reloadMs: number; onError?: (err: unknown) => void }): IssuerKeys {
+  // An active key this KEK cannot open leaves `active` null; the JWKS is public and still served.
   type Loaded = { active: ActiveKey | null; published: JWK[]; loadedAt: number };
+  let reported: string | null = null;
   let current: Promise<Loaded> | null = null;
   const privateKeys = new Map<string, CryptoKey>();
 
@@ -144,14 +202,22 @@ export function createIssuerKeys(opts: { orm: Orm; kek: Kek; reloadMs: number; o
     const published = rows.filter((k) => k.status !== 'retired' || (k.expiresAt != null && k.expiresAt > now)).map((k) => k.publicJwk);
     const row = rows.find((k) => k.status === 'active');
     let active: ActiveKey | null = null;
+    let unusable: string | null = row ? null : 'no active key';
     if (row) {
       let privateKey = privateKeys.get(row.kid);
       if (!privateKey) {
-        privateKey = (await importJWK(JSON.parse(await unseal(opts.kek, row.privateJwe)) as JWK, row.alg)) as CryptoKey;
-        privateKeys.set(row.kid, privateKey);
+        try {
+          privateKey = (await importJWK(JSON.parse(await unseal(opts.kek, row.privateJwe)) as JWK, row.alg)) as CryptoKey;
+          privateKeys.set(row.kid, privateKey);
+        } catch (err) {
+          unusable = `the active key ${row.kid} cannot be opened: ${(err as Error).message} (run \`npm run keys -- reset\` to replace it)`;
+        }
       }
-      active = { kid: row.kid, alg: row.alg, privateKey };
+      if (privateKey) active = { kid: row.kid, alg: row.alg, privateKey };
     }
+    // Said once per cause, not at every reload.
+    if (unusable && unusable !== reported) opts.onError?.(new Error(unusable));
+    reported = unusable;
     return { active, published, loadedAt: Date.now() };
   };
   // Loads in flight: close() waits for them, since closing the pool under a query never settles.
@@ -176,7 +242,7 @@ export function createIssuerKeys(opts: { orm: Orm; kek: Kek; reloadMs: number; o
   return {
     async signingKey() {
       const { active } = await get();
-      if (!active) throw new Error('the issuer has no active signing key');
+      if (!active) throw problem.unavailable('Sign-in is unavailable: the issuer cannot use its signing key. The operator\'s logs say why.');
       return active;
     },
     async jwks() {
