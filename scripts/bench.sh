@@ -5,7 +5,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 ensure_node
 ensure_deps
-eval "$(bash scripts/services.sh --db publishing_bench)"
+use_services --db publishing_bench
 export ISSUER_KEK_FILE="${ISSUER_KEK_FILE:-$DATA/issuer-kek.key}"
 node scripts/keys.ts init "$DATA" >/dev/null
 node migrations/seed/directory.ts >/dev/null

@@ -71,3 +71,11 @@ ensure_openfga_bin() {
   fi
   echo "$bin"
 }
+
+# use_services [services.sh options]: start or reuse the services and export their settings; stops
+# the calling script when services.sh fails (a bare `eval "$(…)"` would carry on without them).
+use_services() {
+  local out
+  out="$(bash "$ROOT/scripts/services.sh" "$@")" || { log "the services could not be set up (see above)"; exit 1; }
+  eval "$out"
+}

@@ -7,7 +7,7 @@ cd "$ROOT"
 ensure_node
 ensure_deps
 OWN_DB=1; [ -n "${DATABASE_URL:-}" ] && OWN_DB=0   # a configured database is never recreated
-eval "$(bash scripts/services.sh)"
+use_services
 export OPENFGA_STORE_NAME="${OPENFGA_STORE_NAME:-music-publishing}"
 export SIDECAR_PORT="${SIDECAR_PORT:-8000}" CATALOG_PORT="${CATALOG_PORT:-8001}" SMTP_PORT="${SMTP_PORT:-2525}"
 export UPSTREAM_URL="${UPSTREAM_URL:-http://127.0.0.1:$CATALOG_PORT}"
@@ -29,7 +29,7 @@ rc=0; node scripts/keys.ts check >/dev/null 2>&1 || rc=$?
 if [ "$rc" = 3 ] && [ "$OWN_DB" = 1 ]; then
   log "the demo database was set up under another key-encryption key (another checkout, or .data/ was deleted): recreating it"
   unset DATABASE_URL DATABASE_OWNER_URL AUTH_DATABASE_URL
-  eval "$(bash scripts/services.sh --fresh)"
+  use_services --fresh
   node migrations/migrate.ts up
 elif [ "$rc" != 0 ]; then
   node scripts/keys.ts check; exit 1

@@ -18,7 +18,7 @@ if command -v docker-compose >/dev/null; then
   log "docker-compose.yml"; docker-compose config -q
 fi
 
-eval "$(bash scripts/services.sh --db publishing_test --fresh)"
+use_services --db publishing_test --fresh
 export OPENFGA_STORE_NAME="test-${OPENFGA_STORE_NAME:-music-publishing}"
 export PG_ADMIN_URL="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export ISSUER_KEK_FILE="${ISSUER_KEK_FILE:-$DATA/issuer-kek.key}"
