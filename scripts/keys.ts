@@ -8,12 +8,15 @@
  *   rotate [--force]    next → active, active → retired (kept in the JWKS until every token it
  *                       signed has expired), a new next key; refuses a next key published for less
  *                       than ISSUER_KEY_PUBLISH_AHEAD_S unless --force
+ *   ensure              create the active and next keys when missing (the catalog API also does on
+ *                       its first start; `npm start` does it before the seed seals anything, so
+ *                       the keys tell which KEK a database was set up under)
  *   check               whether ISSUER_KEK_FILE opens the active and next keys; exit status 3 when
  *                       one was sealed under another key-encryption key (lost or replaced KEK)
  *   reset               recovery from that: retire/delete the keys this KEK cannot open and create
  *                       new ones (tokens already issued stay valid until they expire)
  *
- * `list`, `rotate`, `check` and `reset` use AUTH_DATABASE_URL and ISSUER_KEK_FILE (catalog-api/src/config.ts). Running
+ * `list`, `rotate`, `ensure`, `check` and `reset` use AUTH_DATABASE_URL and ISSUER_KEK_FILE (catalog-api/src/config.ts). Running
  * catalog API processes pick a rotation up within ISSUER_KEY_RELOAD_MS.
  */
 import { mkdirSync, existsSync, writeFileSync } from 'node:fs';
@@ -23,7 +26,7 @@ import { exportPKCS8, generateKeyPair } from 'jose';
 import { loadConfig } from '../catalog-api/src/config.ts';
 import { createOrm } from '../catalog-api/src/db/orm.ts';
 import { ensureKekFile, loadKek } from '../catalog-api/src/modules/auth/secrets.ts';
-import { checkKeys, listKeys, replaceUnreadableKeys, rotateKeys } from '../catalog-api/src/modules/auth/keys/key-store.ts';
+import { checkKeys, ensureKeys, listKeys, replaceUnreadableKeys, rotateKeys } from '../catalog-api/src/modules/auth/keys/key-store.ts';
 
 /** Create an ES256 private key (PKCS#8 PEM, mode 0600) at `file` unless one exists. @returns true when written */
 async function ensureSigningKeyFile(file: string): Promise<boolean> {
@@ -81,6 +84,14 @@ program
       rotateKeys(orm, kek, { publishAheadMs: config.ISSUER_KEY_PUBLISH_AHEAD_S * 1000, accessTokenTtlMs: config.ACCESS_TOKEN_TTL_S * 1000, force: opts.force }),
     );
     console.log(`active: ${r.activated}\nretired: ${r.retired ?? '(none)'}\nnext: ${r.next}${r.deleted.length ? `\ndeleted: ${r.deleted.join(', ')}` : ''}`);
+  });
+
+program
+  .command('ensure')
+  .description('create the active and next keys when missing')
+  .action(async () => {
+    const created = await withAuthOrm((orm) => ensureKeys(orm, loadKek(loadConfig().ISSUER_KEK_FILE)));
+    if (created.length) console.log(`created: ${created.join(', ')}`);
   });
 
 program

@@ -34,6 +34,7 @@ if [ "$rc" = 3 ] && [ "$OWN_DB" = 1 ]; then
 elif [ "$rc" != 0 ]; then
   node scripts/keys.ts check; exit 1
 fi
+node scripts/keys.ts ensure >/dev/null   # before the seed seals a TOTP secret under the same KEK
 log "demo data"; node migrations/seed/run.ts
 log "demo directory"; node migrations/seed/directory.ts
 log "relationships: delivering the outbox to OpenFGA"; node catalog-api/src/outbox/drain.ts
