@@ -8,6 +8,9 @@ NODE_VERSION="${NODE_VERSION:-24.21.0}"
 OPENFGA_VERSION="${OPENFGA_VERSION:-v1.18.3}"
 mkdir -p "$CACHE" "$DATA"
 
+# port_open HOST PORT: something accepts TCP connections there.
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 
 # ensure_node: put a Node >= 22.18 first on PATH; fetch the official binary from the npm package

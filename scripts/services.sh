@@ -23,7 +23,6 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
 apt_install() {
   log "installing Debian packages: $*"

@@ -18,6 +18,10 @@ export ISSUER_KEK_FILE="${ISSUER_KEK_FILE:-$DATA/issuer-kek.key}"
 export JWT_ISSUER="${JWT_ISSUER:-http://127.0.0.1:$SIDECAR_PORT}" APP_BASE_URL="${APP_BASE_URL:-http://127.0.0.1:$SIDECAR_PORT}"
 export JWT_JWKS_URL="${JWT_JWKS_URL:-http://127.0.0.1:$CATALOG_PORT/api/v1/auth/jwks.json}"
 export SMTP_URL="${SMTP_URL:-smtp://127.0.0.1:$SMTP_PORT}"
+# Another `npm start` still running would answer the health checks below in place of this one.
+for port in "$CATALOG_PORT" "$SIDECAR_PORT" $([ "$SMTP_URL" = "smtp://127.0.0.1:$SMTP_PORT" ] && echo "$SMTP_PORT"); do
+  if port_open 127.0.0.1 "$port"; then echo "127.0.0.1:$port is already in use (another npm start?); stop it, or set CATALOG_PORT, SIDECAR_PORT and SMTP_PORT" >&2; exit 1; fi
+done
 
 node scripts/keys.ts init "$DATA"
 log "authorization model"; node policies/src/cli.ts deploy
