@@ -37,3 +37,19 @@ export const emailAddress = z
   .string()
   .max(254)
   .regex(/^[^\s@\p{Cc}]+@[^\s@\p{Cc}]+$/u, 'must be an email address');
+
+/** IANA time zone names the runtime knows (Intl), e.g. `Europe/London`. */
+export const timeZone = z
+  .string()
+  .max(64)
+  .refine((tz) => {
+    try {
+      new Intl.DateTimeFormat('en', { timeZone: tz });
+      return true;
+    } catch {
+      return false;
+    }
+  }, 'must be an IANA time zone, e.g. Europe/London');
+
+/** BCP 47 language tag of the two forms the platform uses: `en` or `en-GB`. */
+export const languageTag = z.string().regex(/^[a-z]{2}(-[A-Z]{2})?$/, 'must be a language tag like en or en-GB');

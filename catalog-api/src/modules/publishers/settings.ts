@@ -5,26 +5,11 @@
  */
 import { z } from 'zod';
 import { problem, type FieldError } from '../../errors.ts';
+import { languageTag, timeZone } from '../common/schemas.ts';
 import { AUTH_POLICIES } from './publisher.entity.ts';
 
 /** Seats a publisher has until its account (plan) says otherwise. */
 export const DEFAULT_SEATS = 25;
-
-/** IANA time zone names the runtime knows (Intl), e.g. `Europe/London`. */
-const timeZone = z
-  .string()
-  .max(64)
-  .refine((tz) => {
-    try {
-      new Intl.DateTimeFormat('en', { timeZone: tz });
-      return true;
-    } catch {
-      return false;
-    }
-  }, 'must be an IANA time zone, e.g. Europe/London');
-
-/** BCP 47 language tag of the two forms the platform uses: `en` or `en-GB`. */
-const languageTag = z.string().regex(/^[a-z]{2}(-[A-Z]{2})?$/, 'must be a language tag like en or en-GB');
 
 /** A publisher's settings. */
 export const settingsSchema = z.strictObject({

@@ -19,7 +19,7 @@ import type { RequestTx } from '../../db/context.ts';
 import type { AuthDeps } from '../auth/deps.ts';
 import { revokeAndAnnounce } from '../auth/sessions.service.ts';
 import { inRequestTx, location, pathId, type RouteDeps } from '../common/http.ts';
-import { commonErrors, emailAddress, problemSchema } from '../common/schemas.ts';
+import { commonErrors, emailAddress, languageTag, problemSchema, timeZone } from '../common/schemas.ts';
 import { Publisher } from '../publishers/publisher.entity.ts';
 import { inPublisher } from '../publishers/routes.ts';
 import { Role } from '../roles/role.entity.ts';
@@ -61,20 +61,8 @@ type UserView = z.infer<typeof userSchema>;
 const profileBody = z.strictObject({
   display_name: z.string().trim().min(1).max(200).optional(),
   phone: z.string().regex(/^\+[1-9][0-9]{6,14}$/, 'must be an E.164 number like +442071234567').nullable().optional(),
-  timezone: z
-    .string()
-    .max(64)
-    .refine((tz) => {
-      try {
-        new Intl.DateTimeFormat('en', { timeZone: tz });
-        return true;
-      } catch {
-        return false;
-      }
-    }, 'must be an IANA time zone, e.g. Europe/London')
-    .nullable()
-    .optional(),
-  language: z.string().regex(/^[a-z]{2}(-[A-Z]{2})?$/, 'must be a language tag like en or en-GB').nullable().optional(),
+  timezone: timeZone.nullable().optional(),
+  language: languageTag.nullable().optional(),
   avatar_url: z.url({ protocol: /^https$/, message: 'must be an https:// URL' }).max(2048).nullable().optional(),
 });
 
