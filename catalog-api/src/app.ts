@@ -16,7 +16,7 @@ import { outboxPlugin } from './plugins/outbox.ts';
 import { problemsPlugin } from './plugins/problems.ts';
 import type { RelationshipSink } from './outbox/relay.ts';
 import formbody from '@fastify/formbody';
-import { redactPath } from '../../policies/src/routes.ts';
+import { loggedRequest } from '../../policies/src/routes.ts';
 import { catalogRoutes } from './modules/catalog/routes.ts';
 import { usersRoutes } from './modules/users/routes.ts';
 import { membersRoutes } from './modules/users/members.routes.ts';
@@ -48,11 +48,6 @@ export type CatalogDeps = {
   logger?: boolean | Record<string, unknown>;
 };
 
-/** Pino's request serializer, with credential path segments redacted (policies/src/routes.ts). */
-function maskedRequest(req: { method?: string; url?: string; headers?: Record<string, unknown>; ip?: string }) {
-  return { method: req.method, url: redactPath(req.url ?? ''), host: req.headers?.host, remoteAddress: req.ip };
-}
-
 /** 1 MiB: the largest request body accepted (larger → 413 payload-too-large). */
 export const BODY_LIMIT_BYTES = 1024 * 1024;
 
@@ -68,7 +63,7 @@ export async function buildCatalogApi(config: CatalogConfig, deps: CatalogDeps =
     logger: deps.logger ?? {
       level: config.LOG_LEVEL,
       redact: ['req.headers.authorization', 'req.headers["x-identity-assertion"]'],
-      serializers: { req: maskedRequest },
+      serializers: { req: loggedRequest },
     },
     bodyLimit: BODY_LIMIT_BYTES,
     // Slow or stalled clients (docs: config.ts): the whole request must arrive within

@@ -8,7 +8,11 @@
  */
 import { createHash } from 'node:crypto';
 
-/** Object types that other objects inherit from (tuple-to-userset parents in policies/model.fga). */
+/**
+ * Object types whose relationships decide other objects' relations (policies/model.fga): parents
+ * reached by tuple-to-userset (`publisher`, `system`, `department`) and custom roles, reached as the
+ * userset `role#assignee`.
+ */
 export const PARENT_TYPES: readonly string[] = ['publisher', 'system', 'department', 'role'];
 
 const PREFIX = 'authz:epoch:';

@@ -5,8 +5,8 @@
  * One source for four consumers: migration 0006 seeds the `permissions`, `roles` and
  * `role_permissions` tables from it (a test keeps the database and this file equal), the model
  * tests are generated from it (policies/tests/generate.ts — a permission without tests fails the
- * test command), the catalog API checks custom roles against it, and the outbox maps a custom role's
- * grant to its tuple with {@link grantRelation}.
+ * test command), the catalog API checks custom roles against it, and the model tests write a custom
+ * role's grants as the outbox triggers of migration 0006 do ({@link grantRelation}, {@link roleObject}).
  *
  * Scopes: the publisher-wide roles (admin ⊃ manager ⊃ editor ⊃ viewer, api_user, custom roles)
  * hold their permissions on every row of the publisher. Two kinds of member hold catalog
@@ -63,6 +63,9 @@ export type DepartmentRole = (typeof DEPARTMENT_ROLES)[number];
 
 const catalogPerms = (actions: readonly (typeof CATALOG_ACTIONS)[number][]) => CATALOG_RESOURCES.flatMap((r) => actions.map((a) => `${r}:${a}`));
 const profile = ['publishers:read', 'branding:read'];
+// the sets several roles share (each on its own scope)
+const editing = [...catalogPerms(['read', 'create', 'update']), ...profile];
+const viewing = [...catalogPerms(['read']), ...profile];
 
 /**
  * The permission set of each system role. Creators hold theirs on their own rows only; every other
@@ -79,18 +82,18 @@ export const SYSTEM_ROLE_PERMISSIONS: Readonly<Record<SystemRole, readonly strin
     'roles:read',
     'usage:read',
   ],
-  editor: [...catalogPerms(['read', 'create', 'update']), ...profile],
-  viewer: [...catalogPerms(['read']), ...profile],
+  editor: editing,
+  viewer: viewing,
   // machine access to the catalog: no administration at all
   api_user: catalogPerms(['read', 'create', 'update']),
-  creator: [...catalogPerms(['read', 'create', 'update']), ...profile],
+  creator: editing,
 });
 
 /** The permission set of each department role (on that department's rows and members only). */
 export const DEPARTMENT_ROLE_PERMISSIONS: Readonly<Record<DepartmentRole, readonly string[]>> = Object.freeze({
-  admin: [...catalogPerms(['read', 'create', 'update']), ...profile, 'members:read', 'members:invite', 'members:update_role', 'members:remove'],
-  editor: [...catalogPerms(['read', 'create', 'update']), ...profile],
-  viewer: [...catalogPerms(['read']), ...profile],
+  admin: [...editing, 'members:read', 'members:invite', 'members:update_role', 'members:remove'],
+  editor: editing,
+  viewer: viewing,
 });
 
 /** Is `name` a permission of the catalogue? */
@@ -116,5 +119,5 @@ export function roleObject(publisherId: string, name: string): string {
   return `role:${publisherId}/${name}`;
 }
 
-/** Custom role names: lower case, digits and dashes, 2–40 characters, not a system role's name. */
+/** Custom role names: lower case, digits and dashes, 2–40 characters (the roles routes also refuse a system role's name). */
 export const ROLE_NAME = /^[a-z][a-z0-9-]{1,39}$/;

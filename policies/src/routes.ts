@@ -186,9 +186,18 @@ export function validateRoutesAgainstModel(rules: RouteRule[], model: Pick<Model
  * token of `POST /api/v1/invitations/{token}/accept`): logs show `[redacted]` instead. Both the
  * sidecar and the catalog API pass every logged URL through {@link redactPath}.
  */
-const CREDENTIAL_PATHS = [/^(\/api\/v1\/invitations\/)[^/?#]+/, /^(\/ext-authz\/api\/v1\/invitations\/)[^/?#]+/];
+const CREDENTIAL_PATH = /^((?:\/ext-authz)?\/api\/v1\/invitations\/)[^/?#]+/;
 
 /** `url` with credential path segments replaced by `[redacted]`. */
 export function redactPath(url: string): string {
-  return CREDENTIAL_PATHS.reduce((u, re) => u.replace(re, '$1[redacted]'), url);
+  return url.replace(CREDENTIAL_PATH, '$1[redacted]');
+}
+
+/**
+ * Pino's request serializer for both services: method, URL through {@link redactPath}, host and
+ * client address.
+ */
+export function loggedRequest(req: { method?: string; url?: string; headers?: Record<string, unknown>; ip?: string }) {
+  const host = req.headers?.host;
+  return { method: req.method, url: redactPath(req.url ?? ''), host: typeof host === 'string' ? host : undefined, remoteAddress: req.ip };
 }

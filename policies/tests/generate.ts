@@ -13,6 +13,7 @@ import { resolve } from 'node:path';
 import { stringify } from 'yaml';
 import {
   CATALOG_RESOURCES,
+  DEPARTMENT_ROLES,
   DEPARTMENT_ROLE_PERMISSIONS,
   PERMISSION_NAMES,
   SYSTEM_ROLE_PERMISSIONS,
@@ -29,6 +30,7 @@ const ROW_TYPES = { works: 'work', songwriters: 'songwriter', recordings: 'recor
 type Resource = (typeof CATALOG_RESOURCES)[number];
 type RowPermission = 'can_read' | 'can_update' | 'can_delete';
 const ROW_PERMISSIONS: Record<RowPermission, string> = { can_read: 'read', can_update: 'update', can_delete: 'delete' };
+const ROW_RELATIONS = Object.keys(ROW_PERMISSIONS) as RowPermission[];
 
 /** The scenario's publishers: `own` and `other` are active, `frozen` is suspended. */
 const PUBLISHERS = ['own', 'other', 'frozen'] as const;
@@ -130,7 +132,7 @@ function tuples(): Tuple[] {
   out.push({ user: `publisher:${CLERK.publisher}`, relation: 'publisher', object: role });
   for (const perm of CLERK.permissions) out.push({ user: `${role}#assignee`, relation: grantRelation(perm), object: `publisher:${CLERK.publisher}` });
   out.push({ user: `publisher:${DEPARTMENT.publisher}`, relation: 'publisher', object: department });
-  for (const r of ['admin', 'editor', 'viewer']) out.push({ user: `${department}#${r}`, relation: `department_${r}`, object: `publisher:${DEPARTMENT.publisher}` });
+  for (const r of DEPARTMENT_ROLES) out.push({ user: `${department}#${r}`, relation: `department_${r}`, object: `publisher:${DEPARTMENT.publisher}` });
   for (const u of USERS) {
     if (u.systemAdmin) out.push({ user: `user:${u.id}`, relation: 'admin', object: 'system:platform' });
     if (u.disabled) out.push({ user: `user:${u.id}`, relation: 'disabled', object: 'system:platform' });
@@ -178,7 +180,7 @@ export function buildTestDocument(): unknown {
         ROWS.map((row) => ({
           user: `user:${u.id}`,
           object: `${ROW_TYPES[resource]}:${row.key}`,
-          assertions: Object.fromEntries((Object.keys(ROW_PERMISSIONS) as RowPermission[]).map((perm) => [perm, expectRow(u, row, resource, perm)])),
+          assertions: Object.fromEntries(ROW_RELATIONS.map((perm) => [perm, expectRow(u, row, resource, perm)])),
         })),
       ),
     ],
@@ -187,7 +189,7 @@ export function buildTestDocument(): unknown {
       user: `user:${u.id}`,
       type: ROW_TYPES[resource],
       assertions: Object.fromEntries(
-        (Object.keys(ROW_PERMISSIONS) as RowPermission[]).map((perm) => [
+        ROW_RELATIONS.map((perm) => [
           perm,
           ROWS.filter((row) => expectRow(u, row, resource, perm)).map((row) => `${ROW_TYPES[resource]}:${row.key}`),
         ]),

@@ -19,7 +19,7 @@ import { STATUS_CODES } from 'node:http';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { Redis } from 'ioredis';
 import { deployModel, loadModel } from '../../policies/src/model.ts';
-import { loadRouteRules, redactPath, validateRoutesAgainstModel } from '../../policies/src/routes.ts';
+import { loadRouteRules, loggedRequest, validateRoutesAgainstModel } from '../../policies/src/routes.ts';
 import type { SidecarConfig } from './config.ts';
 import { createAssertionSigner } from './identity/assertion.ts';
 import { createMetrics } from './metrics.ts';
@@ -54,20 +54,15 @@ export function connectionsCheckInterval(requestTimeoutMs: number): number {
 }
 
 
-/** Pino's request serializer, with credential path segments (invitation tokens) redacted. */
-function loggedRequest(req: { method?: string; url?: string; headers?: Record<string, string | string[] | undefined>; ip?: string }) {
-  const host = req.headers?.host;
-  return { method: req.method, url: redactPath(req.url ?? ''), host: typeof host === 'string' ? host : undefined, remoteAddress: req.ip };
-}
-
 /**
  * Build the sidecar: deploy the policies' model (written only when changed) and pin its id, load
- * and validate the route rules against it, connect Redis (lazily; a down Redis only degrades),
- * load the assertion signing key, and register all routes. Does not listen.
+ * and validate the route rules against it, connect Redis (lazily; a down Redis degrades the
+ * decision cache, and session-bound tokens get 503 once the revocation view is older than its
+ * bound), load the assertion signing key, and register all routes. Does not listen.
  * @param config from `loadConfig()` (config.ts).
  * @returns the Fastify instance; `close()` also closes the upstream pool and Redis.
  * @throws when OpenFGA is unreachable at start (the model cannot be pinned), the route rules are
- *   invalid or name relations missing from the model, or the JWKS file/signing key is unreadable.
+ *   invalid or name relations missing from the model, or the signing key is unreadable.
  */
 export async function buildSidecar(config: SidecarConfig): Promise<FastifyInstance> {
   const app = Fastify({

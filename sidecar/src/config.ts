@@ -115,36 +115,22 @@ export type TrustedIssuer = z.output<typeof issuerSchema>;
 
 /** Schema of the sidecar's environment. Every key has a default, so `{}` is a valid dev config. */
 export const sidecarEnvSchema = envObject.transform((e, ctx) => {
-    let issuers: TrustedIssuer[];
+    // JWT_ISSUERS, or the one issuer of JWT_ISSUER/JWT_AUDIENCE/JWT_JWKS_URL (session-bound)
+    let input: unknown = [{ issuer: e.JWT_ISSUER, audience: e.JWT_AUDIENCE, jwks_uri: e.JWT_JWKS_URL, algorithms: e.JWT_ALGORITHMS, sessions: true }];
     if (e.JWT_ISSUERS) {
-      let json: unknown;
       try {
-        json = JSON.parse(e.JWT_ISSUERS);
+        input = JSON.parse(e.JWT_ISSUERS);
       } catch {
         ctx.addIssue({ code: 'custom', path: ['JWT_ISSUERS'], message: 'must be a JSON array' });
         return z.NEVER;
       }
-      const parsed = z.array(issuerSchema).min(1).safeParse(json);
-      if (!parsed.success) {
-        for (const i of parsed.error.issues) ctx.addIssue({ code: 'custom', path: ['JWT_ISSUERS', ...i.path.map(String)], message: i.message });
-        return z.NEVER;
-      }
-      issuers = parsed.data;
-    } else {
-      issuers = [
-        {
-          issuer: e.JWT_ISSUER,
-          audience: e.JWT_AUDIENCE,
-          jwksUri: e.JWT_JWKS_URL,
-          discoveryUrl: undefined,
-          algorithms: e.JWT_ALGORITHMS as string[],
-          typ: 'at+jwt',
-          subjectClaim: 'sub',
-          sessions: true,
-          maxTokenAgeS: 86_400,
-        },
-      ];
     }
+    const parsed = z.array(issuerSchema).min(1).safeParse(input);
+    if (!parsed.success) {
+      for (const i of parsed.error.issues) ctx.addIssue({ code: 'custom', path: ['JWT_ISSUERS', ...i.path.map(String)], message: i.message });
+      return z.NEVER;
+    }
+    const issuers = parsed.data;
     return toConfig(e, issuers);
   });
 

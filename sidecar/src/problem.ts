@@ -81,6 +81,11 @@ export class ProblemError extends Error {
   }
 }
 
+/** 503 `pdp-unavailable` with `Retry-After: 1`: a decision cannot be made now (fail closed). */
+export function pdpUnavailable(detail: string, cause?: unknown): ProblemError {
+  return new ProblemError(503, 'pdp-unavailable', detail, { headers: { 'retry-after': '1' }, cause });
+}
+
 /** Build the RFC 9457 body for `kind`/`status`/`detail` (title from the kind). */
 export function problemBody(
   status: number,

@@ -7,8 +7,8 @@
  * published, within milliseconds. A periodic re-read (`resyncMs`) repairs anything a subscriber
  * could have missed.
  *
- * Freshness: the view is fresh while the subscriber is connected and subscribed and the last
- * re-read succeeded. When the push channel drops, the view is still trusted for `maxStalenessMs`
+ * Freshness: the view is fresh while the subscriber is subscribed and the set has been read since
+ * it (re)subscribed; a failed periodic re-read does not end that. When the push channel drops, the view is still trusted for `maxStalenessMs`
  * (a revocation made meanwhile is enforced at most that much later); after that {@link check}
  * answers `unknown` and the stage refuses session-bound tokens with 503 until the view is fresh
  * again (fail closed).
@@ -26,8 +26,6 @@ export type RevocationCheck = 'live' | 'revoked' | 'unknown';
 export type SessionRevocations = {
   /** Is `sid` revoked? `unknown` when the view is staler than the bound. O(1), no I/O. */
   check(sid: string): RevocationCheck;
-  /** How many revocations are held. */
-  readonly size: number;
   /** Milliseconds since the view was last known fresh (0 while fresh). */
   staleForMs(): number;
   /** Start: subscribe and read the set (resolves once, even if Redis is down — then the view is stale). */
@@ -44,15 +42,16 @@ export type SessionRevocationsOptions = {
   maxStalenessMs: number;
   resyncMs: number;
   log: Log;
-  now?: () => number;
 };
 
 /** Create the view; call `start()` before serving. */
 export function createSessionRevocations(o: SessionRevocationsOptions): SessionRevocations {
-  const now = o.now ?? Date.now;
+  const now = Date.now;
   const revoked = new Map<string, number>();
   let subscribed = false;
+  let subscribedAt = 0; // when the current subscription began
   let lastFresh = 0; // when the view was last known complete
+  let readyPass: Promise<unknown> | null = null; // the latest subscribe + read (start() awaits the first)
   let lostAt: number | null = null; // when the push channel dropped
   let timer: NodeJS.Timeout | null = null;
   let closed = false;
@@ -88,17 +87,19 @@ export function createSessionRevocations(o: SessionRevocationsOptions): SessionR
     const m = decodeRevocation(text);
     if (m) add(m.sid, m.until);
   });
-  // After a reconnect ioredis re-subscribes by itself ('ready' again); messages published while the
-  // connection was down are lost, so the set is read again before the view counts as fresh.
-  o.subscriber.on('ready', () => {
-    if (closed) return;
-    void o.subscriber.subscribe(SESSION_REVOKED_CHANNEL).then(
+  // On every (re)connect: subscribe, then read the set — messages published while the connection
+  // was down are lost, so the view counts as fresh only once a read began after the subscription.
+  const subscribeAndRead = () =>
+    o.subscriber.subscribe(SESSION_REVOKED_CHANNEL).then(
       () => {
         subscribed = true;
-        void resync();
+        subscribedAt = now();
+        return resync();
       },
       () => undefined,
     );
+  o.subscriber.on('ready', () => {
+    if (!closed) readyPass = subscribeAndRead();
   });
   const dropped = () => {
     if (subscribed) {
@@ -107,8 +108,7 @@ export function createSessionRevocations(o: SessionRevocationsOptions): SessionR
     }
     subscribed = false;
   };
-  o.subscriber.on('close', dropped);
-  o.subscriber.on('end', dropped);
+  o.subscriber.on('close', dropped); // ioredis emits 'close' before every 'end' too
   o.subscriber.on('error', () => undefined);
 
   return {
@@ -117,20 +117,15 @@ export function createSessionRevocations(o: SessionRevocationsOptions): SessionR
       const until = revoked.get(sid);
       return until !== undefined && until > now() ? 'revoked' : 'live';
     },
-    get size() {
-      return revoked.size;
-    },
     staleForMs() {
-      if (subscribed && lastFresh > 0) return 0;
+      if (subscribed && lastFresh >= subscribedAt) return 0;
       const since = lostAt ?? lastFresh;
       return since > 0 ? now() - since : Number.POSITIVE_INFINITY;
     },
     async start() {
       if (o.subscriber.status === 'wait') await o.subscriber.connect().catch(() => undefined);
-      if (o.subscriber.status === 'ready' && !subscribed) {
-        await o.subscriber.subscribe(SESSION_REVOKED_CHANNEL).then(() => (subscribed = true), () => undefined);
-      }
-      await resync();
+      // 'ready' started the first pass; Redis down → just try the read (the view stays stale)
+      await (readyPass ?? resync());
       timer = setInterval(() => void resync(), o.resyncMs);
       timer.unref();
     },

@@ -9,7 +9,7 @@
 import { createRemoteJWKSet, customFetch, decodeJwt, errors as joseErrors, jwtVerify, type FetchImplementation, type JWTVerifyGetKey } from 'jose';
 import { fetch as undiciFetch, request as undiciRequest } from 'undici';
 import { createTokenCache } from '../identity/token-cache.ts';
-import { ProblemError } from '../problem.ts';
+import { ProblemError, pdpUnavailable } from '../problem.ts';
 import { isUuid } from './route.ts';
 
 /** Who is calling, after authentication. */
@@ -129,11 +129,14 @@ export function bearerToken(headers: AuthInput['headers']): string | null {
   return m[1]!;
 }
 
-/** The keys of one issuer, however found. */
-type KeySource = { config: IssuerConfig; algorithms: string[]; keys(): Promise<JWTVerifyGetKey> };
+/**
+ * The keys of one issuer, however found. `keys()` answers synchronously once they are known (a
+ * JWKS URL at once, discovery after it succeeded), so a cached token costs no extra await.
+ */
+type KeySource = { config: IssuerConfig; algorithms: string[]; keys(): JWTVerifyGetKey | Promise<JWTVerifyGetKey> };
 
 const keysUnavailable = (cause: unknown) =>
-  new ProblemError(503, 'pdp-unavailable', "The token issuer's keys cannot be fetched; try again later.", { headers: { 'retry-after': '1' }, cause });
+  pdpUnavailable("The token issuer's keys cannot be fetched; try again later.", cause);
 
 /** Build the key source of `config` (remote JWKS, directly or through discovery). */
 function keySource(config: IssuerConfig, o: JwtAuthenticatorOptions): KeySource {
@@ -149,10 +152,11 @@ function keySource(config: IssuerConfig, o: JwtAuthenticatorOptions): KeySource 
   const algorithms = config.algorithms.filter((a) => a !== 'none' && !a.toUpperCase().startsWith('HS'));
   if (config.jwksUri) {
     const set = remote(config.jwksUri);
-    return { config, algorithms, keys: async () => set };
+    return { config, algorithms, keys: () => set };
   }
   // Discovery: fetched on first use; a failure is remembered for the cooldown, then retried.
   let found: Promise<JWTVerifyGetKey> | null = null;
+  let resolved: JWTVerifyGetKey | null = null;
   let failedAt = 0;
   const discover = async (): Promise<JWTVerifyGetKey> => {
     const res = await undiciRequest(config.discoveryUrl!, { method: 'GET', headersTimeout: timeoutMs, bodyTimeout: timeoutMs, signal: AbortSignal.timeout(timeoutMs) });
@@ -160,27 +164,24 @@ function keySource(config: IssuerConfig, o: JwtAuthenticatorOptions): KeySource 
     const meta = (await res.body.json()) as { issuer?: unknown; jwks_uri?: unknown };
     if (meta.issuer !== config.issuer) throw new Error(`discovery names issuer ${String(meta.issuer)}, expected ${config.issuer}`);
     if (typeof meta.jwks_uri !== 'string' || !/^https?:\/\//.test(meta.jwks_uri)) throw new Error('discovery has no jwks_uri');
-    return remote(meta.jwks_uri);
+    return (resolved = remote(meta.jwks_uri));
   };
-  return {
-    config,
-    algorithms,
-    keys: async () => {
-      if (!found) {
-        if (Date.now() - failedAt < cooldownMs) throw keysUnavailable(new Error('discovery failed recently'));
-        found = discover();
-        found.catch(() => {
-          found = null;
-          failedAt = Date.now();
-        });
-      }
-      try {
-        return await found;
-      } catch (err) {
-        throw keysUnavailable(err);
-      }
-    },
+  const waitForDiscovery = async (): Promise<JWTVerifyGetKey> => {
+    if (!found) {
+      if (Date.now() - failedAt < cooldownMs) throw keysUnavailable(new Error('discovery failed recently'));
+      found = discover();
+      found.catch(() => {
+        found = null;
+        failedAt = Date.now();
+      });
+    }
+    try {
+      return await found;
+    } catch (err) {
+      throw keysUnavailable(err);
+    }
   };
+  return { config, algorithms, keys: () => resolved ?? waitForDiscovery() };
 }
 
 /**
@@ -212,7 +213,9 @@ export function createJwtAuthenticator(opts: JwtAuthenticatorOptions): Authentic
   /** The key the issuer's JWKS gives now for a cached token's header, or undefined when it gives none. */
   const currentKey = async (source: KeySource | undefined, header: { alg: string; kid?: string }): Promise<unknown> => {
     try {
-      return source ? await (await source.keys())(header, undefined as never) : undefined;
+      if (!source) return undefined;
+      const keys = source.keys();
+      return await (keys instanceof Promise ? await keys : keys)(header, undefined as never);
     } catch {
       return undefined; // no/several matching keys, JWKS unreachable: verify in full below
     }

@@ -3,7 +3,7 @@
  * `user:<sub>` `relation` `<object>` through the decision cache → OpenFGA. Public and
  * authenticated-only rules need no check.
  */
-import { ProblemError } from '../problem.ts';
+import { ProblemError, pdpUnavailable } from '../problem.ts';
 import type { RouteMatch } from './route.ts';
 import { objectFor } from './route.ts';
 import type { Identity } from './authenticate.ts';
@@ -34,10 +34,7 @@ export async function authorizeStage(
     decision = await cache.decide({ user: `user:${identity.subject}`, relation: rule.relation, object });
   } catch (err) {
     if (err instanceof PdpUnavailableError) {
-      throw new ProblemError(503, 'pdp-unavailable', 'The authorization service is unavailable; try again later.', {
-        headers: { 'retry-after': '1' },
-        cause: err,
-      });
+      throw pdpUnavailable('The authorization service is unavailable; try again later.', err);
     }
     throw err;
   }

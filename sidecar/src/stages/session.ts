@@ -5,7 +5,7 @@
  * (identity/session-revocations.ts): no network round trip per request.
  */
 import type { SessionRevocations } from '../identity/session-revocations.ts';
-import { ProblemError } from '../problem.ts';
+import { pdpUnavailable } from '../problem.ts';
 import { unauthenticated, type Identity } from './authenticate.ts';
 
 /**
@@ -20,8 +20,6 @@ export function sessionStage(revocations: SessionRevocations, identity: Identity
   const state = revocations.check(sid);
   if (state === 'revoked') throw unauthenticated('The session has ended; sign in again.', 'invalid_token');
   if (state === 'unknown') {
-    throw new ProblemError(503, 'pdp-unavailable', 'Session revocations cannot be checked right now; try again shortly.', {
-      headers: { 'retry-after': '1' },
-    });
+    throw pdpUnavailable('Session revocations cannot be checked right now; try again shortly.');
   }
 }

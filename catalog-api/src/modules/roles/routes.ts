@@ -12,7 +12,7 @@
  */
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { PERMISSION_NAMES, ROLE_NAME, SYSTEM_ROLES } from '../../../../policies/src/permissions.ts';
+import { PERMISSION_NAMES, ROLE_NAME, SYSTEM_ROLES, isPermission } from '../../../../policies/src/permissions.ts';
 import { problem } from '../../errors.ts';
 import { isoTimestamp } from '../../db/base.entity.ts';
 import type { RequestTx } from '../../db/context.ts';
@@ -40,7 +40,7 @@ const roleSchema = z.object({
 type RoleView = z.infer<typeof roleSchema>;
 
 const permissionList = z
-  .array(z.string().refine((p) => PERMISSION_NAMES.includes(p), 'not a permission (see GET /api/v1/permissions)'))
+  .array(z.string().refine(isPermission, 'not a permission (see GET /api/v1/permissions)'))
   .max(PERMISSION_NAMES.length)
   .transform((ps) => [...new Set(ps)].sort());
 

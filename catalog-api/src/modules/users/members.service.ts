@@ -14,7 +14,7 @@
  *   concurrent invitations cannot both take the last seat.
  */
 import { z } from 'zod';
-import { DEPARTMENT_ROLE_PERMISSIONS, SYSTEM_ROLE_PERMISSIONS, type SystemRole } from '../../../../policies/src/permissions.ts';
+import { DEPARTMENT_ROLE_PERMISSIONS, SYSTEM_ROLE_PERMISSIONS, type DepartmentRole, type SystemRole } from '../../../../policies/src/permissions.ts';
 import { ProblemError, problem } from '../../errors.ts';
 import { query, type Orm } from '../../db/orm.ts';
 import { isoTimestamp } from '../../db/base.entity.ts';
@@ -64,7 +64,7 @@ export async function resolveGrant(tx: RequestTx, body: { role: MembershipRole; 
 /** The permissions a grant confers (policies/src/permissions.ts, or the custom role's rows). */
 export async function grantPermissions(tx: RequestTx, g: Grant): Promise<Set<string>> {
   if (g.customRoleId) return new Set((await tx.em.find(RolePermission, { roleId: g.customRoleId })).map((r) => r.permission));
-  if (g.departmentId) return new Set(DEPARTMENT_ROLE_PERMISSIONS[g.role as 'admin' | 'editor' | 'viewer']);
+  if (g.departmentId) return new Set(DEPARTMENT_ROLE_PERMISSIONS[g.role as DepartmentRole]);
   return new Set(SYSTEM_ROLE_PERMISSIONS[g.role as SystemRole] ?? []);
 }
 
