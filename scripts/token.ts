@@ -8,6 +8,7 @@
 import { request } from 'undici';
 import { DEMO_PASSWORD, DEMO_TOTP_SECRETS } from '../migrations/seed/demo.ts';
 import { totpCode } from '../catalog-api/src/modules/auth/totp.ts';
+import { PROBLEM_TYPE_BASE } from '../catalog-api/src/errors.ts';
 
 const [email, password = DEMO_PASSWORD] = process.argv.slice(2);
 if (!email) {
@@ -39,7 +40,7 @@ if (r.json.mfa_required) {
   if (!secret) fail({ status: 401, json: { detail: 'this account needs a TOTP code; use POST /api/v1/auth/mfa/verify by hand' } });
   const mfaToken = r.json.mfa_token;
   r = await post('/api/v1/auth/mfa/verify', { mfa_token: mfaToken, code: totpCode(secret) });
-  if (r.status === 401 && r.json.type === 'https://errors.music-publishing.example/unauthenticated') {
+  if (r.status === 401 && r.json.type === `${PROBLEM_TYPE_BASE}unauthenticated`) {
     const wait = 30_000 - (Date.now() % 30_000) + 200;
     process.stderr.write(`this TOTP code was used already; waiting ${Math.ceil(wait / 1000)} s for the next one\n`);
     await new Promise((res) => setTimeout(res, wait));

@@ -1,6 +1,7 @@
 /**
  * The demo data's fixed part: publishers, users and memberships with fixed UUIDs. Imported by the
- * dev token script (`USERS`), tests (`PUBLISHERS`, `MEMBERSHIPS`) and `migrations/seed/run.ts`.
+ * token script (`DEMO_PASSWORD`, `DEMO_TOTP_SECRETS`), tests (`PUBLISHERS`, `MEMBERSHIPS`, …) and
+ * `migrations/seed/run.ts`.
  * The generated catalog (works, songwriters, recordings) is in run.ts, deterministic from `SEED`.
  */
 

@@ -5,12 +5,13 @@
  * can be asked for again (a new reset link, a new invitation).
  */
 import nodemailer, { type Transporter } from 'nodemailer';
+import type { Logger } from '../logger.ts';
 
 /** One message. */
 export type Mail = { to: string; subject: string; text: string };
 
 /** Minimal logger (pino-compatible). */
-type Log = { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
+type Log = Logger;
 
 /** The mail queue. */
 export type Mailer = {

@@ -21,6 +21,7 @@
  */
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { query, type Orm } from '../db/orm.ts';
+import type { Logger } from '../logger.ts';
 
 /** An OpenFGA tuple key as the writer takes it. */
 export type Tuple = { user: string; relation: string; object: string };
@@ -31,12 +32,8 @@ export interface RelationshipSink {
   write(change: { writes?: Tuple[]; deletes?: Tuple[] }): Promise<void>;
 }
 
-/** Minimal logger (pino-compatible). */
-export type RelayLogger = {
-  info: (obj: object, msg?: string) => void;
-  warn: (obj: object, msg?: string) => void;
-  error: (obj: object, msg?: string) => void;
-};
+/** The relay's logger. */
+export type RelayLogger = Logger;
 
 /** Options of {@link OutboxRelay}. */
 export type OutboxRelayOptions = {

@@ -21,7 +21,7 @@ export type SubjectClaims = { sub: string; sid: string; authTime: Date; amr: rea
 /**
  * Sign an access token.
  * @returns the compact JWT and its lifetime in seconds (`expires_in`)
- * @throws Error when the issuer has no active key
+ * @throws ProblemError 503 when the issuer has no active key it can use (keys/key-store.ts)
  */
 export async function issueAccessToken(keys: IssuerKeys, settings: TokenSettings, c: SubjectClaims): Promise<{ token: string; expiresIn: number }> {
   const key = await keys.signingKey();

@@ -23,7 +23,7 @@ import { directoryPasswordMail, emailVerificationMail, passwordResetMail } from 
 import { hashPassword, passwordProblems, verifyPassword } from './passwords.ts';
 import { digest, newOpaqueToken, seal, unseal } from './secrets.ts';
 import { revokeSessions } from './sessions.service.ts';
-import { findUserByEmail } from './sign-in.service.ts';
+import { credentialFor, findUserByEmail } from './sign-in.service.ts';
 import { acceptTotp, newRecoveryCodes, newTotpSecret, otpauthUri } from './totp.ts';
 import { UserToken, type UserTokenPurpose } from './user-token.entity.ts';
 
@@ -108,7 +108,7 @@ export function createAccountService(deps: AuthDeps) {
         const user = await em.findOne(User, userId);
         if (!isPerson(user) || user.status !== 'active' || user.authSource !== 'internal') return false;
         checkNewPassword(newPassword, user.email);
-        const cred = (await em.findOne(Credential, userId, { lockMode: LockMode.PESSIMISTIC_WRITE })) ?? em.create(Credential, { userId, failedLoginCount: 0, lockoutLevel: 0, updatedAt: new Date() });
+        const cred = await credentialFor(em, userId);
         cred.passwordHash = await hashPassword(newPassword);
         cred.passwordChangedAt = new Date();
         cred.passwordExpiresAt = null;
@@ -170,7 +170,7 @@ export function createAccountService(deps: AuthDeps) {
     async enrolTotp(userId: string): Promise<{ secret: string; otpauth_uri: string }> {
       return tx(async (em) => {
         const user = await activeUser(em, userId);
-        const cred = (await em.findOne(Credential, userId, { lockMode: LockMode.PESSIMISTIC_WRITE })) ?? em.create(Credential, { userId, failedLoginCount: 0, lockoutLevel: 0, updatedAt: new Date() });
+        const cred = await credentialFor(em, userId);
         if (cred.totpEnabledAt) throw problem.conflict('TOTP is already enabled; disable it first to enrol a new authenticator.');
         const secret = newTotpSecret();
         cred.totpPendingSecret = await seal(deps.kek, secret);

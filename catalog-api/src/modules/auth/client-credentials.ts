@@ -13,14 +13,13 @@ import { timingSafeEqual } from 'node:crypto';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { problem } from '../../errors.ts';
 import { ApiClient } from '../api-clients/api-client.entity.ts';
+import { isUuid } from '../common/http.ts';
 import { Publisher } from '../publishers/publisher.entity.ts';
 import { Membership } from '../users/membership.entity.ts';
 import { User } from '../users/user.entity.ts';
 import type { AuthDeps } from './deps.ts';
 import { digest } from './secrets.ts';
 import { openClientSession, type ClientInfo, type ClientTokenResponse } from './sessions.service.ts';
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** The client's credentials from an `Authorization: Basic` header (RFC 6749 §2.3.1), or null. */
 export function basicCredentials(header: string | undefined): { id: string; secret: string } | null {
@@ -42,7 +41,7 @@ export function basicCredentials(header: string | undefined): { id: string; secr
  */
 export async function clientCredentialsGrant(deps: AuthDeps, clientId: string, secret: string, client: ClientInfo): Promise<ClientTokenResponse> {
   const rejected = () => problem.unauthenticated('The client credentials are invalid.');
-  if (!UUID.test(clientId)) throw rejected();
+  if (!isUuid(clientId)) throw rejected();
   const id = clientId.toLowerCase();
   return deps.orm.em.fork().transactional(async (em: EntityManager) => {
     const c = await em.findOne(ApiClient, { id });

@@ -4,7 +4,7 @@
  *
  * - `passwordHash`: argon2id PHC string (null: no internal password, e.g. a directory user).
  * - `totpSecret` / `totpPendingSecret`: the TOTP secret sealed as a JWE under the key-encryption key
- *   (crypto/sealed.ts); the pending one waits for its first code (enrolment).
+ *   (secrets.ts); the pending one waits for its first code (enrolment).
  * - `totpLastStep`: the last accepted RFC 6238 time step, so a code is accepted once.
  * - `failedLoginCount`, `firstFailedAt`, `lockedUntil`, `lockoutLevel`: see lockout.ts.
  */

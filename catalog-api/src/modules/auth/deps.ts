@@ -10,13 +10,10 @@ import type { IssuerKeys } from './keys/key-store.ts';
 import type { RevocationPublisher } from './revocations.ts';
 import type { Kek } from './secrets.ts';
 import type { DirectoryGateway } from '../directory/gateway.ts';
+import type { Logger } from '../../logger.ts';
 
-/** Minimal logger (pino-compatible). */
-export type Log = {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-};
+/** The logger of the sign-in service. */
+export type Log = Logger;
 
 export type AuthDeps = {
   /** the `catalog_auth` pool */
@@ -24,8 +21,8 @@ export type AuthDeps = {
   keys: IssuerKeys;
   kek: Kek;
   tokens: TokenSettings;
-  /** null: no Redis configured (lockout of unknown emails then lives in this process) */
-  redis: Redis | null;
+  /** lockout of unknown emails, shared by every process (while Redis fails: each process's own) */
+  redis: Redis;
   revocations: RevocationPublisher;
   mailer: Mailer;
   directory: DirectoryGateway;

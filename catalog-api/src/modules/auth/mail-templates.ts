@@ -6,22 +6,27 @@ import type { Mail } from '../../mail/mailer.ts';
 
 const hours = (ms: number) => Math.round(ms / 3_600_000);
 
+/** What a link mail says; the link is `<baseUrl><page>?token=…`, the same token works at `apiRoute`. */
+type LinkMail = { subject: string; intro: string; page: string; apiRoute: string; validity: string; closing?: string };
+
+function linkMail(to: string, m: LinkMail, baseUrl: string, token: string): Mail {
+  const link = `${baseUrl}${m.page}?token=${encodeURIComponent(token)}`;
+  const text = [m.intro, '', `Open ${link}`, `or send the token to POST ${m.apiRoute}: ${token}`, '', m.validity];
+  if (m.closing) text.push(m.closing);
+  return { to, subject: m.subject, text: text.join('\n') };
+}
+
 /** A password-reset link for an internal account. */
 export function passwordResetMail(to: string, baseUrl: string, token: string, ttlMs: number): Mail {
-  const link = `${baseUrl}/reset-password?token=${encodeURIComponent(token)}`;
-  return {
-    to,
+  const m: LinkMail = {
     subject: 'Reset your Music Publishing password',
-    text: [
-      'Someone (hopefully you) asked to reset the password of this account.',
-      '',
-      `Open ${link}`,
-      `or send the token to POST /api/v1/auth/password/reset: ${token}`,
-      '',
-      `The link works once, for ${hours(ttlMs)} hour(s). Setting a new password signs you out everywhere.`,
-      'If you did not ask for this, ignore this message: your password stays as it is.',
-    ].join('\n'),
+    intro: 'Someone (hopefully you) asked to reset the password of this account.',
+    page: '/reset-password',
+    apiRoute: '/api/v1/auth/password/reset',
+    validity: `The link works once, for ${hours(ttlMs)} hour(s). Setting a new password signs you out everywhere.`,
+    closing: 'If you did not ask for this, ignore this message: your password stays as it is.',
   };
+  return linkMail(to, m, baseUrl, token);
 }
 
 /** The answer to a reset request for a directory account, whose password lives in the directory. */
@@ -40,17 +45,12 @@ export function directoryPasswordMail(to: string): Mail {
 
 /** An email-verification link. */
 export function emailVerificationMail(to: string, baseUrl: string, token: string, ttlMs: number): Mail {
-  const link = `${baseUrl}/verify-email?token=${encodeURIComponent(token)}`;
-  return {
-    to,
+  const m: LinkMail = {
     subject: 'Confirm your email address for Music Publishing',
-    text: [
-      'Please confirm that this address belongs to you.',
-      '',
-      `Open ${link}`,
-      `or send the token to POST /api/v1/auth/email/verify: ${token}`,
-      '',
-      `The link works once, for ${hours(ttlMs)} hour(s).`,
-    ].join('\n'),
+    intro: 'Please confirm that this address belongs to you.',
+    page: '/verify-email',
+    apiRoute: '/api/v1/auth/email/verify',
+    validity: `The link works once, for ${hours(ttlMs)} hour(s).`,
   };
+  return linkMail(to, m, baseUrl, token);
 }

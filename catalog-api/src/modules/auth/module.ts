@@ -21,7 +21,7 @@ export type AuthModule = {
   deps: AuthDeps;
   signIn: SignInService;
   account: AccountService;
-  /** Start the timers (revocation publisher, directory sync). */
+  /** Load (on a fresh database: create) the signing keys and start the timers (revocation publisher, directory sync). */
   start(): void;
   /** Stop the timers, wait for work in flight, flush the mail queue. */
   close(): Promise<void>;

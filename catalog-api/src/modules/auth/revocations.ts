@@ -15,12 +15,13 @@ import type { Redis } from 'ioredis';
 import { REVOKED_SESSIONS_KEY, SESSION_REVOKED_CHANNEL, encodeRevocation } from '../../../../policies/src/session-revocations.ts';
 import type { Orm } from '../../db/orm.ts';
 import { Session } from './session.entity.ts';
+import type { Logger } from '../../logger.ts';
 
 /** Clock tolerance the enforcement points allow on `exp` (ms). */
 export const VERIFIER_SKEW_MS = 5000;
 
 /** Minimal logger (pino-compatible). */
-type Log = { warn(obj: object, msg?: string): void; info(obj: object, msg?: string): void };
+type Log = Pick<Logger, 'info' | 'warn'>;
 
 /** Options of {@link RevocationPublisher}. */
 export type RevocationPublisherOptions = {

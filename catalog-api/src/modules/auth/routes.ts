@@ -23,6 +23,7 @@ import { commonErrors, emailAddress, problemSchema } from '../common/schemas.ts'
 import type { AccountService } from './account.service.ts';
 import { basicCredentials, clientCredentialsGrant } from './client-credentials.ts';
 import type { AuthDeps } from './deps.ts';
+import { KEY_ALG } from './keys/key-store.ts';
 import { MAX_PASSWORD_LENGTH } from './passwords.ts';
 import { listSessions, refreshSession, revokeAndAnnounce, type ClientInfo } from './sessions.service.ts';
 import type { SignInResult, SignInService } from './sign-in.service.ts';
@@ -36,8 +37,6 @@ export type AuthRouteDeps = RouteDeps & {
   signInRateLimit: number;
 };
 
-/** An email as typed at sign-in (common/schemas.ts `emailAddress`). */
-export const loginEmail = emailAddress;
 const password = z.string().max(MAX_PASSWORD_LENGTH);
 const opaque = z.string().min(16).max(512);
 
@@ -92,7 +91,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
           'Unknown email, wrong password and disabled account get the same 401. Five failures in 15 minutes lock the account (429 `account-locked`). ' +
           'With TOTP enrolled the answer is an MFA challenge for POST /api/v1/auth/mfa/verify.',
         security: [],
-        body: z.strictObject({ email: loginEmail, password }),
+        body: z.strictObject({ email: emailAddress, password }),
         response: { 200: tokenResponse.or(mfaChallenge), ...signInErrors },
       },
     },
@@ -233,7 +232,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
         summary: 'Ask for a password-reset link',
         description: 'Always 202, whether or not the email has an account; the link (valid 1 h) goes to the address if it does.',
         security: [],
-        body: z.strictObject({ email: loginEmail }),
+        body: z.strictObject({ email: emailAddress }),
         response: { 202: z.void().describe('no body'), ...signInErrors },
       },
     },
@@ -357,8 +356,8 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
         issuer,
         jwks_uri: `${issuer}/api/v1/auth/jwks.json`,
         subject_types_supported: ['public'],
-        id_token_signing_alg_values_supported: ['ES256'],
-        access_token_signing_alg_values_supported: ['ES256'],
+        id_token_signing_alg_values_supported: [KEY_ALG],
+        access_token_signing_alg_values_supported: [KEY_ALG],
         claims_supported: ['iss', 'sub', 'aud', 'exp', 'iat', 'jti', 'client_id', 'sid', 'auth_time', 'amr'],
         'x-login_endpoint': `${issuer}/api/v1/auth/login`,
         'x-mfa_endpoint': `${issuer}/api/v1/auth/mfa/verify`,

@@ -18,8 +18,6 @@
 import { LockMode, raw } from '@mikro-orm/core';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { ProblemError, problem } from '../../errors.ts';
-import { Membership } from '../users/membership.entity.ts';
-import { Publisher } from '../publishers/publisher.entity.ts';
 import { User } from '../users/user.entity.ts';
 import { Credential, RecoveryCode } from './credential.entity.ts';
 import type { AuthDeps } from './deps.ts';
@@ -28,7 +26,7 @@ import { ldapProvider } from './providers/ldap.ts';
 import { internalProvider } from './providers/internal.ts';
 import { CredentialsRejected, type SignInProvider } from './providers/provider.ts';
 import { digest, newOpaqueToken, unseal } from './secrets.ts';
-import { openSession, type ClientInfo, type TokenResponse } from './sessions.service.ts';
+import { openSession, publishersOf, type ClientInfo, type TokenResponse } from './sessions.service.ts';
 import { acceptTotp, normaliseRecoveryCode } from './totp.ts';
 import { createUnknownEmailLockout } from './unknown-lockout.ts';
 import { UserToken } from './user-token.entity.ts';
@@ -57,19 +55,12 @@ function setLockout(c: Credential, s: LockoutState): void {
 }
 
 /** The user's credential row, created (without a password) when missing; locked FOR UPDATE. */
-async function credentialFor(em: EntityManager, userId: string): Promise<Credential> {
+export async function credentialFor(em: EntityManager, userId: string): Promise<Credential> {
   const c = await em.findOne(Credential, userId, { lockMode: LockMode.PESSIMISTIC_WRITE });
   if (c) return c;
   const created = em.create(Credential, { userId, failedLoginCount: 0, lockoutLevel: 0, updatedAt: new Date() });
   await em.flush();
   return created;
-}
-
-/** Memberships with their publishers' sign-in settings (deleted publishers excluded). */
-async function publishersOf(em: EntityManager, userId: string): Promise<Publisher[]> {
-  const memberships = await em.find(Membership, { userId });
-  if (memberships.length === 0) return [];
-  return em.find(Publisher, { id: { $in: memberships.map((m) => m.publisherId) } });
 }
 
 /** The sign-in service. */
@@ -129,7 +120,7 @@ export function createSignInService(deps: AuthDeps): SignInService {
       });
       return { kind: 'mfa', mfaToken, expiresIn: Math.round(deps.ttl.mfaChallengeMs / 1000) };
     }
-    const tokens = await openSession(deps, em, { userId, amr, authTime: now }, client);
+    const tokens = await openSession(deps, em, { userId, amr, authTime: now, publishers }, client);
     const mfaEnrollmentRequired = publishers.some((p) => p.signIn().require_mfa);
     return { kind: 'tokens', tokens, mfaEnrollmentRequired };
   };

@@ -2,7 +2,7 @@
  * Lockout state of emails that belong to no account, so that "5 failures lock the account" holds
  * for every email and a 429 tells nothing about which emails exist (lockout.ts has the rule).
  * Kept in Redis (`auth:lockout:<sha256 of the lower-cased email>`, a JSON value, expiring one day
- * after its last change); without Redis, in this process (bounded LRU).
+ * after its last change); while Redis fails, in this process (bounded LRU).
  */
 import { LRUCache } from 'lru-cache';
 import type { Redis } from 'ioredis';
@@ -29,19 +29,16 @@ export type UnknownEmailLockout = {
 };
 
 /** Create the store on `redis` (falls back to memory per call when Redis fails). */
-export function createUnknownEmailLockout(redis: Redis | null): UnknownEmailLockout {
+export function createUnknownEmailLockout(redis: Redis): UnknownEmailLockout {
   const local = new LRUCache<string, Stored>({ max: 10_000, ttl: TTL_S * 1000 });
   const keyOf = (email: string) => `auth:lockout:${digest(email.toLowerCase())}`;
   const read = async (key: string): Promise<Stored | undefined> => {
-    if (redis) {
-      try {
-        const v = await redis.get(key);
-        return v ? (JSON.parse(v) as Stored) : undefined;
-      } catch {
-        /* Redis unavailable: this process's view */
-      }
+    try {
+      const v = await redis.get(key);
+      return v ? (JSON.parse(v) as Stored) : undefined;
+    } catch {
+      return local.get(key); // Redis unavailable: this process's view
     }
-    return local.get(key);
   };
   return {
     async state(email) {
@@ -52,7 +49,7 @@ export function createUnknownEmailLockout(redis: Redis | null): UnknownEmailLock
       const next = afterFailure(toState(await read(key)), now);
       const stored = toStored(next);
       local.set(key, stored);
-      if (redis) await redis.set(key, JSON.stringify(stored), 'EX', TTL_S).catch(() => undefined);
+      await redis.set(key, JSON.stringify(stored), 'EX', TTL_S).catch(() => undefined);
       return next;
     },
   };

@@ -13,6 +13,7 @@ import { OutboxRelay } from '../../outbox/relay.ts';
 import { createRelationshipWriter } from '../../outbox/writer.ts';
 import { createRedis } from '../../redis.ts';
 import { RevocationPublisher } from '../auth/revocations.ts';
+import { isUuid } from '../common/http.ts';
 import { Publisher } from '../publishers/publisher.entity.ts';
 import { createDirectoryGateway } from './gateway.ts';
 import { syncDirectories } from './sync.ts';
@@ -37,7 +38,7 @@ program
     try {
       let publisherId: string | undefined;
       if (publisher) {
-        const p = await authOrm.em.fork().findOne(Publisher, /^[0-9a-f-]{36}$/i.test(publisher) ? { id: publisher.toLowerCase() } : { slug: publisher });
+        const p = await authOrm.em.fork().findOne(Publisher, isUuid(publisher) ? { id: publisher.toLowerCase() } : { slug: publisher });
         if (!p) throw new Error(`no publisher ${publisher}`);
         publisherId = p.id;
       }

@@ -65,7 +65,6 @@ export type DirectoryUser = {
   dn: string;
   /** objectGUID in RFC 4122 text form (lower case) */
   guid: string;
-  email: string | null;
   displayName: string | null;
   /** userAccountControl flags (0x2 = disabled) */
   userAccountControl: number;
@@ -159,13 +158,12 @@ function toUser(e: Entry): DirectoryUser {
   return {
     dn: e.dn,
     guid: guidFromBytes(raw),
-    email: first(e.mail) ?? first(e.userPrincipalName),
     displayName: first(e.displayName),
     userAccountControl: Number(first(e.userAccountControl) ?? 0),
   };
 }
 
-const USER_ATTRIBUTES = ['objectGUID', 'mail', 'userPrincipalName', 'displayName', 'userAccountControl'];
+const USER_ATTRIBUTES = ['objectGUID', 'displayName', 'userAccountControl'];
 
 /** The value searched for `login` under `attribute`: the whole email, or the part before its last `@`. */
 export function loginValue(attribute: LoginAttribute, login: string): string {

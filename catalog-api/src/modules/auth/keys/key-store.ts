@@ -44,8 +44,15 @@ export type IssuerKeys = {
   close(): Promise<void>;
 };
 
-/** Serialises key changes across processes (pg_advisory_xact_lock key). */
-const KEYS_LOCK = `hashtextextended('signing_keys', 0)`;
+/** Serialise key changes across processes for the rest of `em`'s transaction (advisory lock). */
+const lockKeys = (em: EntityManager) => query(em, `select pg_advisory_xact_lock(hashtextextended('signing_keys', 0))`);
+
+/** Retire `key`: it stays published until every token it can have signed has expired. */
+function retire(key: SigningKey, now: Date, accessTokenTtlMs: number): void {
+  key.status = 'retired';
+  key.retiredAt = now;
+  key.expiresAt = new Date(now.getTime() + accessTokenTtlMs + RETIRE_SKEW_MS);
+}
 
 async function newKey(em: EntityManager, kek: Kek, status: 'next' | 'active', now: Date): Promise<SigningKey> {
   const { privateKey } = await generateKeyPair(KEY_ALG, { extractable: true });
@@ -70,7 +77,7 @@ async function newKey(em: EntityManager, kek: Kek, status: 'next' | 'active', no
  */
 export async function ensureKeys(orm: Orm, kek: Kek): Promise<string[]> {
   return orm.em.fork().transactional(async (em: EntityManager) => {
-    await query(em, `select pg_advisory_xact_lock(${KEYS_LOCK})`);
+    await lockKeys(em);
     const now = new Date();
     const created: SigningKey[] = [];
     if (!(await em.findOne(SigningKey, { status: 'active' }))) created.push(await newKey(em, kek, 'active', now));
@@ -93,7 +100,7 @@ export type RotationResult = { activated: string; retired: string | null; next: 
  */
 export async function rotateKeys(orm: Orm, kek: Kek, opts: { publishAheadMs: number; accessTokenTtlMs: number; force?: boolean }): Promise<RotationResult> {
   return orm.em.fork().transactional(async (em: EntityManager) => {
-    await query(em, `select pg_advisory_xact_lock(${KEYS_LOCK})`);
+    await lockKeys(em);
     const now = new Date();
     const next = await em.findOne(SigningKey, { status: 'next' });
     if (!next) throw new Error('no next key to promote: start the catalog API once, or run `npm run keys -- init`');
@@ -104,11 +111,7 @@ export async function rotateKeys(orm: Orm, kek: Kek, opts: { publishAheadMs: num
     }
     const active = await em.findOne(SigningKey, { status: 'active' });
     const expired = await em.find(SigningKey, { status: 'retired', expiresAt: { $lte: now } });
-    if (active) {
-      active.status = 'retired';
-      active.retiredAt = now;
-      active.expiresAt = new Date(now.getTime() + opts.accessTokenTtlMs + RETIRE_SKEW_MS);
-    }
+    if (active) retire(active, now, opts.accessTokenTtlMs);
     // The unique "one active" index must never see two: retire first.
     await em.flush();
     next.status = 'active';
@@ -149,7 +152,7 @@ export type ReplacementResult = { retired: string[]; deleted: string[]; created:
  */
 export async function replaceUnreadableKeys(orm: Orm, kek: Kek, opts: { accessTokenTtlMs: number }): Promise<ReplacementResult> {
   const done = await orm.em.fork().transactional(async (em: EntityManager) => {
-    await query(em, `select pg_advisory_xact_lock(${KEYS_LOCK})`);
+    await lockKeys(em);
     const now = new Date();
     const r: ReplacementResult = { retired: [], deleted: [], created: [] };
     for (const key of await em.find(SigningKey, { status: { $in: ['active', 'next'] } })) {
@@ -158,9 +161,7 @@ export async function replaceUnreadableKeys(orm: Orm, kek: Kek, opts: { accessTo
         em.remove(key);
         r.deleted.push(key.kid);
       } else {
-        key.status = 'retired';
-        key.retiredAt = now;
-        key.expiresAt = new Date(now.getTime() + opts.accessTokenTtlMs + RETIRE_SKEW_MS);
+        retire(key, now, opts.accessTokenTtlMs);
         r.retired.push(key.kid);
       }
     }

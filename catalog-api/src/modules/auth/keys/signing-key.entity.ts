@@ -7,7 +7,6 @@ import { defineEntity, p } from '@mikro-orm/core';
 import type { JWK } from 'jose';
 
 export const KEY_STATUSES = ['next', 'active', 'retired'] as const;
-export type KeyStatus = (typeof KEY_STATUSES)[number];
 
 const SigningKeySchema = defineEntity({
   name: 'SigningKey',
