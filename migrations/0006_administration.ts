@@ -158,9 +158,6 @@ revoke update on users from catalog_app;
 grant update (email, display_name, status, updated_at, updated_by) on users to catalog_app;
 `;
 
-/** Tables with ENABLE + FORCE row-level security created here. */
-export const ADMIN_TABLES = ['permissions', 'roles', 'role_permissions', 'departments', 'invitations', 'api_clients'] as const;
-
 /** Creates the administration schema, its policies, guards and outbox triggers; `down` removes them. */
 export class Migration0006Administration extends Migration {
   override name = '0006_administration';

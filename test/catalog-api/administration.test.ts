@@ -390,6 +390,9 @@ t.test('users: system admins create, disable and delete; who may see a user', as
   t.same((await su.query(`select operation from authz_outbox where object = 'system:platform' and relation = 'disabled' and subject = $1 order by id desc limit 1`, [`user:${MULTI}`])).rows, [{ operation: 'write' }], 'shut out in OpenFGA');
   t.equal((await api(MULTI, 'GET', '/api/v1/works?limit=1', undefined, DMP)).statusCode, 403, 'and in the API');
   t.equal((await postLogin(ta, 'multi@example.com', DEMO_PASSWORD)).status, 401, 'no sign-in');
+  const byStatus = async (status: string) => (await api(DMP_ADMIN, 'GET', `/api/v1/publishers/${DMP}/users?status=${status}&limit=100`)).json().items.map((m: { user_id: string }) => m.user_id);
+  t.same(await byStatus('disabled'), [MULTI], 'the members list filters by user status');
+  t.notOk((await byStatus('active')).includes(MULTI), 'a disabled member is not among the active ones');
   await api(SYSADMIN, 'PUT', `/api/v1/users/${MULTI}/status`, { status: 'active' });
 
   const added = await api(SYSADMIN, 'POST', `/api/v1/users/${fresh.id}/publishers`, { publisher_id: SONGTRUST, role: 'creator' });

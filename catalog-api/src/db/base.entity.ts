@@ -36,8 +36,9 @@ export const notDeleted = { notDeleted: { name: 'notDeleted', cond: { deletedAt:
 
 /**
  * Key, publisher, owner, department, audit and soft-delete columns of the catalog tables (works, songwriters,
- * recordings). `created_at`, `updated_at` and `updated_by` are maintained by the database
- * (defaults and the `set_updated_audit` trigger), so the ORM never writes them.
+ * recordings). `created_at` has a default and the `set_updated_audit` trigger stamps `updated_at`
+ * (and `updated_by` from the RLS context when a write leaves it unchanged); the catalog handlers
+ * write `created_by`/`updated_by` themselves, so the row names its author without relying on it.
  */
 export const catalogColumns = {
   id: p.uuid().primary().defaultRaw('gen_random_uuid()'),

@@ -23,7 +23,6 @@ import { query, type Orm } from './orm.ts';
 import { ProblemError, problem } from '../errors.ts';
 
 import type { Role } from '../modules/users/membership.entity.ts';
-export { ROLES, type Role } from '../modules/users/membership.entity.ts';
 
 /** What `app.access_scope` is set to (`platform`: a system admin without a publisher context). */
 export type AccessScope = 'publisher' | 'own' | 'department' | 'platform' | '';
@@ -116,7 +115,9 @@ const SCOPE_SQL = `
  * Run `fn` in one transaction with the caller's RLS context set first (see the module comment).
  * Commits when `fn` resolves, rolls back when it throws (the error propagates unchanged).
  * @throws ProblemError 400 `publisher-context` (publisher required, none given),
- *         403 `forbidden` (unknown/disabled user, or no membership and not a system admin)
+ *         403 `forbidden` (unknown/disabled user, or no membership and not a system admin),
+ *         403 `publisher-suspended` / `publisher-archived` (a member of such a publisher),
+ *         403 `auth-method-not-allowed` / `mfa-required` (the publisher's sign-in rules)
  */
 export async function withRequestTransaction<T>(orm: Orm, caller: Caller, fn: (tx: RequestTx) => Promise<T>, options: RequestTxOptions = {}): Promise<T> {
   const needsPublisher = (options.publisher ?? 'required') === 'required';
@@ -145,7 +146,7 @@ export async function withRequestTransaction<T>(orm: Orm, caller: Caller, fn: (t
  * clients (their grant is the client credentials one).
  * @throws ProblemError 403 `auth-method-not-allowed` or `mfa-required`
  */
-export function checkSignInPolicy(ctx: RequestContext, amr: readonly string[]): void {
+function checkSignInPolicy(ctx: RequestContext, amr: readonly string[]): void {
   // API clients sign in with client credentials, which no sign-in policy is about
   if (ctx.isSystemAdmin || ctx.role === 'api_user') return;
   if (amr.length > 0) {
@@ -157,11 +158,12 @@ export function checkSignInPolicy(ctx: RequestContext, amr: readonly string[]): 
 }
 
 /**
- * Second statement of the request transaction: look up the membership and set `app.access_scope`.
- * Exported for tests. Must run inside a transaction whose `app.user_id`/`app.publisher_id` are set.
+ * Second statement of the request transaction: look up the membership, set `app.access_scope` and
+ * `app.department_id`, and collect the caller's permissions. Must run inside a transaction whose
+ * `app.user_id`/`app.publisher_id` are set.
  * @returns the context (scope '' and `userActive` false when the user row is not visible)
  */
-export async function establishScope(em: EntityManager, userId: string, publisherId: string): Promise<RequestContext> {
+async function establishScope(em: EntityManager, userId: string, publisherId: string): Promise<RequestContext> {
   type Row = {
     is_system_admin: boolean;
     status: string;
@@ -170,6 +172,7 @@ export async function establishScope(em: EntityManager, userId: string, publishe
     department_id: string | null;
     publisher_status: string | null;
     access_scope: AccessScope;
+    scoped_department: string;
     auth_policy: string | null;
     require_mfa: boolean;
     permissions: string[];
@@ -182,7 +185,7 @@ export async function establishScope(em: EntityManager, userId: string, publishe
     scope,
     role: row?.role ?? null,
     customRoleId: row?.custom_role_id ?? null,
-    departmentId: scope === 'department' ? (row?.department_id ?? null) : null,
+    departmentId: row?.scoped_department || null,
     permissions: new Set(row?.permissions ?? []),
     isSystemAdmin: row?.is_system_admin ?? false,
     publisherStatus: row?.publisher_status ?? null,

@@ -59,14 +59,6 @@ export async function inRequestTx<T>(
   return result;
 }
 
-/**
- * Require scope `publisher` (not a creator's `own`) for admin-like actions.
- * @throws ProblemError 403
- */
-export function requirePublisherScope(tx: RequestTx, what: string): void {
-  if (tx.ctx.scope !== 'publisher') throw problem.forbidden(`Your role does not allow ${what}.`);
-}
-
 /** `Location` of a created resource. */
 export function location(collection: string, id: string): string {
   return `/api/v1/${collection}/${id}`;

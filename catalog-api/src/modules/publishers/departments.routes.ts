@@ -8,7 +8,6 @@ import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { problem } from '../../errors.ts';
 import { isoTimestamp } from '../../db/base.entity.ts';
-import { requirePermission } from '../../db/context.ts';
 import { Membership } from '../users/membership.entity.ts';
 import { Work } from '../catalog/work.entity.ts';
 import { Songwriter } from '../catalog/songwriter.entity.ts';
@@ -105,7 +104,6 @@ export const departmentsRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, d
         request.params.publisherId,
         'departments:manage',
         async (tx) => {
-          requirePermission(tx, 'departments:manage');
           const id = pathId(request.params.departmentId);
           const d = await tx.em.findOne(Department, { id });
           if (!d) throw problem.notFound('No such department.');

@@ -17,7 +17,7 @@ import { inRequestTx, location, pathId, type RouteDeps } from '../common/http.ts
 import { KEYSET_ORDER, afterCursor, listQuerySchema, pageSchema } from '../common/pagination.ts';
 import { commonErrors, problemSchema, timestamp } from '../common/schemas.ts';
 import { BUSINESS_MODELS, PUBLISHER_STATUSES, PUBLISHER_TYPES, Publisher } from './publisher.entity.ts';
-import { brandingSchema, currentSettings, parseDocument, settingsSchema } from './settings.ts';
+import { brandingSchema, currentSettings, parseDocument, settingsSchema, type Settings } from './settings.ts';
 
 const tags = ['publishers'];
 const params = z.object({ publisherId: z.string() });
@@ -254,13 +254,14 @@ export const publishersRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, de
   );
 
   const settingsResponse = settingsSchema.extend({ session_max_age_s: z.number().int().nullable() });
+  // an unset session limit is answered as null (the platform's)
+  const presentSettings = (s: Settings) => ({ ...s, session_max_age_s: s.session_max_age_s ?? null });
   app.get(
     '/api/v1/publishers/:publisherId/settings',
     { schema: { description: 'Every documented key with its value or default (publisher_settings:read).', tags, operationId: 'getPublisherSettings', summary: "A publisher's settings (defaults filled in)", params, response: { 200: settingsResponse, ...commonErrors } } },
     async (request) =>
       inPublisher(deps, request, request.params.publisherId, 'publisher_settings:read', async (_tx, p) => {
-        const s = currentSettings(p.settings);
-        return { ...s, session_max_age_s: s.session_max_age_s ?? null };
+        return presentSettings(currentSettings(p.settings));
       }),
   );
 
@@ -289,7 +290,7 @@ export const publishersRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, de
         async (tx, p) => {
           p.settings = settings;
           await tx.em.flush();
-          return { ...settings, session_max_age_s: settings.session_max_age_s ?? null };
+          return presentSettings(settings);
         },
         { mutating: true },
       );

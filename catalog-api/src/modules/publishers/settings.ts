@@ -6,7 +6,9 @@
 import { z } from 'zod';
 import { problem, type FieldError } from '../../errors.ts';
 import { languageTag, timeZone } from '../common/schemas.ts';
-import { AUTH_POLICIES } from './publisher.entity.ts';
+
+/** How a publisher's members may sign in: internal passwords, Active Directory, or either. */
+export const AUTH_POLICIES = ['internal', 'ad', 'both'] as const;
 
 /** Seats a publisher has until its account (plan) says otherwise. */
 export const DEFAULT_SEATS = 25;

@@ -59,11 +59,8 @@ export async function createInvitation(tx: RequestTx, email: string, grant: Gran
   const lower = email.toLowerCase();
   // A member's row is visible here (RLS shows the context publisher's members) — except to a
   // department admin outside their department, whom the insert below refuses anyway.
-  const members = await tx.em.find(Membership, { publisherId });
-  if (members.length) {
-    const users = await tx.em.find(User, { id: { $in: members.map((m) => m.userId) } }, { fields: ['email'] });
-    if (users.some((u) => u.email?.toLowerCase() === lower)) throw problem.conflict('This email already belongs to a member of this publisher.');
-  }
+  const user = await findUserByEmail(tx.em, lower);
+  if (user && (await tx.em.findOne(Membership, { publisherId, userId: user.id }))) throw problem.conflict('This email already belongs to a member of this publisher.');
   const now = new Date();
   await tx.em.nativeUpdate(Invitation, { publisherId, email: lower, acceptedAt: null, revokedAt: null }, { revokedAt: now });
   const token = randomUUID();

@@ -15,7 +15,7 @@ import { problem } from '../../errors.ts';
 import { isoTimestamp } from '../../db/base.entity.ts';
 import type { AuthDeps } from '../auth/deps.ts';
 import { MAX_PASSWORD_LENGTH } from '../auth/passwords.ts';
-import { pathId, type RouteDeps } from '../common/http.ts';
+import { isUuid, pathId, type RouteDeps } from '../common/http.ts';
 import { afterCursor, listQuerySchema, pageSchema } from '../common/pagination.ts';
 import { commonErrors, emailAddress, problemSchema, timestamp } from '../common/schemas.ts';
 import { inPublisher } from '../publishers/routes.ts';
@@ -74,7 +74,7 @@ export const membersRoutes: FastifyPluginAsyncZod<MembersRouteDeps> = async (app
         const where: Record<string, unknown> = { publisherId: p.id };
         if (role) where.role = role;
         if (department_id) where.departmentId = department_id.toLowerCase();
-        if (status) where.userId = { $in: (await tx.em.find(User, { status }, { fields: ['id'] })).map((u) => u.id) };
+        if (status) where.userId = { $in: tx.em.createQueryBuilder(User, 'u').select('u.id').where({ status }) };
         const page = await tx.em.findByCursor(Membership, { where, first: limit, after: afterCursor(cursor), includeCount: false, orderBy: { createdAt: 'asc', userId: 'asc' } });
         return { items: await presentMembers(tx, page.items), next_cursor: page.hasNextPage ? page.endCursor : null };
       }),
@@ -102,7 +102,7 @@ export const membersRoutes: FastifyPluginAsyncZod<MembersRouteDeps> = async (app
         request.params.publisherId,
         'members:invite',
         async (tx, p) => {
-          const grant = await resolveGrant(tx, { ...request.body, department_id: request.body.department_id ?? (tx.ctx.scope === 'department' ? tx.ctx.departmentId : null) });
+          const grant = await resolveGrant(tx, request.body);
           await assertGrantable(tx, grant);
           await reserveSeat(tx, deps.auth.orm, p);
           const { invitation, token } = await createInvitation(tx, request.body.email, grant);
@@ -221,7 +221,7 @@ export const membersRoutes: FastifyPluginAsyncZod<MembersRouteDeps> = async (app
     },
     async (request) => {
       const token = request.params.token;
-      if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(token)) throw problem.invalidGrant(400, 'The invitation is invalid, used, revoked or expired; ask for a new one.');
+      if (!isUuid(token)) throw problem.invalidGrant(400, 'The invitation is invalid, used, revoked or expired; ask for a new one.');
       const r = await acceptInvitation(deps.auth, token, request.body);
       return { publisher_id: r.publisherId, user_id: r.userId, role: r.role };
     },

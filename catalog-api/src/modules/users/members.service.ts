@@ -37,17 +37,21 @@ export const grantBody = {
   department_id: z.uuid().nullish().describe('limit the membership to a department (roles admin, editor, viewer)'),
 };
 
+/** A grant as a request names it. */
+type GrantInput = { role: MembershipRole; custom_role_id?: string | null; department_id?: string | null };
+
 /** What a membership confers. */
 export type Grant = { role: MembershipRole; customRoleId: string | null; departmentId: string | null };
 
 /**
  * Check a grant against the publisher: the custom role and the department exist there, and the
- * role fits (custom needs a custom role; a department needs admin, editor or viewer).
+ * role fits (custom needs a custom role; a department needs admin, editor or viewer). A department
+ * admin's grants are in their department unless the body names one.
  * @throws ProblemError 422 naming the field
  */
-export async function resolveGrant(tx: RequestTx, body: { role: MembershipRole; custom_role_id?: string | null; department_id?: string | null }): Promise<Grant> {
+export async function resolveGrant(tx: RequestTx, body: GrantInput): Promise<Grant> {
   const customRoleId = body.custom_role_id?.toLowerCase() ?? null;
-  const departmentId = body.department_id?.toLowerCase() ?? null;
+  const departmentId = (body.department_id ?? (tx.ctx.scope === 'department' ? tx.ctx.departmentId : null))?.toLowerCase() ?? null;
   if ((body.role === 'custom') !== (customRoleId !== null)) {
     throw problem.validation([{ field: 'custom_role_id', reason: body.role === 'custom' ? 'required with role custom' : 'only with role custom' }]);
   }
@@ -153,11 +157,6 @@ export async function memberOrNotFound(tx: RequestTx, userId: string): Promise<M
   return m;
 }
 
-/** A grant body with a department admin's department filled in. */
-function ownDepartment(tx: RequestTx, body: GrantInput): GrantInput {
-  return { ...body, department_id: body.department_id ?? (tx.ctx.scope === 'department' ? tx.ctx.departmentId : null) };
-}
-type GrantInput = { role: MembershipRole; custom_role_id?: string | null; department_id?: string | null };
 
 /**
  * Change the role (custom role, department) of an existing member of the request's publisher.
@@ -166,9 +165,9 @@ type GrantInput = { role: MembershipRole; custom_role_id?: string | null; depart
 export async function changeMembership(tx: RequestTx, userId: string, body: GrantInput): Promise<Member> {
   const m = await memberOrNotFound(tx, userId);
   if (m.role === 'api_user') throw problem.conflict("An API client's role does not change; manage it under /api-clients.");
-  const grant = await resolveGrant(tx, ownDepartment(tx, body));
+  const grant = await resolveGrant(tx, body);
   await assertGrantable(tx, grant);
-  tx.em.assign(m, { role: grant.role, customRoleId: grant.customRoleId, departmentId: grant.departmentId, updatedBy: tx.ctx.userId } as never);
+  tx.em.assign(m, { role: grant.role, customRoleId: grant.customRoleId, departmentId: grant.departmentId }); // updated_by: the audit trigger
   await tx.em.flush();
   await tx.em.refresh(m);
   const [member] = await presentMembers(tx, [m]);
@@ -194,7 +193,7 @@ export async function addMembership(tx: RequestTx, authOrm: Orm, publisher: Publ
   // the sign-in pool sees every user; the request's RLS context only this publisher's members
   if (!(await authOrm.em.fork().findOne(User, { id: userId, kind: 'person' }))) throw problem.notFound('No such user.');
   if (await tx.em.findOne(Membership, { publisherId: publisher.id, userId })) throw problem.conflict('Already a member of this publisher; change the role instead.');
-  const grant = await resolveGrant(tx, ownDepartment(tx, body));
+  const grant = await resolveGrant(tx, body);
   await assertGrantable(tx, grant);
   await reserveSeat(tx, authOrm, publisher);
   const m = tx.em.create(Membership, { publisherId: publisher.id, userId, role: grant.role, customRoleId: grant.customRoleId, departmentId: grant.departmentId });

@@ -309,7 +309,7 @@ export const usersRoutes: FastifyPluginAsyncZod<UsersRouteDeps> = async (app, de
         },
         { mutating: true },
       );
-      return reply.status(201).header('location', `/api/v1/users/${userId}/publishers/${member.publisher_id}`).send(member);
+      return reply.status(201).header('location', location(`users/${userId}/publishers`, member.publisher_id)).send(member);
     },
   );
 
