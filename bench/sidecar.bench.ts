@@ -14,7 +14,7 @@
  * direct, and the sidecar's RSS (MiB) after the run. Machines here are noisy: compare ratios.
  *
  * Env: BENCH_DURATION_S (default 10), BENCH_CONNECTIONS (default 32), BENCH_SIDECAR_NODE_ARGS
- * (extra Node flags for both sidecars, space separated, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`;
+ * (extra Node flags for every sidecar, space separated, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`;
  * profiles are written when the sidecars exit at the end), BENCH_SIDECAR_MAIN (entry point of the
  * sidecar under test, default sidecar/src/main.ts — e.g. a checkout of another revision, for A/B).
  */
@@ -22,13 +22,12 @@ import autocannon from 'autocannon';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:http';
 import { join, resolve } from 'node:path';
-import { readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { OpenFgaClient } from '@openfga/sdk';
 import { deployModel } from '../policies/src/model.ts';
 import { SignJWT, calculateJwkThumbprint, exportJWK, exportPKCS8, generateKeyPair } from 'jose';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 
 const ROOT = resolve(import.meta.dirname, '..');

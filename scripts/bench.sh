@@ -5,13 +5,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 ensure_node
 ensure_deps
-use_services --db publishing_bench
-export ISSUER_KEK_FILE="${ISSUER_KEK_FILE:-$DATA/issuer-kek.key}"
-node scripts/keys.ts init "$DATA" >/dev/null
+# --fresh: the bench stack migrates and seeds its own data (and a database keyed by another
+# checkout's key-encryption key could not sign in)
+use_services --db publishing_bench --fresh
+ensure_key_files >/dev/null
 node migrations/seed/directory.ts >/dev/null
-benches=("${@:-sidecar sign-in}")
+benches=("$@")
+[ $# -gt 0 ] || benches=(sidecar sign-in)
 rc=0
-for b in ${benches[@]}; do
+for b in "${benches[@]}"; do
   [ -f "bench/$b.bench.ts" ] || { echo "no benchmark bench/$b.bench.ts" >&2; exit 2; }
   log "bench/$b.bench.ts"
   node "bench/$b.bench.ts" || rc=$?

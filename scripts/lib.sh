@@ -82,3 +82,10 @@ use_services() {
   out="$(bash "$ROOT/scripts/services.sh" "$@")" || { log "the services could not be set up (see above)"; exit 1; }
   eval "$out"
 }
+
+# ensure_key_files: the issuer's key-encryption key and the sidecar's signing key under $DATA,
+# created once (ISSUER_KEK_FILE names the first).
+ensure_key_files() {
+  export ISSUER_KEK_FILE="${ISSUER_KEK_FILE:-$DATA/issuer-kek.key}"
+  node "$ROOT/scripts/keys.ts" init "$DATA"
+}

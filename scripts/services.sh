@@ -10,7 +10,7 @@
 # certificate from a private CA in .data/samba/tls, random administrator and service passwords kept
 # in .data/samba/*-password) and started with only its LDAP service.
 #
-# Usage: scripts/services.sh [--db NAME]   (default database name: publishing)
+# Usage: scripts/services.sh [--db NAME] [--fresh]   (default database name: publishing; --fresh drops it first)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DB_NAME="publishing"
@@ -48,7 +48,8 @@ ensure_postgres() {
       local dir="$DATA/postgres"
       if [ ! -f "$dir/PG_VERSION" ]; then
         log "initialising a private PostgreSQL cluster in $dir"
-        mkdir -p "$dir" && chown -R postgres "$DATA" 2>/dev/null || true
+        mkdir -p "$dir"
+        chown postgres "$dir"   # only the cluster: the key files in $DATA stay the caller's
         su postgres -c "$bin/initdb -D '$dir' -A trust -U postgres" >/dev/null
       fi
       port_open "$PG_HOST" "$PG_PORT" || su postgres -c "$bin/pg_ctl -D '$dir' -o '-p $PG_PORT -k /tmp -c listen_addresses=127.0.0.1' -l '$dir/log' -w start" >/dev/null
@@ -72,6 +73,7 @@ SQL
     fi
   done
   $su -d "$DB_NAME" -c "SET client_min_messages = warning; REVOKE ALL ON SCHEMA public FROM PUBLIC; ALTER SCHEMA public OWNER TO catalog_owner; GRANT USAGE ON SCHEMA public TO catalog_app, catalog_auth; CREATE EXTENSION IF NOT EXISTS pgcrypto" >/dev/null
+  PG_ADMIN_URL="${PG_ADMIN_URL:-postgres://postgres@$PG_HOST:$PG_PORT/postgres}"   # the tests create databases
   DATABASE_URL="postgres://catalog_app:catalog_app@$PG_HOST:$PG_PORT/$DB_NAME"
   DATABASE_OWNER_URL="postgres://catalog_owner:catalog_owner@$PG_HOST:$PG_PORT/$DB_NAME"
   AUTH_DATABASE_URL="postgres://catalog_auth:catalog_auth@$PG_HOST:$PG_PORT/$DB_NAME"
@@ -157,7 +159,8 @@ provision_directory() {
     /^\tserver services = / { print "\tserver services = ldap"; next }
     /^\tlog file = / { print "\tlog file = " logs; next }
     { print }
-    /^\[global\]/ { print extra }' "$conf" >"$conf.new" && mv "$conf.new" "$conf"
+    /^\[global\]/ { print extra }' "$conf" >"$conf.new"
+  mv "$conf.new" "$conf"
   # Demo passwords never expire and are never reused-checked; 20 bad binds lock an account (AD's 775).
   samba-tool domain passwordsettings set --configfile="$conf" --history-length=0 --min-pwd-age=0 --max-pwd-age=0 \
     --account-lockout-threshold=20 --account-lockout-duration=1 --reset-account-lockout-after=1 >/dev/null
@@ -189,13 +192,8 @@ ensure_postgres
 ensure_redis
 ensure_openfga
 ensure_directory
-echo "export DATABASE_URL='$DATABASE_URL'"
-echo "export DATABASE_OWNER_URL='$DATABASE_OWNER_URL'"
-echo "export AUTH_DATABASE_URL='${AUTH_DATABASE_URL:-}'"
-echo "export REDIS_URL='$REDIS_URL'"
-echo "export OPENFGA_API_URL='$OPENFGA_API_URL'"
-echo "export OPENFGA_DATASTORE_URI='${OPENFGA_DATASTORE_URI:-}'"
-echo "export DIRECTORY_URL='$DIRECTORY_URL'"
-echo "export DIRECTORY_CA_FILE='${DIRECTORY_CA_FILE:-}'"
-echo "export DIRECTORY_ADMIN_PASSWORD='${DIRECTORY_ADMIN_PASSWORD:-}'"
-echo "export DIRECTORY_BIND_PASSWORD='${DIRECTORY_BIND_PASSWORD:-}'"
+# %q: a configured value with quotes or spaces survives the caller's eval
+for name in DATABASE_URL DATABASE_OWNER_URL AUTH_DATABASE_URL PG_ADMIN_URL REDIS_URL OPENFGA_API_URL OPENFGA_DATASTORE_URI \
+            DIRECTORY_URL DIRECTORY_CA_FILE DIRECTORY_ADMIN_PASSWORD DIRECTORY_BIND_PASSWORD; do
+  printf 'export %s=%q\n' "$name" "${!name:-}"
+done

@@ -1,29 +1,30 @@
 #!/usr/bin/env bash
 # `npm start`: set up and start the whole stack with demo data on loopback, then keep the catalog
-# API and the sidecar running in the foreground (Ctrl-C stops both; PostgreSQL, Redis and OpenFGA
-# keep running for the next start).
+# API, the sidecar and the mail catcher running in the foreground (Ctrl-C stops them; PostgreSQL,
+# Redis, OpenFGA and the demo directory keep running for the next start).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 ensure_node
 ensure_deps
-OWN_DB=1; [ -n "${DATABASE_URL:-}" ] && OWN_DB=0   # a configured database is never recreated
+# a configured database (services.sh reuses it when all three URLs are set) is never recreated
+OWN_DB=1; [ -n "${DATABASE_URL:-}" ] && [ -n "${DATABASE_OWNER_URL:-}" ] && [ -n "${AUTH_DATABASE_URL:-}" ] && OWN_DB=0
 use_services
 export OPENFGA_STORE_NAME="${OPENFGA_STORE_NAME:-music-publishing}"
 export SIDECAR_PORT="${SIDECAR_PORT:-8000}" CATALOG_PORT="${CATALOG_PORT:-8001}" SMTP_PORT="${SMTP_PORT:-2525}"
 export UPSTREAM_URL="${UPSTREAM_URL:-http://127.0.0.1:$CATALOG_PORT}"
 export SIDECAR_JWKS_URL="${SIDECAR_JWKS_URL:-http://127.0.0.1:$SIDECAR_PORT/.well-known/jwks.json}"
 export SIDECAR_SIGNING_KEY_FILE="${SIDECAR_SIGNING_KEY_FILE:-$DATA/sidecar-signing-key.pem}"
-export ISSUER_KEK_FILE="${ISSUER_KEK_FILE:-$DATA/issuer-kek.key}"
 # The issuer is the sidecar's public URL; the sidecar fetches the issuer's keys from the API directly.
 export JWT_ISSUER="${JWT_ISSUER:-http://127.0.0.1:$SIDECAR_PORT}" APP_BASE_URL="${APP_BASE_URL:-http://127.0.0.1:$SIDECAR_PORT}"
 export JWT_JWKS_URL="${JWT_JWKS_URL:-http://127.0.0.1:$CATALOG_PORT/api/v1/auth/jwks.json}"
 export SMTP_URL="${SMTP_URL:-smtp://127.0.0.1:$SMTP_PORT}"
+OWN_SMTP=0; [ "$SMTP_URL" = "smtp://127.0.0.1:$SMTP_PORT" ] && OWN_SMTP=1   # else mail goes to the configured server
 # Another `npm start` still running would answer the health checks below in place of this one.
-for port in "$CATALOG_PORT" "$SIDECAR_PORT" $([ "$SMTP_URL" = "smtp://127.0.0.1:$SMTP_PORT" ] && echo "$SMTP_PORT"); do
+for port in "$CATALOG_PORT" "$SIDECAR_PORT" $([ "$OWN_SMTP" = 1 ] && echo "$SMTP_PORT"); do
   if port_open 127.0.0.1 "$port"; then echo "127.0.0.1:$port is already in use (another npm start?); stop it, or set CATALOG_PORT, SIDECAR_PORT and SMTP_PORT" >&2; exit 1; fi
 done
 
-node scripts/keys.ts init "$DATA"
+ensure_key_files
 log "authorization model"; node policies/src/cli.ts deploy
 log "migrations"; node migrations/migrate.ts up
 # A demo database set up by another checkout (or before .data/ was deleted) holds keys and TOTP
@@ -46,7 +47,7 @@ log "relationships: delivering the outbox to OpenFGA"; node catalog-api/src/outb
 pids=()
 stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap stop EXIT INT TERM
-if [ "$SMTP_URL" = "smtp://127.0.0.1:$SMTP_PORT" ]; then
+if [ "$OWN_SMTP" = 1 ]; then
   node scripts/mail-catcher.ts --port "$SMTP_PORT" --dir "$DATA/mail" & pids+=($!)
 fi
 node catalog-api/src/main.ts & pids+=($!)
@@ -58,6 +59,7 @@ wait_http "http://127.0.0.1:$SIDECAR_PORT/healthz"
 DMP=10000000-0000-4000-8000-000000000001 SONGTRUST=10000000-0000-4000-8000-000000000003
 TOTP_SECRET="$(node -e "import('./migrations/seed/demo.ts').then(m => console.log(m.DEMO_TOTP_SECRETS['creator1@songtrust.example']))")"
 S="http://127.0.0.1:$SIDECAR_PORT"
+TOKEN_ENV=""; [ "$SIDECAR_PORT" = 8000 ] || TOKEN_ENV="SIDECAR_URL=$S "   # npm run token's default is :8000
 cat <<MSG
 
   Sidecar (PEP):  $S      catalog API behind it: $UPSTREAM_URL
@@ -75,7 +77,7 @@ cat <<MSG
   curl -s -X POST $S/api/v1/auth/login -H 'content-type: application/json' \\
        -d '{"email":"viewer@dmp.example","password":"music-demo-2026"}'
 
-  TOKEN=\$(npm run -s token -- ad.editor@dmp.example)    # signs in the same way, prints the access token
+  TOKEN=\$(${TOKEN_ENV}npm run -s token -- ad.editor@dmp.example)    # signs in the same way, prints the access token
   curl -H "Authorization: Bearer \$TOKEN" -H "X-Publisher-Id: $DMP" $S/api/v1/works
   curl -H "Authorization: Bearer \$TOKEN" -H "X-Publisher-Id: $SONGTRUST" $S/api/v1/works   # 403
   curl -X POST -H "Authorization: Bearer \$TOKEN" $S/api/v1/auth/logout                     # 204; the token is refused from now on

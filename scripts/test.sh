@@ -20,9 +20,8 @@ fi
 
 use_services --db publishing_test --fresh
 export OPENFGA_STORE_NAME="test-${OPENFGA_STORE_NAME:-music-publishing}"
-export PG_ADMIN_URL="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-export ISSUER_KEK_FILE="${ISSUER_KEK_FILE:-$DATA/issuer-kek.key}"
-node scripts/keys.ts init "$DATA"
+export PG_ADMIN_URL="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"   # services.sh names it when it runs PostgreSQL
+ensure_key_files
 log "demo directory"; node migrations/seed/directory.ts
 
 log "tap suites"

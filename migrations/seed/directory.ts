@@ -18,7 +18,7 @@ import { DEMO_DIRECTORY, DEMO_PASSWORD, demoGroupDn } from './demo.ts';
 import { demoDirectorySettings } from './run.ts';
 
 /** userAccountControl values ([MS-ADTS] 2.2.16): NORMAL_ACCOUNT, + ACCOUNTDISABLE, + DONT_EXPIRE_PASSWORD. */
-const UAC = { enabled: 0x200 | 0x10000, disabled: 0x200 | 0x2 | 0x10000 };
+export const UAC = { enabled: 0x200 | 0x10000, disabled: 0x200 | 0x2 | 0x10000 };
 
 /** AD's unicodePwd: the password in double quotes, UTF-16LE ([MS-ADTS] 3.1.1.3.1.5). */
 export function unicodePwd(password: string): Buffer {

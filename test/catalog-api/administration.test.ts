@@ -13,7 +13,7 @@ import type pg from 'pg';
 import type { InjectOptions } from 'fastify';
 import { DEMO_PASSWORD, publisherId, userId } from '../../migrations/seed/demo.ts';
 import { adminClient, buildTestApp, createTestDb, postLogin, type TestApp, type TestDb } from './helpers.ts';
-import { startMailCatcher, type MailCatcher } from '../support/mail.ts';
+import { invitationTokenInMail, startMailCatcher, type MailCatcher } from '../support/mail.ts';
 
 const DMP = publisherId('dmp');
 const SPIRIT = publisherId('spirit');
@@ -51,7 +51,7 @@ const snapshot = async (table: string) => (await su.query(`select * from ${table
 /** The invitation token in the newest mail to `to`. */
 const invitationToken = async (to: string, after = 0) => {
   const m = await mail.waitFor(to, { subject: /invited/, after });
-  return /invitations\/([0-9a-f-]{36})/.exec(m.text)![1]!;
+  return invitationTokenInMail(m);
 };
 
 t.test('users/me: profile and memberships; the profile is changeable, email/status/roles are not', async (t) => {

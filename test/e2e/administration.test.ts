@@ -21,7 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DEPARTMENT_ROLE_PERMISSIONS, SYSTEM_ROLE_PERMISSIONS, permissionRelation, type SystemRole } from '../../policies/src/permissions.ts';
 import { loadRouteRules } from '../../policies/src/routes.ts';
 import { apiClient } from '../support/api-client.ts';
-import { mailbox, type Mailbox } from '../support/mail.ts';
+import { invitationTokenInMail, mailbox, type Mailbox } from '../support/mail.ts';
 import { PUBLISHER_IDS } from './policy.ts';
 import { env, signIn, startStack, tokenFor, type Stack } from './stack.ts';
 
@@ -61,7 +61,7 @@ async function onboard(inviter: string, publisherId: string, email: string, gran
   const inv = await client(inviter).POST('/api/v1/publishers/{publisherId}/users/invite', { params: { path: { publisherId } }, body: { email, ...grant } });
   if (inv.response.status !== 201) throw new Error(`invite ${email}: ${inv.response.status} ${JSON.stringify(inv.error)}`);
   const message = await mail.waitFor(email, { subject: /invited/, after: before });
-  const token = /invitations\/([0-9a-f-]{36})/.exec(message.text)![1]!;
+  const token = invitationTokenInMail(message);
   const accepted = await apiClient(sidecars()[0]).POST('/api/v1/invitations/{token}/accept', { params: { path: { token } }, body: { password: 'an-onboarding-password', display_name: email } });
   if (accepted.response.status !== 200) throw new Error(`accept ${email}: ${accepted.response.status} ${JSON.stringify(accepted.error)}`);
   return (await signIn(email, 'an-onboarding-password')).access_token;

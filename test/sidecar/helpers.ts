@@ -115,8 +115,8 @@ export type Issuer = {
   close(): Promise<void>;
 };
 
-/** Start an issuer (the directory argument is kept for callers that store files next to it). */
-export async function createIssuer(_dir?: string): Promise<Issuer> {
+/** Start an issuer. */
+export async function createIssuer(): Promise<Issuer> {
   const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
   const publicJwk = await exportJWK(publicKey);
   const kid = await calculateJwkThumbprint(publicJwk);
@@ -259,7 +259,7 @@ export function useSidecarFixture(t: Test, opts: SidecarFixtureOptions = {}): Si
   t.before(async () => {
     fx.upstream = await startUpstream();
     fx.store = await createTestStore();
-    fx.issuer = await createIssuer(fx.tmp.dir);
+    fx.issuer = await createIssuer();
     fx.redis = new Redis(REDIS_URL);
     fx.writer = new RelationshipWriter({ fga: fx.store.fga, redis: fx.redis, storeId: fx.store.storeId, modelId: fx.store.modelId });
     if (opts.tuples) await fx.writer.write({ writes: opts.tuples });

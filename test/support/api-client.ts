@@ -16,4 +16,3 @@ export function apiClient(sidecarUrl: string, accessToken?: string, publisherId?
   return createClient<paths>({ baseUrl: sidecarUrl, headers });
 }
 
-export type { paths };

@@ -5,9 +5,9 @@
  */
 import { Attribute, Change, type Client } from 'ldapts';
 import { DEMO_DIRECTORY, DEMO_PASSWORD, demoGroupDn } from '../../migrations/seed/demo.ts';
-import { addMember, asDirectoryAdmin, demoUserDn, directoryAdminFromEnv, removeMember, seedDirectory, unicodePwd } from '../../migrations/seed/directory.ts';
+import { UAC as UAC_FLAGS, addMember, asDirectoryAdmin, demoUserDn, directoryAdminFromEnv, removeMember, seedDirectory, unicodePwd } from '../../migrations/seed/directory.ts';
 
-export { addMember, demoUserDn, removeMember, unicodePwd, demoGroupDn };
+export { addMember, demoUserDn, removeMember, demoGroupDn };
 
 /** Run `fn` as the directory administrator (DIRECTORY_* from scripts/test.sh). */
 export function asAdmin<T>(fn: (c: Client) => Promise<T>): Promise<T> {
@@ -26,8 +26,8 @@ export async function setAttribute(dn: string, type: string, values: string[] | 
   await asAdmin((c) => c.modify(dn, new Change({ operation: 'replace', modification: new Attribute({ type, values }) })));
 }
 
-/** userAccountControl of an enabled / disabled demo account (NORMAL_ACCOUNT | DONT_EXPIRE_PASSWORD [| ACCOUNTDISABLE]). */
-export const UAC = { enabled: '66048', disabled: '66050' } as const;
+/** userAccountControl of an enabled / disabled demo account, as attribute values (the seed's flags). */
+export const UAC = { enabled: String(UAC_FLAGS.enabled), disabled: String(UAC_FLAGS.disabled) } as const;
 
 /**
  * Create a throw-away user in the demo OU (sAMAccountName `sam`, UPN/mail `upn`, the demo password,

@@ -89,6 +89,13 @@ export async function startMailCatcher(): Promise<MailCatcher> {
   };
 }
 
+/** The token of an invitation mail (the `{token}` of its `/invitations/{token}` link). */
+export function invitationTokenInMail(mail: Mail): string {
+  const m = /invitations\/([0-9a-f-]{36})/.exec(mail.text);
+  if (!m) throw new Error(`no invitation token in mail "${mail.subject}"`);
+  return m[1]!;
+}
+
 /** The single-use token a mail carries (the `token=` of its link). */
 export function tokenInMail(mail: Mail): string {
   const m = /token=([A-Za-z0-9_%-]+)/.exec(mail.text);
