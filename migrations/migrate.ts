@@ -8,7 +8,7 @@
  *   one stays applied); `--to 0` reverts all.
  * - `status` prints the executed and pending migration names.
  * All migrations of one command run in a single transaction (all or nothing). Migration names are
- * `0001_legacy_tenants`, `0002_publishers`, `0003_rls`, `0004_authz_outbox`, `0005_identity`, `0006_administration`; MikroORM records them in
+ * `0001_legacy_tenants`, `0002_publishers`, `0003_rls`, `0004_authz_outbox`, `0005_identity`, `0006_administration`, `0007_accounts`, `0008_audit`, `0009_domain_events`, `0010_metering`; MikroORM records them in
  * the table `mikro_orm_migrations`.
  */
 import { MikroORM, type Options } from '@mikro-orm/postgresql';
@@ -20,6 +20,10 @@ import { Migration0003Rls } from './0003_rls.ts';
 import { Migration0004AuthzOutbox } from './0004_authz_outbox.ts';
 import { Migration0005Identity } from './0005_identity.ts';
 import { Migration0006Administration } from './0006_administration.ts';
+import { Migration0007Accounts } from './0007_accounts.ts';
+import { Migration0008Audit } from './0008_audit.ts';
+import { Migration0009DomainEvents } from './0009_domain_events.ts';
+import { Migration0010Metering } from './0010_metering.ts';
 
 /** The migrations in order, with their stable names (the names MikroORM records). */
 export const MIGRATIONS = [
@@ -29,6 +33,10 @@ export const MIGRATIONS = [
   { name: '0004_authz_outbox', class: Migration0004AuthzOutbox },
   { name: '0005_identity', class: Migration0005Identity },
   { name: '0006_administration', class: Migration0006Administration },
+  { name: '0007_accounts', class: Migration0007Accounts },
+  { name: '0008_audit', class: Migration0008Audit },
+  { name: '0009_domain_events', class: Migration0009DomainEvents },
+  { name: '0010_metering', class: Migration0010Metering },
 ];
 
 /** Default owner URL (docs/CONTRACTS.md). */

@@ -75,6 +75,18 @@ ensure_openfga_bin() {
   echo "$bin"
 }
 
+# ensure_goaws_bin: build the local SQS server (tools/goaws: goaws v0.4.5 on a loopback address) into
+# tools/cache/bin once; prints its path. A stamp of its go.mod and main.go says when to rebuild.
+ensure_goaws_bin() {
+  local bin="$CACHE/bin/goaws" stamp
+  stamp="$(cat "$ROOT/tools/goaws/go.mod" "$ROOT/tools/goaws/main.go" | sha256sum | cut -c1-16)"
+  if [ ! -x "$bin" ] || [ "$(cat "$bin.version" 2>/dev/null)" != "$stamp" ]; then
+    (cd "$ROOT/tools/goaws" && go_install .) >&2
+    echo "$stamp" >"$bin.version"
+  fi
+  echo "$bin"
+}
+
 # use_services [services.sh options]: start or reuse the services and export their settings; stops
 # the calling script when services.sh fails (a bare `eval "$(…)"` would carry on without them).
 use_services() {

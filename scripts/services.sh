@@ -9,6 +9,9 @@
 # provisioned once under .data/samba (realm CORP.EXAMPLE.TEST, LDAPS on 127.0.0.1:636 with a
 # certificate from a private CA in .data/samba/tls, random administrator and service passwords kept
 # in .data/samba/*-password) and started with only its LDAP service.
+# The domain events' SQS FIFO queue (catalog-events.fifo) lives in goaws (tools/goaws, built with
+# `go install` into tools/cache/bin) on 127.0.0.1:${SQS_PORT:-9324}, files under .data/goaws; a
+# configured SQS_ENDPOINT_URL (and SQS_QUEUE_URL) is used instead.
 #
 # Usage: scripts/services.sh [--db NAME] [--fresh]   (default database name: publishing; --fresh drops it first)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -188,12 +191,57 @@ ensure_directory() {
   DIRECTORY_BIND_PASSWORD="$(cat "$SAMBA_DIR/bind-password")"
 }
 
+# ---------- SQS (goaws: the FIFO queue of the domain events) ----------
+# goaws keeps queues in memory, so the queue is created on every run (CreateQueue is idempotent).
+# Its settings are printed only when this script runs it; a configured SQS_ENDPOINT_URL is left alone.
+SQS_QUEUE_NAME="catalog-events.fifo"
+SQS_EXPORTS=""
+ensure_sqs() {
+  if [ -n "${SQS_ENDPOINT_URL:-}" ]; then return 0; fi
+  local port="${SQS_PORT:-9324}" dir="$DATA/goaws"
+  SQS_ENDPOINT_URL="http://127.0.0.1:$port"
+  if ! curl -fsS "$SQS_ENDPOINT_URL/health" >/dev/null 2>&1; then
+    if port_open 127.0.0.1 "$port"; then
+      echo "something else listens on 127.0.0.1:$port; stop it, or set SQS_PORT, or SQS_ENDPOINT_URL and SQS_QUEUE_URL to use it" >&2
+      exit 1
+    fi
+    local bin; bin="$(ensure_goaws_bin)"
+    mkdir -p "$dir"
+    # EnableDuplicates: MessageDeduplicationId de-duplication (off by default in goaws)
+    cat >"$dir/goaws.yaml" <<YAML
+Local:
+  Host: 127.0.0.1
+  Port: "$port"
+  AccountId: "000000000000"
+  EnableDuplicates: true
+  QueueAttributeDefaults:
+    VisibilityTimeout: 30
+    ReceiveMessageWaitTimeSeconds: 0
+    MaximumMessageSize: 262144
+YAML
+    log "starting goaws (SQS) on $SQS_ENDPOINT_URL"
+    nohup "$bin" -config "$dir/goaws.yaml" -listen "127.0.0.1:$port" >"$dir/goaws.log" 2>&1 &
+    echo $! >"$dir/goaws.pid"
+    for _ in $(seq 1 100); do curl -fsS "$SQS_ENDPOINT_URL/health" >/dev/null 2>&1 && break; sleep 0.1; done
+    curl -fsS "$SQS_ENDPOINT_URL/health" >/dev/null 2>&1 || { echo "goaws did not start; see $dir/goaws.log" >&2; tail -20 "$dir/goaws.log" >&2; exit 1; }
+  fi
+  curl -fsS -o /dev/null "$SQS_ENDPOINT_URL/" --data-urlencode Action=CreateQueue --data-urlencode "QueueName=$SQS_QUEUE_NAME" \
+    --data-urlencode Attribute.1.Name=FifoQueue --data-urlencode Attribute.1.Value=true --data-urlencode Version=2012-11-05 \
+    || { echo "could not create the SQS queue $SQS_QUEUE_NAME on $SQS_ENDPOINT_URL" >&2; exit 1; }
+  SQS_QUEUE_URL="$SQS_ENDPOINT_URL/000000000000/$SQS_QUEUE_NAME"
+  SQS_PROTOCOL=query   # goaws v0.4.5 speaks only the Query protocol
+  AWS_REGION="${AWS_REGION:-us-east-1}"
+  AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-local}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-local}"   # goaws checks no signature
+  SQS_EXPORTS="SQS_ENDPOINT_URL SQS_QUEUE_URL SQS_PROTOCOL AWS_REGION AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY"
+}
+
 ensure_postgres
 ensure_redis
 ensure_openfga
 ensure_directory
+ensure_sqs
 # %q: a configured value with quotes or spaces survives the caller's eval
 for name in DATABASE_URL DATABASE_OWNER_URL AUTH_DATABASE_URL PG_ADMIN_URL REDIS_URL OPENFGA_API_URL OPENFGA_DATASTORE_URI \
-            DIRECTORY_URL DIRECTORY_CA_FILE DIRECTORY_ADMIN_PASSWORD DIRECTORY_BIND_PASSWORD; do
+            DIRECTORY_URL DIRECTORY_CA_FILE DIRECTORY_ADMIN_PASSWORD DIRECTORY_BIND_PASSWORD $SQS_EXPORTS; do
   printf 'export %s=%q\n' "$name" "${!name:-}"
 done

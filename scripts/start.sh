@@ -65,6 +65,8 @@ cat <<MSG
   Sidecar (PEP):  $S      catalog API behind it: $UPSTREAM_URL
   API docs:       $S/docs        issuer: $S/.well-known/openid-configuration
   Mail:           every message the stack sends is stored in $DATA/mail/ (one .eml each)
+  Events:         domain events go to the SQS queue ${SQS_QUEUE_URL:-(none: SQS_QUEUE_URL is not set)}
+                  (npm run events -- status | dead-letters)
 
   Demo password for every seeded and directory user: music-demo-2026 (development only)
   creator1@songtrust.example has TOTP enrolled; secret $TOTP_SECRET

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `npm test`: set up everything the tests need on a fresh machine, then type-check and run the tap
-# suites against real PostgreSQL, Redis, OpenFGA and a Samba AD domain controller (SMTP servers are
-# started by the suites that send mail; the OpenFGA model tests run as test/policies/fga-model-tests).
+# suites against real PostgreSQL, Redis, OpenFGA, goaws (SQS, the domain events' queue) and a Samba AD
+# domain controller (SMTP servers are started by the suites that send mail; the OpenFGA model tests run
+# as test/policies/fga-model-tests).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 ensure_node

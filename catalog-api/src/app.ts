@@ -2,7 +2,8 @@
  * The catalog API as a Fastify instance: problem+json errors, identity assertion verification,
  * OpenAPI (/api/v1/openapi.json, UI at /docs), health (/healthz, /readyz), the catalog routes, the
  * sign-in service (modules/auth, on its own database role) with the directory configuration, and
- * the relationship outbox relay.
+ * the relationship outbox relay; `/metrics` (Prometheus) and the domain-event relay (events/); the
+ * metering roll-up and measurements (modules/metering).
  */
 import Fastify, { type FastifyInstance } from 'fastify';
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
@@ -10,6 +11,8 @@ import type { JWTVerifyGetKey } from 'jose';
 import type { CatalogConfig } from './config.ts';
 import { createOrm, type Orm } from './db/orm.ts';
 import { healthPlugin } from './plugins/health.ts';
+import { metricsPlugin } from './plugins/metrics.ts';
+import { domainEventsPlugin } from './plugins/domain-events.ts';
 import { identityPlugin } from './plugins/identity.ts';
 import { openApiPlugin } from './plugins/openapi.ts';
 import { outboxPlugin } from './plugins/outbox.ts';
@@ -30,6 +33,10 @@ import { createRedis } from './redis.ts';
 import { createAuthModule, type AuthModuleParts } from './modules/auth/module.ts';
 import { authRoutes } from './modules/auth/routes.ts';
 import { directoryRoutes } from './modules/directory/routes.ts';
+import { auditRoutes } from './modules/audit/routes.ts';
+import { accountsRoutes } from './modules/accounts/routes.ts';
+import { trialSweepPlugin } from './modules/accounts/trial-sweep.ts';
+import { meteringPlugin } from './modules/metering/plugin.ts';
 
 /** Injectable collaborators (tests); production builds them from the configuration. */
 export type CatalogDeps = {
@@ -113,6 +120,8 @@ export async function buildCatalogApi(config: CatalogConfig, deps: CatalogDeps =
   });
 
   await app.register(healthPlugin, { orm });
+  await app.register(metricsPlugin);
+  await app.register(domainEventsPlugin, { orm, config });
 
   await app.register(formbody); // application/x-www-form-urlencoded (the OAuth token endpoint)
   const adminDeps = { ...routeDeps, auth: auth.deps, signInRateLimit: config.SIGN_IN_RATE_LIMIT_PER_MINUTE };
@@ -125,6 +134,10 @@ export async function buildCatalogApi(config: CatalogConfig, deps: CatalogDeps =
   await app.register(apiClientsRoutes, adminDeps);
   await app.register(authRoutes, { ...routeDeps, auth: auth.deps, signIn: auth.signIn, account: auth.account, signInRateLimit: config.SIGN_IN_RATE_LIMIT_PER_MINUTE });
   await app.register(directoryRoutes, { ...routeDeps, directory: auth.deps.directory });
+  await app.register(auditRoutes, routeDeps);
+  await app.register(accountsRoutes, adminDeps);
+  await app.register(trialSweepPlugin, { authOrm, intervalMs: config.TRIAL_SWEEP_INTERVAL_MS, flushOutbox: routeDeps.flushOutbox });
+  await app.register(meteringPlugin, { orm, authOrm, redis, prefix: config.METERING_KEY_PREFIX, rollupIntervalMs: config.METERING_ROLLUP_INTERVAL_MS, measureIntervalMs: config.METERING_MEASURE_INTERVAL_MS });
 
   app.addHook('onReady', async () => auth.start());
   return app;

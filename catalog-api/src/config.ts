@@ -23,6 +23,8 @@ export const envSchema = z.object({
   // ---- identity (the sign-in service, catalog-api/src/modules/auth) ----
   /** The sign-in service's database role `catalog_auth` (docs/CONTRACTS.md, "Database roles"). */
   AUTH_DATABASE_URL: z.url().default('postgres://catalog_auth:catalog_auth@127.0.0.1:5432/publishing'),
+  /** The schema owner (`catalog_owner`): `npm run audit -- verify` reads the whole audit log as it. */
+  DATABASE_OWNER_URL: z.url().default('postgres://catalog_owner:catalog_owner@127.0.0.1:5432/publishing'),
   /** `iss` of the access tokens this API issues: the public base URL of the sidecar in front of it. */
   JWT_ISSUER: z.url().default('http://127.0.0.1:8000'),
   /** `aud` of the access tokens this API issues. */
@@ -49,6 +51,14 @@ export const envSchema = z.object({
   TRUSTED_PROXIES: z.string().default('127.0.0.1,::1'),
   /** Period of the directory sync job, milliseconds; 0 = only `npm run directory -- sync`. */
   DIRECTORY_SYNC_INTERVAL_MS: z.coerce.number().int().nonnegative().default(300_000),
+  /** Period of the trial sweep (ended trials → read-only at the sidecars), milliseconds; 0 = off. */
+  TRIAL_SWEEP_INTERVAL_MS: z.coerce.number().int().nonnegative().default(5000),
+  /** Redis key prefix of the API-call metering (the sidecars' METERING_KEY_PREFIX). */
+  METERING_KEY_PREFIX: z.string().regex(/^[A-Za-z0-9:_-]{1,64}$/).default('metering'),
+  /** Period of the metering roll-up (Redis counts → account_usage, limits → Redis), milliseconds; 0 = off. */
+  METERING_ROLLUP_INTERVAL_MS: z.coerce.number().int().nonnegative().default(5000),
+  /** Period of the storage and seat measurements, milliseconds (default 1 h); 0 = off. */
+  METERING_MEASURE_INTERVAL_MS: z.coerce.number().int().nonnegative().default(3_600_000),
   /** Period of the session-revocation publisher's timer, milliseconds. */
   REVOCATION_PUBLISH_INTERVAL_MS: positiveInt.default(1000),
   // ---- service-specific tuning (not part of the shared contract) ----
@@ -70,6 +80,35 @@ export const envSchema = z.object({
   OUTBOX_BATCH_SIZE: positiveInt.max(100).default(100),
   /** `false` disables the relay (no OpenFGA/Redis connection is made); for tests of the API alone. */
   OUTBOX_RELAY: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+  // ---- domain events (catalog-api/src/events, docs/CONTRACTS.md "Domain events") ----
+  /** SQS endpoint (goaws/ElasticMQ locally); unset = the AWS endpoint of AWS_REGION. */
+  SQS_ENDPOINT_URL: z.url().optional(),
+  /** The FIFO queue domain events are published to; unset = no relay (events wait in the outbox). */
+  SQS_QUEUE_URL: z.url().refine((u) => u.endsWith('.fifo'), 'must be a FIFO queue (name ends in .fifo)').optional(),
+  /** SQS wire protocol: `json` (AWS's default) or `query` (goaws v0.4.5 speaks only this one). */
+  SQS_PROTOCOL: z.enum(['json', 'query']).default('json'),
+  AWS_REGION: z.string().regex(/^[a-z0-9-]{2,32}$/, 'must be a region name such as eu-west-1').default('us-east-1'),
+  /** Static credentials for SQS; unset = the AWS SDK's default credential chain (instance role, profile …). */
+  AWS_ACCESS_KEY_ID: z.string().min(1).optional(),
+  AWS_SECRET_ACCESS_KEY: z.string().min(1).optional(),
+  AWS_SESSION_TOKEN: z.string().min(1).optional(),
+  /** Time for one SQS request (connect + answer), milliseconds. */
+  SQS_REQUEST_TIMEOUT_MS: positiveInt.max(60_000).default(5000),
+  /** Largest message body sent, bytes (the queue's MaximumMessageSize; SQS allows up to 1 MiB). */
+  SQS_MAX_MESSAGE_BYTES: positiveInt.max(1024 * 1024).default(256 * 1024),
+  /** `false`: no relay in this process (another process, `npm run events -- run`, publishes). */
+  EVENTS_RELAY: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+  /** Period of the domain-event relay's timer, milliseconds (NOTIFY wakes it sooner). */
+  EVENTS_INTERVAL_MS: positiveInt.default(1000),
+  /** Events claimed per relay transaction. */
+  EVENTS_BATCH_SIZE: positiveInt.max(100).default(100),
+  /** Failed attempts after which an event the queue refuses goes to the dead-letter table. */
+  EVENTS_MAX_ATTEMPTS: positiveInt.max(1000).default(10),
+  /** First retry delay, milliseconds; doubled per failed attempt up to EVENTS_RETRY_MAX_MS. */
+  EVENTS_RETRY_BASE_MS: positiveInt.default(1000),
+  EVENTS_RETRY_MAX_MS: positiveInt.default(300_000),
+  /** How long published events stay in the outbox, seconds. */
+  EVENTS_RETENTION_S: positiveInt.default(7 * 24 * 3600),
   /**
    * Time to receive a whole request (headers and body) from the client, milliseconds (Node's
    * `server.requestTimeout`; the headers alone get at most min(this, 60 s)); then 408 and close.

@@ -39,7 +39,10 @@ export type ProblemKind =
   | 'publisher-suspended'
   | 'publisher-archived'
   | 'seats-exhausted'
-  | 'last-admin';
+  | 'last-admin'
+  // accounts (docs/CONTRACTS.md, "Accounts and usage")
+  | 'publisher-read-only'
+  | 'seats-in-use';
 
 const TITLES: Record<ProblemKind, string> = {
   'bad-request': 'Bad request',
@@ -71,6 +74,8 @@ const TITLES: Record<ProblemKind, string> = {
   'publisher-archived': 'Publisher archived',
   'seats-exhausted': 'No seat left',
   'last-admin': 'A publisher keeps at least one admin',
+  'publisher-read-only': 'Publisher is read-only',
+  'seats-in-use': 'More seats in use than the plan allows',
 };
 
 /** One offending input: `field` is a dotted path (`songwriters[1].role`), `reason` says why. */
@@ -157,4 +162,7 @@ export const problem = {
    * and MFA challenges (credentials), 400 for reset and verification links.
    */
   invalidGrant: (status: 400 | 401, detail = 'The token is invalid, expired or already used.') => new ProblemError(status, 'invalid-grant', detail),
+  /** 403 `publisher-read-only`: the account's trial ended without a plan (or it is cancelled); reads still work. */
+  readOnly: () =>
+    new ProblemError(403, 'publisher-read-only', "This publisher is read-only: its account's trial has ended (or the account is cancelled). Reads still work; an admin chooses a plan with PUT /api/v1/publishers/{id}/account/plan."),
 };

@@ -29,6 +29,14 @@ export const PUBLISHERS: readonly DemoPublisher[] = [
   { id: '10000000-0000-4000-8000-000000000004', slug: 'spirit', name: 'Spirit', type: 'boutique', businessModel: 'traditional' },
 ];
 
+/** The demo publishers' accounts (every publisher gets a trial account from migration 0007; the demo ones are customers). */
+export const DEMO_ACCOUNTS: Readonly<Record<string, { plan: 'starter' | 'professional' | 'enterprise' | 'custom'; billingCycle: 'monthly' | 'annual' | 'enterprise' }>> = {
+  dmp: { plan: 'enterprise', billingCycle: 'annual' },
+  sheer: { plan: 'enterprise', billingCycle: 'annual' },
+  songtrust: { plan: 'professional', billingCycle: 'monthly' },
+  spirit: { plan: 'professional', billingCycle: 'monthly' },
+};
+
 /** Publisher id by slug. @throws Error for an unknown slug. */
 export function publisherId(slug: string): string {
   const p = PUBLISHERS.find((x) => x.slug === slug);

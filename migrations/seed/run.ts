@@ -29,6 +29,7 @@ import { pathToFileURL } from 'node:url';
 import { resolve } from 'node:path';
 import {
   AUTH_POLICIES,
+  DEMO_ACCOUNTS,
   DEMO_DIRECTORY,
   DEMO_PASSWORD,
   DEMO_TOTP_SECRETS,
@@ -215,6 +216,13 @@ async function insertPublisher(c: pg.ClientBase, p: DemoPublisher): Promise<void
     p.businessModel,
     JSON.stringify({ auth_policy: AUTH_POLICIES[p.slug] ?? 'internal' }),
   ]);
+  const account = DEMO_ACCOUNTS[p.slug];
+  if (account) {
+    await c.query(
+      `update accounts set plan_type = $2, billing_cycle = $3, seats = (select seats from plans where id = $2), status = 'active', billing_email = $4 where publisher_id = $1`,
+      [p.id, account.plan, account.billingCycle, `billing@${p.slug}.example`],
+    );
+  }
 }
 
 /** Where the seeded directory configurations point (environment, with the local defaults). */

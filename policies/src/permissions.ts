@@ -53,6 +53,22 @@ export const PERMISSIONS: readonly PermissionDef[] = Object.freeze([
 /** Permission names. */
 export const PERMISSION_NAMES: readonly string[] = Object.freeze(PERMISSIONS.map((p) => p.name));
 
+/**
+ * The changes a read-only publisher (its account's trial ended without a chosen plan, or the account
+ * is cancelled) may still make: choose a plan, remove members (to fit a smaller plan) and archive.
+ */
+export const READ_ONLY_ALLOWED_WRITES: readonly string[] = Object.freeze(['accounts:change_plan', 'members:remove', 'publishers:archive']);
+
+/**
+ * The permissions a read-only publisher's members lose until a plan is chosen: every permission
+ * that changes something (not `…:read`) except {@link READ_ONLY_ALLOWED_WRITES}. System admins keep
+ * them. The model (`frozen` in policies/model.fga), the catalog API (`requirePermission`) and RLS
+ * (`app_caller_can`, migration 0007) apply the same list; the tests compare them.
+ */
+export const READ_ONLY_BLOCKED_PERMISSIONS: readonly string[] = Object.freeze(
+  PERMISSION_NAMES.filter((p) => !p.endsWith(':read') && !READ_ONLY_ALLOWED_WRITES.includes(p)),
+);
+
 /** The system roles, most powerful first among the staff roles. */
 export const SYSTEM_ROLES = ['admin', 'manager', 'editor', 'viewer', 'api_user', 'creator'] as const;
 export type SystemRole = (typeof SYSTEM_ROLES)[number];

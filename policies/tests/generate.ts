@@ -16,6 +16,7 @@ import {
   DEPARTMENT_ROLES,
   DEPARTMENT_ROLE_PERMISSIONS,
   PERMISSION_NAMES,
+  READ_ONLY_BLOCKED_PERMISSIONS,
   SYSTEM_ROLE_PERMISSIONS,
   grantRelation,
   permissionRelation,
@@ -32,15 +33,20 @@ type RowPermission = 'can_read' | 'can_update' | 'can_delete';
 const ROW_PERMISSIONS: Record<RowPermission, string> = { can_read: 'read', can_update: 'update', can_delete: 'delete' };
 const ROW_RELATIONS = Object.keys(ROW_PERMISSIONS) as RowPermission[];
 
-/** The scenario's publishers: `own` and `other` are active, `frozen` is suspended. */
-const PUBLISHERS = ['own', 'other', 'frozen'] as const;
+/** The scenario's publishers: `own` and `other` are active, `frozen` is suspended, `lapsed` read-only (its trial ended). */
+const PUBLISHERS = ['own', 'other', 'frozen', 'lapsed'] as const;
 type Publisher = (typeof PUBLISHERS)[number];
 const SUSPENDED: ReadonlySet<Publisher> = new Set(['frozen']);
+const READ_ONLY: ReadonlySet<Publisher> = new Set(['lapsed']);
 
 /** The custom role of the scenario: a catalog clerk at `own` (reads and creates works only). */
 const CLERK = { publisher: 'own' as Publisher, name: 'catalog-clerk', permissions: ['works:read', 'works:create'] };
-/** A department of `own`. */
-const DEPARTMENT = { key: 'own-classical', publisher: 'own' as Publisher };
+/** The departments: one of `own`, one of `lapsed`. A department membership is in its publisher's. */
+const DEPARTMENTS: { key: string; publisher: Publisher }[] = [
+  { key: 'own-classical', publisher: 'own' },
+  { key: 'lapsed-jazz', publisher: 'lapsed' },
+];
+const departmentOf = (p: Publisher) => DEPARTMENTS.find((d) => d.publisher === p)?.key;
 
 /** A test user: memberships per publisher (a system role, the custom role, or a department role). */
 type Membership = { role: SystemRole } | { custom: true } | { department: DepartmentRole };
@@ -66,6 +72,10 @@ const USERS: TestUser[] = [
   { id: 'frozen-admin', memberships: { frozen: { role: 'admin' } } },
   { id: 'frozen-creator', memberships: { frozen: { role: 'creator' } } },
   { id: 'former-creator', memberships: {} },
+  { id: 'lapsed-admin', memberships: { lapsed: { role: 'admin' } } },
+  { id: 'lapsed-editor', memberships: { lapsed: { role: 'editor' } } },
+  { id: 'lapsed-creator', memberships: { lapsed: { role: 'creator' } } },
+  { id: 'lapsed-dept-editor', memberships: { lapsed: { department: 'editor' } } },
 ];
 
 /** Rows per catalog type: publisher, owner, department. */
@@ -73,11 +83,14 @@ const ROWS: { key: string; publisher: Publisher; owner?: string; department?: st
   { key: 'own-staff', publisher: 'own' },
   { key: 'own-by-creator1', publisher: 'own', owner: 'creator1' },
   { key: 'own-by-creator2', publisher: 'own', owner: 'creator2' },
-  { key: 'own-classical', publisher: 'own', department: DEPARTMENT.key },
+  { key: 'own-classical', publisher: 'own', department: 'own-classical' },
   { key: 'other-staff', publisher: 'other' },
   { key: 'other-by-other-creator', publisher: 'other', owner: 'other-creator' },
   { key: 'own-by-former-creator', publisher: 'own', owner: 'former-creator' },
   { key: 'frozen-by-frozen-creator', publisher: 'frozen', owner: 'frozen-creator' },
+  { key: 'lapsed-staff', publisher: 'lapsed' },
+  { key: 'lapsed-by-lapsed-creator', publisher: 'lapsed', owner: 'lapsed-creator' },
+  { key: 'lapsed-jazz', publisher: 'lapsed', department: 'lapsed-jazz' },
 ];
 
 // ------------------------------------------------------------------ the policy, stated directly
@@ -88,6 +101,9 @@ function standing(u: TestUser, p: Publisher): 'none' | 'system-admin' | 'member'
   return SUSPENDED.has(p) ? 'none' : 'member';
 }
 
+/** A read-only publisher's members lose the blocked permissions (system admins keep them). */
+const unfrozen = (p: Publisher, perms: readonly string[]) => (READ_ONLY.has(p) ? perms.filter((x) => !READ_ONLY_BLOCKED_PERMISSIONS.includes(x)) : perms);
+
 /** The permissions `u` holds at `p` publisher-wide. */
 function publisherWide(u: TestUser, p: Publisher): readonly string[] {
   const s = standing(u, p);
@@ -95,7 +111,7 @@ function publisherWide(u: TestUser, p: Publisher): readonly string[] {
   const m = u.memberships[p];
   if (s === 'none' || !m) return [];
   if ('custom' in m) return p === CLERK.publisher ? CLERK.permissions : [];
-  if ('role' in m) return m.role === 'creator' ? [] : SYSTEM_ROLE_PERMISSIONS[m.role];
+  if ('role' in m) return m.role === 'creator' ? [] : unfrozen(p, SYSTEM_ROLE_PERMISSIONS[m.role]);
   return [];
 }
 
@@ -103,8 +119,8 @@ function publisherWide(u: TestUser, p: Publisher): readonly string[] {
 function rowScoped(u: TestUser, p: Publisher): readonly string[] {
   const m = u.memberships[p];
   if (standing(u, p) !== 'member' || !m) return [];
-  if ('role' in m && m.role === 'creator') return SYSTEM_ROLE_PERMISSIONS.creator;
-  if ('department' in m) return DEPARTMENT_ROLE_PERMISSIONS[m.department];
+  if ('role' in m && m.role === 'creator') return unfrozen(p, SYSTEM_ROLE_PERMISSIONS.creator);
+  if ('department' in m) return unfrozen(p, DEPARTMENT_ROLE_PERMISSIONS[m.department]);
   return [];
 }
 
@@ -117,7 +133,7 @@ function expectRow(u: TestUser, row: (typeof ROWS)[number], resource: Resource, 
   if (!rowScoped(u, row.publisher).includes(permission) || perm === 'can_delete') return false;
   const m = u.memberships[row.publisher]!;
   if ('role' in m) return row.owner === u.id; // a creator: the rows they own
-  return row.department === DEPARTMENT.key; // a department member: the department's rows
+  return row.department !== undefined && row.department === departmentOf(row.publisher); // a department member: the department's rows
 }
 
 // ------------------------------------------------------------------ the tuples the catalog writes
@@ -126,13 +142,15 @@ type Tuple = { user: string; relation: string; object: string };
 function tuples(): Tuple[] {
   const out: Tuple[] = [];
   const role = roleObject(CLERK.publisher, CLERK.name);
-  const department = `department:${DEPARTMENT.key}`;
   for (const p of PUBLISHERS) out.push({ user: 'system:platform', relation: 'system', object: `publisher:${p}` });
   for (const p of SUSPENDED) out.push({ user: 'user:*', relation: 'suspended', object: `publisher:${p}` });
+  for (const p of READ_ONLY) out.push({ user: 'user:*', relation: 'read_only', object: `publisher:${p}` });
   out.push({ user: `publisher:${CLERK.publisher}`, relation: 'publisher', object: role });
   for (const perm of CLERK.permissions) out.push({ user: `${role}#assignee`, relation: grantRelation(perm), object: `publisher:${CLERK.publisher}` });
-  out.push({ user: `publisher:${DEPARTMENT.publisher}`, relation: 'publisher', object: department });
-  for (const r of DEPARTMENT_ROLES) out.push({ user: `${department}#${r}`, relation: `department_${r}`, object: `publisher:${DEPARTMENT.publisher}` });
+  for (const d of DEPARTMENTS) {
+    out.push({ user: `publisher:${d.publisher}`, relation: 'publisher', object: `department:${d.key}` });
+    for (const r of DEPARTMENT_ROLES) out.push({ user: `department:${d.key}#${r}`, relation: `department_${r}`, object: `publisher:${d.publisher}` });
+  }
   for (const u of USERS) {
     if (u.systemAdmin) out.push({ user: `user:${u.id}`, relation: 'admin', object: 'system:platform' });
     if (u.disabled) out.push({ user: `user:${u.id}`, relation: 'disabled', object: 'system:platform' });
@@ -141,7 +159,7 @@ function tuples(): Tuple[] {
       if (!m) continue;
       if ('role' in m) out.push({ user: `user:${u.id}`, relation: m.role, object: `publisher:${p}` });
       else if ('custom' in m) out.push({ user: `user:${u.id}`, relation: 'assignee', object: role });
-      else out.push({ user: `user:${u.id}`, relation: m.department, object: department });
+      else out.push({ user: `user:${u.id}`, relation: m.department, object: `department:${departmentOf(p)}` });
     }
   }
   for (const type of Object.values(ROW_TYPES)) {

@@ -23,6 +23,8 @@ import { loadRouteRules, loggedRequest, validateRoutesAgainstModel } from '../..
 import type { SidecarConfig } from './config.ts';
 import { createAssertionSigner } from './identity/assertion.ts';
 import { createMetrics } from './metrics.ts';
+import { createMeteringFlusher } from './metering/flusher.ts';
+import { createMeter } from './metering/meter.ts';
 import { createDecisionCache } from './pdp/decision-cache.ts';
 import { createOpenFgaPdp } from './pdp/openfga.ts';
 import { runPipeline, type PipelineDeps, type PipelineResult } from './pipeline.ts';
@@ -34,6 +36,7 @@ import { EXT_AUTHZ, extAuthzTarget } from './stages/ext-authz-target.ts';
 import { createForwarder, hasBody } from './stages/forward.ts';
 import { requestIdFrom } from './stages/mutate-headers.ts';
 import { compileRoutes } from './stages/route.ts';
+import type { MeteringDeps } from './stages/meter.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -58,9 +61,11 @@ export function connectionsCheckInterval(requestTimeoutMs: number): number {
  * Build the sidecar: deploy the policies' model (written only when changed) and pin its id, load
  * and validate the route rules against it, connect Redis (lazily; a down Redis degrades the
  * decision cache, and session-bound tokens get 503 once the revocation view is older than its
- * bound), load the assertion signing key, and register all routes. Does not listen.
+ * bound), load the assertion signing key, set up the API-call metering (its flusher starts when
+ * the server is ready), and register all routes. Does not listen.
  * @param config from `loadConfig()` (config.ts).
- * @returns the Fastify instance; `close()` also closes the upstream pool and Redis.
+ * @returns the Fastify instance; `close()` also flushes the metering counters and closes the
+ *   upstream pool and Redis.
  * @throws when OpenFGA is unreachable at start (the model cannot be pinned), the route rules are
  *   invalid or name relations missing from the model, or the signing key is unreadable.
  */
@@ -149,9 +154,37 @@ export async function buildSidecar(config: SidecarConfig): Promise<FastifyInstan
   const tokenCache = { hit: metrics.tokenCache.labels('hit'), miss: metrics.tokenCache.labels('miss') };
   const authenticators = [createJwtAuthenticator({ ...config.jwt, onCache: (result) => tokenCache[result].inc() })];
   const forwarder = createForwarder(config.upstream);
-  const deps: PipelineDeps = { routes, authenticators, cache, signer, revocations };
 
+  // Metering: counters in process, flushed to Redis on a connection of their own (a slow flush
+  // never delays a decision-cache read); limits re-read from Redis (docs/CONTRACTS.md, "Metering").
+  const meter = createMeter({ maxKeys: config.metering.maxKeys, onDrop: () => metrics.metering.dropped.inc() });
+  const meteringRedis = new Redis(config.redis.url, {
+    lazyConnect: true,
+    commandTimeout: config.metering.commandTimeoutMs,
+    connectTimeout: 1000,
+    enableOfflineQueue: false,
+    enableAutoPipelining: true,
+    maxRetriesPerRequest: 1,
+    retryStrategy: (times) => Math.min(times * 200, 2000),
+  });
+  meteringRedis.on('error', () => {
+    /* reported once per outage by the flusher */
+  });
+  await meteringRedis.connect().catch(() => undefined);
+  const flusher = createMeteringFlusher({ meter, redis: meteringRedis, prefix: config.metering.prefix, intervalMs: config.metering.flushIntervalMs, reloadMs: config.metering.reloadMs, metrics: metrics.metering, log });
+  for (const path of config.metering.neverBlock) {
+    if (!rules.some((r) => r.path === path)) log.warn({ path }, 'METERING_NEVER_BLOCK names a path no route rule has');
+  }
+  const metering: MeteringDeps = {
+    meter,
+    neverBlock: new Set(config.metering.neverBlock),
+    overLimit: { blocked: metrics.metering.overLimit.labels('blocked'), warned: metrics.metering.overLimit.labels('warned') },
+  };
+  const deps: PipelineDeps = { routes, authenticators, cache, signer, revocations, metering };
+
+  app.addHook('onReady', async () => flusher.start());
   app.addHook('onClose', async () => {
+    await flusher.close(); // after the last request: flush what it counted
     await forwarder.close().catch(() => undefined);
     await pdp.close?.().catch(() => undefined);
     await revocations.close();

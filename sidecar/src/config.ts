@@ -108,6 +108,23 @@ const envObject = z.object({
     REQUEST_TIMEOUT_MS: positive(30_000),
     CONNECTION_TIMEOUT_MS: int(60_000),
     KEEP_ALIVE_TIMEOUT_MS: positive(72_000),
+    /**
+     * API-call metering (docs/CONTRACTS.md, "Metering"): the Redis key prefix (shared with the
+     * catalog API's roll-up), how often the in-process counters are flushed (ms; a crash loses at
+     * most this much of counts), how often the published limits are re-read (ms), the timeout of
+     * the metering's own Redis connection (ms), the in-process bound (publishers of the month plus
+     * unflushed past days), and the route-rule paths the limit never blocks (only warns).
+     */
+    METERING_KEY_PREFIX: z.string().regex(/^[A-Za-z0-9:_-]{1,64}$/).default('metering'),
+    METERING_FLUSH_INTERVAL_MS: positive(1000),
+    METERING_LIMITS_RELOAD_MS: positive(5000),
+    METERING_COMMAND_TIMEOUT_MS: positive(1000),
+    METERING_MAX_KEYS: positive(100_000),
+    METERING_NEVER_BLOCK: csv.default([
+      '/api/v1/publishers/{publisherId}/account',
+      '/api/v1/publishers/{publisherId}/account/plan',
+      '/api/v1/publishers/{publisherId}/account/usage',
+    ]),
   });
 
 /** One trusted issuer, as the JWT authenticator takes it. */
@@ -164,6 +181,14 @@ function toConfig(e: z.output<typeof envObject>, issuers: TrustedIssuer[]) {
     redis: { url: e.REDIS_URL, commandTimeoutMs: e.REDIS_COMMAND_TIMEOUT_MS },
     routesFile: e.ROUTES_FILE,
     cache: { ttlMs: e.DECISION_CACHE_TTL_MS, maxEntries: e.DECISION_CACHE_MAX_ENTRIES },
+    metering: {
+      prefix: e.METERING_KEY_PREFIX,
+      flushIntervalMs: e.METERING_FLUSH_INTERVAL_MS,
+      reloadMs: e.METERING_LIMITS_RELOAD_MS,
+      commandTimeoutMs: e.METERING_COMMAND_TIMEOUT_MS,
+      maxKeys: e.METERING_MAX_KEYS,
+      neverBlock: e.METERING_NEVER_BLOCK as string[],
+    },
   };
 }
 

@@ -1,7 +1,7 @@
 /**
  * The request pipeline (docs/CONTRACTS.md, README "Architecture"): one ordered walk through
  * small stages, each in its own module —
- * canonical-path → route rule → authenticate → session → publisher context → authorize → mutate headers
+ * canonical-path → route rule → authenticate → session → publisher context → authorize → meter → mutate headers
  * (→ forward, done by the caller: the proxy route forwards, `/ext-authz` answers instead).
  * A stage stops the walk by throwing a ProblemError; nothing reaches the upstream before
  * every earlier stage passed.
@@ -11,6 +11,7 @@ import type { DecisionCache, Decision } from './pdp/decision-cache.ts';
 import { authenticateStage, type Authenticator, type Identity } from './stages/authenticate.ts';
 import { authorizeStage } from './stages/authorize.ts';
 import { checkCanonicalPath } from './stages/canonical-path.ts';
+import { meterStage, type MeteringDeps } from './stages/meter.ts';
 import { mutateHeaders, type HeaderMap } from './stages/mutate-headers.ts';
 import { resolvePublisherContext } from './stages/publisher-context.ts';
 import { sessionStage } from './stages/session.ts';
@@ -24,6 +25,7 @@ export type PipelineDeps = {
   cache: DecisionCache;
   signer: AssertionSigner;
   revocations: SessionRevocations;
+  metering: MeteringDeps;
 };
 
 /** One request as the pipeline sees it. */
@@ -80,6 +82,7 @@ export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Pro
       for (const [k, v] of Object.entries(ctx.responseHeaders)) input.setResponseHeader(k, v);
       publisherId = ctx.publisherId;
       decision = await authorizeStage(deps.cache, match, identity, publisherId);
+      meterStage(deps.metering, match, identity, publisherId, input.setResponseHeader);
     }
   }
 

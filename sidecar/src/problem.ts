@@ -18,7 +18,9 @@ export type ProblemKind =
   | 'upstream-unavailable'
   | 'upstream-timeout'
   | 'payload-too-large'
-  | 'internal';
+  | 'internal'
+  | 'publisher-read-only'
+  | 'api-call-limit-exceeded';
 
 /** Base of every problem `type` URI. */
 export const PROBLEM_TYPE_BASE = 'https://errors.music-publishing.example/';
@@ -37,6 +39,8 @@ const TITLES: Record<ProblemKind, string> = {
   'upstream-timeout': 'Upstream timeout',
   'payload-too-large': 'Payload too large',
   internal: 'Internal error',
+  'publisher-read-only': 'Publisher is read-only',
+  'api-call-limit-exceeded': 'Monthly API-call limit exceeded',
 };
 
 /** A problem body (RFC 9457 §3) plus the project's `errors` list and the request id extension. */

@@ -111,7 +111,7 @@ t.test('settings and branding: documented keys, defaults, unknown keys and bad v
   const url = `/api/v1/publishers/${DMP}/settings`;
   const current = await api(DMP_MANAGER, 'GET', url);
   t.equal(current.statusCode, 200, 'managers read the settings');
-  t.match(current.json(), { auth_policy: 'both', require_mfa: false, seats: 25, timezone: 'UTC', default_territory: 'US', language: 'en' });
+  t.match(current.json(), { auth_policy: 'both', require_mfa: false, timezone: 'UTC', default_territory: 'US', language: 'en' });
   t.equal((await api(DMP_MANAGER, 'PUT', url, { auth_policy: 'both' })).statusCode, 403, 'but only admins change them');
   const unknown = await api(DMP_ADMIN, 'PUT', url, { auth_policy: 'both', colour: 'red' });
   t.equal(unknown.statusCode, 422);
@@ -121,7 +121,7 @@ t.test('settings and branding: documented keys, defaults, unknown keys and bad v
   t.same(bad.json().errors.map((e: { field: string }) => e.field).sort(), ['default_territory', 'session_max_age_s', 'timezone']);
   const ok = await api(DMP_ADMIN, 'PUT', url, { auth_policy: 'both', timezone: 'Europe/London', default_territory: 'GB', session_max_age_s: 86_400 });
   t.equal(ok.statusCode, 200);
-  t.match(ok.json(), { timezone: 'Europe/London', default_territory: 'GB', session_max_age_s: 86_400, seats: 25 });
+  t.match(ok.json(), { timezone: 'Europe/London', default_territory: 'GB', session_max_age_s: 86_400 });
 
   const b = `/api/v1/publishers/${DMP}/branding`;
   t.equal((await api(DMP_VIEWER, 'GET', b)).statusCode, 200, 'every member reads the branding');
@@ -227,15 +227,15 @@ t.test('nobody grants what they do not hold; a department admin grants in their 
   t.equal((await api(MULTI, 'POST', `/api/v1/publishers/${SPIRIT}/roles`, { name: 'sneaky', permissions: ['audit:read'] })).statusCode, 403, 'nor create roles (no roles:manage)');
 });
 
-t.test('seats: members and open invitations never exceed settings.seats (409 seats-exhausted)', async (t) => {
+t.test("seats: members and open invitations never exceed the account's seats (409 seats-exhausted)", async (t) => {
   const { rows } = await su.query(
     `select (select count(*) from user_publishers where publisher_id = $1 and role <> 'api_user')::int
           + (select count(*) from invitations where publisher_id = $1 and accepted_at is null and revoked_at is null and expires_at > now())::int as used`,
     [SPIRIT],
   );
   const used = rows[0].used as number;
-  const settings = (await api(SPIRIT_OWNER, 'GET', `/api/v1/publishers/${SPIRIT}/settings`)).json();
-  t.equal((await api(SPIRIT_OWNER, 'PUT', `/api/v1/publishers/${SPIRIT}/settings`, { ...settings, session_max_age_s: undefined, seats: used + 1 })).statusCode, 200);
+  const seats = (n: number) => api(SPIRIT_OWNER, 'PUT', `/api/v1/publishers/${SPIRIT}/account/plan`, { plan_type: 'professional', seats: n });
+  t.equal((await seats(used + 1)).statusCode, 200);
   t.equal((await api(SPIRIT_OWNER, 'POST', `/api/v1/publishers/${SPIRIT}/users/invite`, { email: 'seat.one@spirit.example', role: 'viewer' })).statusCode, 201, 'the last seat');
   const full = await api(SPIRIT_OWNER, 'POST', `/api/v1/publishers/${SPIRIT}/users/invite`, { email: 'seat.two@spirit.example', role: 'viewer' });
   t.equal(full.statusCode, 409);
@@ -243,10 +243,10 @@ t.test('seats: members and open invitations never exceed settings.seats (409 sea
   const direct = await api(SYSADMIN, 'POST', `/api/v1/users/${DMP_EDITOR}/publishers`, { publisher_id: SPIRIT, role: 'viewer' });
   t.equal(direct.statusCode, 409, "a system admin's direct addition counts too");
   // two concurrent invitations for one seat: one wins
-  await api(SPIRIT_OWNER, 'PUT', `/api/v1/publishers/${SPIRIT}/settings`, { ...settings, session_max_age_s: undefined, seats: used + 2 });
+  t.equal((await seats(used + 2)).statusCode, 200);
   const race = await Promise.all(['race.a@spirit.example', 'race.b@spirit.example'].map((email) => api(SPIRIT_OWNER, 'POST', `/api/v1/publishers/${SPIRIT}/users/invite`, { email, role: 'viewer' })));
   t.same(race.map((r) => r.statusCode).sort(), [201, 409], 'exactly one takes the last seat');
-  await api(SPIRIT_OWNER, 'PUT', `/api/v1/publishers/${SPIRIT}/settings`, { ...settings, session_max_age_s: undefined, seats: 25 });
+  t.equal((await seats(50)).statusCode, 200);
 });
 
 t.test('roles of members: change, remove, the last admin stays — also under concurrent demotions', async (t) => {

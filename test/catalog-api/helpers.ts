@@ -93,9 +93,10 @@ export function bindingOf(method: string | undefined, url: string): { htm: strin
   return { htm: (method ?? 'GET').toUpperCase(), htu: url.split('?', 1)[0]! };
 }
 
-/** Configuration for tests: the throw-away database (both roles), no relay unless a sink is injected. */
+/** Configuration for tests: the throw-away database (both roles), no relay unless a sink is injected, no metering jobs. */
 export function testConfig(db: TestDb, env: Record<string, string> = {}): CatalogConfig {
-  return loadConfig({ DATABASE_URL: db.appUrl, AUTH_DATABASE_URL: db.authUrl, LOG_LEVEL: 'silent', OUTBOX_RELAY: 'false', ...env });
+  // no background metering jobs unless a suite asks: they would roll up (and clear) a running dev stack's Redis counts
+  return loadConfig({ DATABASE_URL: db.appUrl, AUTH_DATABASE_URL: db.authUrl, LOG_LEVEL: 'silent', OUTBOX_RELAY: 'false', METERING_ROLLUP_INTERVAL_MS: '0', METERING_MEASURE_INTERVAL_MS: '0', ...env });
 }
 
 /** The app under test plus helpers to call it as a seeded user. */

@@ -493,6 +493,62 @@ export type paths = {
      */
     post: operations["testDirectoryConfig"];
   };
+  "/api/v1/audit": {
+    /**
+     * The publisher's audit log (keyset pagination)
+     * @description Every write in the publisher's context (audit:read: publisher admins, system admins). Newest first; `next_cursor` fetches the next page. `before`/`after` hold the changed fields only (never secrets).
+     */
+    get: operations["listAuditEvents"];
+  };
+  "/api/v1/audit/export.csv": {
+    /**
+     * The publisher's audit log as CSV
+     * @description The same filter as GET /api/v1/audit, every matching row, newest first, as text/csv (RFC 4180; before/after as JSON text), streamed.
+     */
+    get: operations["exportAuditEvents"];
+  };
+  "/api/v1/platform/audit": {
+    /**
+     * The whole audit log (system admins; keyset pagination)
+     * @description Every chain: each publisher's and the platform's (sign-in events, user administration, profiles). Newest first; `next_cursor` fetches the next page. `before`/`after` hold the changed fields only (never secrets).
+     */
+    get: operations["listPlatformAuditEvents"];
+  };
+  "/api/v1/platform/audit/export.csv": {
+    /**
+     * The whole audit log as CSV (system admins)
+     * @description The same filter as GET /api/v1/platform/audit, every matching row, newest first, as text/csv (RFC 4180), streamed.
+     */
+    get: operations["exportPlatformAuditEvents"];
+  };
+  "/api/v1/publishers/{publisherId}/account": {
+    /**
+     * A publisher's account: plan, limits, seats, status, billing
+     * @description Needs accounts:read.
+     */
+    get: operations["getAccount"];
+  };
+  "/api/v1/publishers/{publisherId}/account/plan": {
+    /**
+     * Choose or change the plan
+     * @description Needs accounts:change_plan (it still works while the publisher is read-only). Ends a trial. Fewer seats than in use → 409 `seats-in-use` with both numbers; the custom plan only by a system admin.
+     */
+    put: operations["changePlan"];
+  };
+  "/api/v1/publishers/{publisherId}/account/usage": {
+    /**
+     * Daily usage: API calls, storage bytes, seats
+     * @description Needs usage:read. One entry per UTC day from `from` (default: the first of this month) to `to` (default: today), at most 366 days. API calls are counted by the sidecars and rolled up every few seconds.
+     */
+    get: operations["getUsage"];
+  };
+  "/api/v1/accounts": {
+    /**
+     * List every account (system admins)
+     * @description Keyset pagination, oldest first; filter by plan type and status.
+     */
+    get: operations["listAccounts"];
+  };
 };
 
 export type webhooks = Record<string, never>;
@@ -653,6 +709,82 @@ export type components = {
       description: string;
       system: boolean;
       permissions: string[];
+      /** @description ISO 8601 timestamp */
+      created_at: string;
+      /** @description ISO 8601 timestamp */
+      updated_at: string;
+    };
+    AuditEvent: {
+      /** Format: uuid */
+      id: string;
+      /** @description ISO 8601 timestamp */
+      occurred_at: string;
+      /** @description the chain; null = the platform chain */
+      publisher_id: string | null;
+      /** @description 1, 2, 3 … within the chain */
+      chain_seq: number;
+      actor_id: string | null;
+      /** @enum {string} */
+      actor_kind: "user" | "api_client" | "anonymous" | "system";
+      /** @description <object>.<verb>, e.g. work.updated */
+      action: string;
+      object_type: string;
+      object_id: string | null;
+      /** @description the changed fields before (null for a create) */
+      before: {
+        [key: string]: unknown;
+      } | null;
+      /** @description the changed fields after (null for a delete) */
+      after: {
+        [key: string]: unknown;
+      } | null;
+      request_id: string | null;
+      client_ip: string | null;
+      user_agent: string | null;
+      prev_hash: string | null;
+      /** @description SHA-256 (hex) over the canonical text, which includes prev_hash */
+      hash: string;
+    };
+    Plan: {
+      /** @enum {string} */
+      type: "starter" | "professional" | "enterprise" | "custom";
+      name: string;
+      seats: number;
+      api_calls_per_month: number | null;
+      storage_bytes: number | null;
+      /**
+       * @description past the monthly API-call limit: `block` (429) or `warn` (a header only)
+       * @enum {string}
+       */
+      over_limit: "block" | "warn";
+    };
+    Account: {
+      /** Format: uuid */
+      publisher_id: string;
+      plan: components["schemas"]["Plan"];
+      /** @enum {string} */
+      billing_cycle: "monthly" | "annual" | "enterprise";
+      seats: {
+        limit: number;
+        /** @description members (API clients excepted) plus open invitations */
+        used: number;
+      };
+      /** @enum {string} */
+      status: "trial" | "active" | "past_due" | "cancelled";
+      trial_ends_at: string | null;
+      /** @description true while the trial has ended without a chosen plan, or the account is cancelled: writes get 403 `publisher-read-only` */
+      read_only: boolean;
+      billing_email: string | null;
+      billing_address: {
+        line1?: string;
+        line2?: string;
+        city?: string;
+        region?: string;
+        postal_code?: string;
+        country?: string;
+      };
+      /** @description the payment provider's opaque token for the payment method (never card data) */
+      payment_method_ref: string | null;
       /** @description ISO 8601 timestamp */
       created_at: string;
       /** @description ISO 8601 timestamp */
@@ -2041,11 +2173,6 @@ export type operations = {
              */
             auth_policy: "internal" | "ad" | "both";
             session_max_age_s: number | null;
-            /**
-             * @description members (and open invitations) the publisher may have; API clients do not count
-             * @default 25
-             */
-            seats: number;
           };
         };
       };
@@ -2122,11 +2249,6 @@ export type operations = {
           auth_policy?: "internal" | "ad" | "both";
           /** @description longest life of a member's session, seconds (15 min .. 90 days; default: the platform's) */
           session_max_age_s?: number;
-          /**
-           * @description members (and open invitations) the publisher may have; API clients do not count
-           * @default 25
-           */
-          seats?: number;
         };
       };
     };
@@ -2162,11 +2284,6 @@ export type operations = {
              */
             auth_policy: "internal" | "ad" | "both";
             session_max_age_s: number | null;
-            /**
-             * @description members (and open invitations) the publisher may have; API clients do not count
-             * @default 25
-             */
-            seats: number;
           };
         };
       };
@@ -5407,6 +5524,535 @@ export type operations = {
             ok: boolean;
             reason?: string;
             detail?: string;
+          };
+        };
+      };
+      /** @description Default Response */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /**
+   * The publisher's audit log (keyset pagination)
+   * @description Every write in the publisher's context (audit:read: publisher admins, system admins). Newest first; `next_cursor` fetches the next page. `before`/`after` hold the changed fields only (never secrets).
+   */
+  listAuditEvents: {
+    parameters: {
+      query?: {
+        limit?: number;
+        cursor?: string;
+        /** @description rows of this actor (a user or an API client) */
+        actor_id?: string;
+        object_type?: "work" | "songwriter" | "recording" | "publisher" | "publisher_settings" | "publisher_branding" | "department" | "member" | "invitation" | "role" | "api_client" | "directory_config" | "user" | "session" | "account";
+        /** @description with object_type */
+        object_id?: string;
+        action?: "work.created" | "work.updated" | "work.deleted" | "songwriter.created" | "songwriter.updated" | "songwriter.deleted" | "recording.created" | "recording.updated" | "recording.deleted" | "publisher.created" | "publisher.updated" | "publisher.archived" | "publisher.status_changed" | "publisher_settings.updated" | "publisher_branding.updated" | "department.created" | "department.updated" | "department.deleted" | "member.added" | "member.role_changed" | "member.removed" | "member.sessions_revoked" | "invitation.created" | "invitation.revoked" | "role.created" | "role.updated" | "role.deleted" | "api_client.created" | "api_client.secret_rotated" | "api_client.revoked" | "directory_config.created" | "directory_config.updated" | "directory_config.deleted" | "user.created" | "user.status_changed" | "user.deleted" | "user.profile_updated" | "user.password_changed" | "user.password_reset_requested" | "user.password_reset" | "user.email_verification_requested" | "user.email_verified" | "user.mfa_enrolment_started" | "user.mfa_enabled" | "user.mfa_disabled" | "auth.login_succeeded" | "auth.mfa_challenged" | "auth.login_failed" | "auth.locked_out" | "auth.logout" | "auth.client_token_issued" | "auth.client_auth_failed" | "session.refreshed" | "session.revoked" | "account.plan_changed" | "account.trial_ended";
+        /** @description rows at or after this time (ISO 8601 with offset) */
+        from?: string;
+        /** @description rows before this time (ISO 8601 with offset) */
+        to?: string;
+      };
+      header?: {
+        /** @description the publisher whose log to read */
+        "x-publisher-id"?: string;
+      };
+    };
+    responses: {
+      /** @description Default Response */
+      200: {
+        content: {
+          "application/json": {
+            items: components["schemas"]["AuditEvent"][];
+            next_cursor: string | null;
+          };
+        };
+      };
+      /** @description Default Response */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /**
+   * The publisher's audit log as CSV
+   * @description The same filter as GET /api/v1/audit, every matching row, newest first, as text/csv (RFC 4180; before/after as JSON text), streamed.
+   */
+  exportAuditEvents: {
+    parameters: {
+      query?: {
+        /** @description rows of this actor (a user or an API client) */
+        actor_id?: string;
+        object_type?: "work" | "songwriter" | "recording" | "publisher" | "publisher_settings" | "publisher_branding" | "department" | "member" | "invitation" | "role" | "api_client" | "directory_config" | "user" | "session" | "account";
+        /** @description with object_type */
+        object_id?: string;
+        action?: "work.created" | "work.updated" | "work.deleted" | "songwriter.created" | "songwriter.updated" | "songwriter.deleted" | "recording.created" | "recording.updated" | "recording.deleted" | "publisher.created" | "publisher.updated" | "publisher.archived" | "publisher.status_changed" | "publisher_settings.updated" | "publisher_branding.updated" | "department.created" | "department.updated" | "department.deleted" | "member.added" | "member.role_changed" | "member.removed" | "member.sessions_revoked" | "invitation.created" | "invitation.revoked" | "role.created" | "role.updated" | "role.deleted" | "api_client.created" | "api_client.secret_rotated" | "api_client.revoked" | "directory_config.created" | "directory_config.updated" | "directory_config.deleted" | "user.created" | "user.status_changed" | "user.deleted" | "user.profile_updated" | "user.password_changed" | "user.password_reset_requested" | "user.password_reset" | "user.email_verification_requested" | "user.email_verified" | "user.mfa_enrolment_started" | "user.mfa_enabled" | "user.mfa_disabled" | "auth.login_succeeded" | "auth.mfa_challenged" | "auth.login_failed" | "auth.locked_out" | "auth.logout" | "auth.client_token_issued" | "auth.client_auth_failed" | "session.refreshed" | "session.revoked" | "account.plan_changed" | "account.trial_ended";
+        /** @description rows at or after this time (ISO 8601 with offset) */
+        from?: string;
+        /** @description rows before this time (ISO 8601 with offset) */
+        to?: string;
+      };
+      header?: {
+        /** @description the publisher whose log to read */
+        "x-publisher-id"?: string;
+      };
+    };
+    responses: {
+      /** @description RFC 4180 CSV with a header row */
+      200: {
+        content: {
+          "text/csv": string;
+        };
+      };
+      /** @description Default Response */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /**
+   * The whole audit log (system admins; keyset pagination)
+   * @description Every chain: each publisher's and the platform's (sign-in events, user administration, profiles). Newest first; `next_cursor` fetches the next page. `before`/`after` hold the changed fields only (never secrets).
+   */
+  listPlatformAuditEvents: {
+    parameters: {
+      query?: {
+        limit?: number;
+        cursor?: string;
+        /** @description rows of this actor (a user or an API client) */
+        actor_id?: string;
+        object_type?: "work" | "songwriter" | "recording" | "publisher" | "publisher_settings" | "publisher_branding" | "department" | "member" | "invitation" | "role" | "api_client" | "directory_config" | "user" | "session" | "account";
+        /** @description with object_type */
+        object_id?: string;
+        action?: "work.created" | "work.updated" | "work.deleted" | "songwriter.created" | "songwriter.updated" | "songwriter.deleted" | "recording.created" | "recording.updated" | "recording.deleted" | "publisher.created" | "publisher.updated" | "publisher.archived" | "publisher.status_changed" | "publisher_settings.updated" | "publisher_branding.updated" | "department.created" | "department.updated" | "department.deleted" | "member.added" | "member.role_changed" | "member.removed" | "member.sessions_revoked" | "invitation.created" | "invitation.revoked" | "role.created" | "role.updated" | "role.deleted" | "api_client.created" | "api_client.secret_rotated" | "api_client.revoked" | "directory_config.created" | "directory_config.updated" | "directory_config.deleted" | "user.created" | "user.status_changed" | "user.deleted" | "user.profile_updated" | "user.password_changed" | "user.password_reset_requested" | "user.password_reset" | "user.email_verification_requested" | "user.email_verified" | "user.mfa_enrolment_started" | "user.mfa_enabled" | "user.mfa_disabled" | "auth.login_succeeded" | "auth.mfa_challenged" | "auth.login_failed" | "auth.locked_out" | "auth.logout" | "auth.client_token_issued" | "auth.client_auth_failed" | "session.refreshed" | "session.revoked" | "account.plan_changed" | "account.trial_ended";
+        /** @description rows at or after this time (ISO 8601 with offset) */
+        from?: string;
+        /** @description rows before this time (ISO 8601 with offset) */
+        to?: string;
+        /** @description one chain: a publisher, or `platform` for rows without one */
+        publisher_id?: string | "platform";
+      };
+    };
+    responses: {
+      /** @description Default Response */
+      200: {
+        content: {
+          "application/json": {
+            items: components["schemas"]["AuditEvent"][];
+            next_cursor: string | null;
+          };
+        };
+      };
+      /** @description Default Response */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /**
+   * The whole audit log as CSV (system admins)
+   * @description The same filter as GET /api/v1/platform/audit, every matching row, newest first, as text/csv (RFC 4180), streamed.
+   */
+  exportPlatformAuditEvents: {
+    parameters: {
+      query?: {
+        /** @description rows of this actor (a user or an API client) */
+        actor_id?: string;
+        object_type?: "work" | "songwriter" | "recording" | "publisher" | "publisher_settings" | "publisher_branding" | "department" | "member" | "invitation" | "role" | "api_client" | "directory_config" | "user" | "session" | "account";
+        /** @description with object_type */
+        object_id?: string;
+        action?: "work.created" | "work.updated" | "work.deleted" | "songwriter.created" | "songwriter.updated" | "songwriter.deleted" | "recording.created" | "recording.updated" | "recording.deleted" | "publisher.created" | "publisher.updated" | "publisher.archived" | "publisher.status_changed" | "publisher_settings.updated" | "publisher_branding.updated" | "department.created" | "department.updated" | "department.deleted" | "member.added" | "member.role_changed" | "member.removed" | "member.sessions_revoked" | "invitation.created" | "invitation.revoked" | "role.created" | "role.updated" | "role.deleted" | "api_client.created" | "api_client.secret_rotated" | "api_client.revoked" | "directory_config.created" | "directory_config.updated" | "directory_config.deleted" | "user.created" | "user.status_changed" | "user.deleted" | "user.profile_updated" | "user.password_changed" | "user.password_reset_requested" | "user.password_reset" | "user.email_verification_requested" | "user.email_verified" | "user.mfa_enrolment_started" | "user.mfa_enabled" | "user.mfa_disabled" | "auth.login_succeeded" | "auth.mfa_challenged" | "auth.login_failed" | "auth.locked_out" | "auth.logout" | "auth.client_token_issued" | "auth.client_auth_failed" | "session.refreshed" | "session.revoked" | "account.plan_changed" | "account.trial_ended";
+        /** @description rows at or after this time (ISO 8601 with offset) */
+        from?: string;
+        /** @description rows before this time (ISO 8601 with offset) */
+        to?: string;
+        /** @description one chain: a publisher, or `platform` for rows without one */
+        publisher_id?: string | "platform";
+      };
+    };
+    responses: {
+      /** @description RFC 4180 CSV with a header row */
+      200: {
+        content: {
+          "text/csv": string;
+        };
+      };
+      /** @description Default Response */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /**
+   * A publisher's account: plan, limits, seats, status, billing
+   * @description Needs accounts:read.
+   */
+  getAccount: {
+    parameters: {
+      path: {
+        publisherId: string;
+      };
+    };
+    responses: {
+      /** @description Default Response */
+      200: {
+        content: {
+          "application/json": components["schemas"]["Account"];
+        };
+      };
+      /** @description Default Response */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /**
+   * Choose or change the plan
+   * @description Needs accounts:change_plan (it still works while the publisher is read-only). Ends a trial. Fewer seats than in use → 409 `seats-in-use` with both numbers; the custom plan only by a system admin.
+   */
+  changePlan: {
+    parameters: {
+      path: {
+        publisherId: string;
+      };
+    };
+    requestBody: {
+      content: {
+        "application/json": {
+          /** @enum {string} */
+          plan_type: "starter" | "professional" | "enterprise" | "custom";
+          /**
+           * @description default: the current one
+           * @enum {string}
+           */
+          billing_cycle?: "monthly" | "annual" | "enterprise";
+          /** @description the seat limit (default: the plan's; above the plan's only on the custom plan) */
+          seats?: number;
+          /** Format: email */
+          billing_email?: string;
+          billing_address?: {
+            line1?: string;
+            line2?: string;
+            city?: string;
+            region?: string;
+            postal_code?: string;
+            country?: string;
+          };
+          payment_method_ref?: string;
+        };
+      };
+    };
+    responses: {
+      /** @description Default Response */
+      200: {
+        content: {
+          "application/json": components["schemas"]["Account"];
+        };
+      };
+      /** @description Default Response */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      409: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      422: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /**
+   * Daily usage: API calls, storage bytes, seats
+   * @description Needs usage:read. One entry per UTC day from `from` (default: the first of this month) to `to` (default: today), at most 366 days. API calls are counted by the sidecars and rolled up every few seconds.
+   */
+  getUsage: {
+    parameters: {
+      query?: {
+        /** @description a UTC day, YYYY-MM-DD */
+        from?: string;
+        /** @description a UTC day, YYYY-MM-DD */
+        to?: string;
+      };
+      path: {
+        publisherId: string;
+      };
+    };
+    responses: {
+      /** @description Default Response */
+      200: {
+        content: {
+          "application/json": {
+            /** Format: uuid */
+            publisher_id: string;
+            /** Format: date */
+            from: string;
+            /** Format: date */
+            to: string;
+            days: ({
+                /** Format: date */
+                day: string;
+                /** @description allowed API calls through the sidecar that UTC day */
+                api_calls: number;
+                /** @description catalog storage measured that day (null: not measured) */
+                storage_bytes: number | null;
+                /** @description seats in use when last measured that day (null: not measured) */
+                seats_used: number | null;
+              })[];
+            /** @description each API client's calls over the range, most first */
+            api_clients: {
+                /** Format: uuid */
+                client_id: string;
+                api_calls: number;
+              }[];
+          };
+        };
+      };
+      /** @description Default Response */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      422: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /**
+   * List every account (system admins)
+   * @description Keyset pagination, oldest first; filter by plan type and status.
+   */
+  listAccounts: {
+    parameters: {
+      query?: {
+        limit?: number;
+        cursor?: string;
+        plan_type?: "starter" | "professional" | "enterprise" | "custom";
+        status?: "trial" | "active" | "past_due" | "cancelled";
+      };
+    };
+    responses: {
+      /** @description Default Response */
+      200: {
+        content: {
+          "application/json": {
+            items: components["schemas"]["Account"][];
+            next_cursor: string | null;
           };
         };
       };

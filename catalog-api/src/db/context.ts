@@ -21,6 +21,7 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { query, type Orm } from './orm.ts';
 import { ProblemError, problem } from '../errors.ts';
+import { READ_ONLY_BLOCKED_PERMISSIONS } from '../../../policies/src/permissions.ts';
 
 import type { Role } from '../modules/users/membership.entity.ts';
 
@@ -50,7 +51,23 @@ export type RequestContext = {
   authPolicy: string | null;
   /** the context publisher's `settings.require_mfa` */
   requireMfa: boolean;
+  /** the context publisher's account is read-only now (trial ended without a plan, or cancelled) */
+  readOnly: boolean;
+  /** `users.kind` of the caller: a person, or the subject of an API client (the audit log's actor kind) */
+  userKind: 'person' | 'api_client';
 };
+
+/** What the audit log records about the request (modules/audit): its id, the client address and user agent. */
+export type RequestMeta = {
+  /** the sidecar's request id (the assertion's `request_id`, else `X-Request-Id`) */
+  requestId: string | null;
+  /** the client address (Fastify `request.ip`: the sidecar's X-Forwarded-For) */
+  ip: string | null;
+  userAgent: string | null;
+};
+
+/** No request behind the transaction (scripts, tests). */
+export const NO_REQUEST_META: RequestMeta = Object.freeze({ requestId: null, ip: null, userAgent: null });
 
 /** The handle a handler gets: the transaction's EntityManager, the context, and a SQL helper. */
 export type RequestTx = {
@@ -58,6 +75,8 @@ export type RequestTx = {
   ctx: RequestContext;
   /** Parameterised SQL inside this transaction (see `db/orm.ts` `query`). */
   sql: <R = Record<string, unknown>>(text: string, params?: readonly unknown[]) => Promise<R[]>;
+  /** the request the transaction serves (for the audit log) */
+  meta: RequestMeta;
 };
 
 /**
@@ -74,14 +93,17 @@ export type RequestTxOptions = {
    * `none`: the publisher context is ignored (`app.publisher_id` = ''), e.g. for /users/me.
    */
   publisher?: 'required' | 'none';
+  /** the request behind the transaction (default {@link NO_REQUEST_META}) */
+  meta?: RequestMeta;
 };
 
 const SCOPE_SQL = `
   with me as (
-    select u.is_system_admin, u.status, m.role, m.custom_role_id, m.department_id,
+    select u.is_system_admin, u.status, u.kind, m.role, m.custom_role_id, m.department_id,
            case when p.deleted_at is not null then 'archived' else p.status end as publisher_status,
            p.settings ->> 'auth_policy' as auth_policy,
-           coalesce(p.settings -> 'require_mfa' = 'true'::jsonb, false) as require_mfa
+           coalesce(p.settings -> 'require_mfa' = 'true'::jsonb, false) as require_mfa,
+           coalesce(app_publisher_read_only(p.id), false) as read_only
     from users u
     left join user_publishers m on m.user_id = u.id and m.publisher_id = nullif($2, '')::uuid
     left join publishers p on p.id = nullif($2, '')::uuid
@@ -99,7 +121,7 @@ const SCOPE_SQL = `
                 else '' end as scope
     from me
   )
-  select is_system_admin, status, role, custom_role_id, department_id, publisher_status, auth_policy, require_mfa,
+  select is_system_admin, status, kind, role, custom_role_id, department_id, publisher_status, auth_policy, require_mfa, read_only,
          set_config('app.access_scope', scope, true) as access_scope,
          set_config('app.department_id', case when scope = 'department' then department_id::text else '' end, true) as scoped_department,
          (select coalesce(array_agg(rp.permission order by rp.permission), '{}')
@@ -135,7 +157,7 @@ export async function withRequestTransaction<T>(orm: Orm, caller: Caller, fn: (t
       throw problem.forbidden('You are not a member of this publisher.');
     }
     if (needsPublisher) checkSignInPolicy(ctx, caller.amr ?? []);
-    return fn({ em: tem, ctx, sql: (text, params) => query(tem, text, params) });
+    return fn({ em: tem, ctx, sql: (text, params) => query(tem, text, params), meta: options.meta ?? NO_REQUEST_META });
   });
 }
 
@@ -167,6 +189,7 @@ async function establishScope(em: EntityManager, userId: string, publisherId: st
   type Row = {
     is_system_admin: boolean;
     status: string;
+    kind: 'person' | 'api_client';
     role: Role | null;
     custom_role_id: string | null;
     department_id: string | null;
@@ -175,6 +198,7 @@ async function establishScope(em: EntityManager, userId: string, publisherId: st
     scoped_department: string;
     auth_policy: string | null;
     require_mfa: boolean;
+    read_only: boolean;
     permissions: string[];
   };
   const [row] = await query<Row>(em, SCOPE_SQL, [userId, publisherId]);
@@ -192,14 +216,19 @@ async function establishScope(em: EntityManager, userId: string, publisherId: st
     userActive: row !== undefined && row.status === 'active',
     authPolicy: row?.auth_policy ?? null,
     requireMfa: row?.require_mfa ?? false,
+    readOnly: row?.read_only ?? false,
+    userKind: row?.kind ?? 'person',
   };
 }
 
 /**
  * Defence in depth behind the sidecar (and beside RLS): does the caller hold `permission` in the
  * request's context (its scope: creators their own rows, department members their department)?
- * @throws ProblemError 403 `forbidden` naming the permission
+ * At a read-only publisher the permissions of policies/src/permissions.ts
+ * `READ_ONLY_BLOCKED_PERMISSIONS` are refused to everyone but system admins (as in the model).
+ * @throws ProblemError 403 `forbidden` naming the permission, 403 `publisher-read-only`
  */
 export function requirePermission(tx: RequestTx, permission: string): void {
   if (!tx.ctx.permissions.has(permission)) throw problem.forbidden(`This needs the permission ${permission}.`);
+  if (tx.ctx.readOnly && !tx.ctx.isSystemAdmin && READ_ONLY_BLOCKED_PERMISSIONS.includes(permission)) throw problem.readOnly();
 }

@@ -18,5 +18,9 @@ import { Department } from '../modules/publishers/department.entity.ts';
 import { Permission, Role, RolePermission } from '../modules/roles/role.entity.ts';
 import { Invitation } from '../modules/users/invitation.entity.ts';
 import { ApiClient } from '../modules/api-clients/api-client.entity.ts';
+import { Plan } from '../modules/accounts/plan.entity.ts';
+import { Account } from '../modules/accounts/account.entity.ts';
+import { AccountUsage, ApiClientUsage } from '../modules/accounts/usage.entity.ts';
+import { AuditEvent } from '../modules/audit/audit-event.entity.ts';
 
-export const ENTITIES = [User, Membership, Publisher, Credential, RecoveryCode, Session, RefreshToken, UserToken, SigningKey, DirectoryConfig, Work, WorkSongwriter, Songwriter, Recording, Department, Role, RolePermission, Permission, Invitation, ApiClient];
+export const ENTITIES = [User, Membership, Publisher, Credential, RecoveryCode, Session, RefreshToken, UserToken, SigningKey, DirectoryConfig, Work, WorkSongwriter, Songwriter, Recording, Department, Role, RolePermission, Permission, Invitation, ApiClient, Plan, Account, AccountUsage, ApiClientUsage, AuditEvent];

@@ -22,6 +22,7 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { query, type Orm } from '../db/orm.ts';
 import type { Logger } from '../logger.ts';
+import { PeriodicJob } from '../jobs/periodic-job.ts';
 
 /** An OpenFGA tuple key as the writer takes it. */
 export type Tuple = { user: string; relation: string; object: string };
@@ -87,11 +88,8 @@ export class OutboxRelay {
   readonly #sink: RelationshipSink;
   readonly #log: RelayLogger;
   readonly #batchSize: number;
-  readonly #intervalMs: number;
   readonly #lockTimeoutMs: number;
-  #timer: NodeJS.Timeout | null = null;
-  #tail: Promise<unknown> = Promise.resolve();
-  #queued: Promise<DrainResult> | null = null;
+  readonly #job: PeriodicJob<DrainResult>;
 
   /** @throws RangeError when batchSize is outside 1..100 */
   constructor(opts: OutboxRelayOptions) {
@@ -100,40 +98,28 @@ export class OutboxRelay {
     this.#log = opts.logger ?? noopLogger;
     this.#batchSize = opts.batchSize ?? 100;
     if (!(this.#batchSize >= 1 && this.#batchSize <= 100)) throw new RangeError('batchSize must be 1..100');
-    this.#intervalMs = opts.intervalMs ?? 1000;
     this.#lockTimeoutMs = opts.lockTimeoutMs ?? 5000;
+    this.#job = new PeriodicJob(() => this.#drainLoop(), opts.intervalMs ?? 1000);
   }
 
   /** Start the timer (idempotent). The timer does not keep the process alive. */
   start(): void {
-    if (this.#timer) return;
-    this.#timer = setInterval(() => void this.drain(), this.#intervalMs);
-    this.#timer.unref();
+    this.#job.start();
   }
 
   /** Stop the timer and wait for a delivery in progress. Never throws. */
   async stop(): Promise<void> {
-    if (this.#timer) clearInterval(this.#timer);
-    this.#timer = null;
-    await this.#tail.catch(() => undefined);
+    await this.#job.stop();
   }
 
   /**
-   * Deliver pending rows until none is left or a batch fails. Calls are serialised in this process:
-   * a call made while a drain runs queues one more drain after it (calls made while that one is
-   * still queued share it), so rows committed before a call are covered when it resolves, unless
+   * Deliver pending rows until none is left or a batch fails. Calls are serialised in this process
+   * (jobs/periodic-job.ts): rows committed before a call are covered when it resolves, unless
    * delivery failed. Never throws; failures are logged and counted.
    * @returns rows delivered and rows whose attempt failed, summed over the batches of this drain
    */
   drain(): Promise<DrainResult> {
-    if (this.#queued) return this.#queued;
-    const next = this.#tail.then(() => {
-      this.#queued = null;
-      return this.#drainLoop();
-    });
-    this.#queued = next;
-    this.#tail = next;
-    return next;
+    return this.#job.run();
   }
 
   async #drainLoop(): Promise<DrainResult> {

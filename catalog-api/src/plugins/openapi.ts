@@ -19,9 +19,11 @@ export const OPENAPI_TAGS = [
   { name: 'roles', description: 'Permissions, system roles and custom roles' },
   { name: 'api-clients', description: "A publisher's API clients (OAuth 2.0 client credentials)" },
   { name: 'directory', description: "Publishers' Active Directory configuration (system admins)" },
+  { name: 'accounts', description: "A publisher's account: plan, seats, billing, usage" },
   { name: 'works', description: 'Musical works and their songwriter splits' },
   { name: 'songwriters', description: 'Songwriters' },
   { name: 'recordings', description: 'Recordings of works' },
+  { name: 'audit', description: 'The append-only audit log: every write, who made it, what changed' },
 ];
 
 type OpenApiDocument = { components?: { schemas?: Record<string, unknown> } } & Record<string, unknown>;

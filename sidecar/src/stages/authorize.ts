@@ -15,7 +15,9 @@ import { PdpUnavailableError } from '../pdp/openfga.ts';
  * @param match the route match; identity the caller (undefined only for public rules);
  *   publisherId the publisher context (needed when the object template uses `{publisher}`).
  * @returns the decision (`undefined` when the rule needs no check).
- * @throws ProblemError 403 `forbidden` on deny; 400 `publisher-context` when the object needs a
+ * @throws ProblemError 403 `forbidden` on deny — `publisher-read-only` when the denied relation
+ *   changes something and the publisher (of a `publisher:` object, else the context) is read-only
+ *   (its trial ended without a plan; one more cached Check, on deny paths only); 400 `publisher-context` when the object needs a
  *   missing publisher context; 503 `pdp-unavailable` (with `Retry-After: 1`) when OpenFGA cannot
  *   answer — fail closed, never cached.
  */
@@ -29,15 +31,29 @@ export async function authorizeStage(
   if (rule.public || rule.authenticated) return undefined;
   if (!rule.relation || !identity) throw new ProblemError(500, 'internal', 'Route rule without relation or identity.');
   const object = objectFor(match, publisherId)!;
-  let decision: Decision;
+  const user = `user:${identity.subject}`;
+  const decision = await decide(cache, { user, relation: rule.relation, object });
+  if (decision.allowed) return decision;
+  const publisher = object.startsWith('publisher:') ? object : publisherId ? `publisher:${publisherId}` : undefined;
+  if (publisher && isWrite(rule.relation) && (await decide(cache, { user, relation: 'read_only', object: publisher })).allowed) {
+    throw new ProblemError(403, 'publisher-read-only', "This publisher is read-only: its account's trial has ended (or the account is cancelled). Reads still work; an admin chooses a plan with PUT /api/v1/publishers/{id}/account/plan.");
+  }
+  throw new ProblemError(403, 'forbidden', `Not permitted: ${rule.relation} on ${object.split(':')[0]}.`);
+}
+
+/** Reads are never refused for being read-only (policies/model.fga: only `frozen` permissions are). */
+function isWrite(relation: string): boolean {
+  return relation !== 'can_read' && !relation.endsWith('_read');
+}
+
+/** One decision; OpenFGA unreachable → 503 (fail closed, never cached). */
+async function decide(cache: DecisionCache, check: { user: string; relation: string; object: string }): Promise<Decision> {
   try {
-    decision = await cache.decide({ user: `user:${identity.subject}`, relation: rule.relation, object });
+    return await cache.decide(check);
   } catch (err) {
     if (err instanceof PdpUnavailableError) {
       throw pdpUnavailable('The authorization service is unavailable; try again later.', err);
     }
     throw err;
   }
-  if (!decision.allowed) throw new ProblemError(403, 'forbidden', `Not permitted: ${rule.relation} on ${object.split(':')[0]}.`);
-  return decision;
 }

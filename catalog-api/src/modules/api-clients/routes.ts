@@ -22,6 +22,7 @@ import { inPublisher } from '../publishers/routes.ts';
 import { Membership } from '../users/membership.entity.ts';
 import { User } from '../users/user.entity.ts';
 import { ApiClient } from './api-client.entity.ts';
+import { recordAudit } from '../audit/audit.service.ts';
 
 /** What the routes need: the app pool, and the sign-in service (session revocation). */
 export type ApiClientsRouteDeps = RouteDeps & { auth: AuthDeps };
@@ -93,6 +94,7 @@ export const apiClientsRoutes: FastifyPluginAsyncZod<ApiClientsRouteDeps> = asyn
           tx.em.create(Membership, { publisherId: p.id, userId: subject.id, role: 'api_user' });
           await tx.em.flush();
           await tx.em.refresh(client);
+          await recordAudit(tx, { action: 'api_client.created', objectType: 'api_client', objectId: client.id, after: { name: client.name } });
           return present(client);
         },
         { mutating: true },
@@ -131,6 +133,7 @@ export const apiClientsRoutes: FastifyPluginAsyncZod<ApiClientsRouteDeps> = asyn
           if (client.revokedAt) throw problem.conflict('The API client is revoked.');
           tx.em.assign(client, { secretHash: digest(secret), rotatedAt: new Date() });
           await tx.em.flush();
+          await recordAudit(tx, { action: 'api_client.secret_rotated', objectType: 'api_client', objectId: id, after: { rotated: true } });
           return present(client);
         },
         { mutating: true },
@@ -156,6 +159,7 @@ export const apiClientsRoutes: FastifyPluginAsyncZod<ApiClientsRouteDeps> = asyn
           client.revokedAt = new Date();
           await tx.em.nativeDelete(Membership, { publisherId: client.publisherId, userId: id });
           await tx.em.flush();
+          await recordAudit(tx, { action: 'api_client.revoked', objectType: 'api_client', objectId: id, before: { revoked: false }, after: { revoked: true } });
         },
         { mutating: true },
       );

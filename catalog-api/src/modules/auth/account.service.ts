@@ -26,6 +26,16 @@ import { revokeSessions } from './sessions.service.ts';
 import { credentialFor, findUserByEmail } from './sign-in.service.ts';
 import { acceptTotp, newRecoveryCodes, newTotpSecret, otpauthUri } from './totp.ts';
 import { UserToken, type UserTokenPurpose } from './user-token.entity.ts';
+import { NO_REQUEST_META, type RequestMeta } from '../../db/context.ts';
+import { recordAuditEvent, type AuditAction } from '../audit/audit.service.ts';
+
+/**
+ * Append a row about the user's own account to the platform chain. `actor` null: nobody signed in
+ * asked (a forgotten password); otherwise the user themself (signed in, or proven by a link's token).
+ */
+function auditAccount(em: EntityManager, actor: string | null, userId: string, meta: RequestMeta, action: AuditAction, change: { before?: Record<string, unknown>; after?: Record<string, unknown> } = {}) {
+  return recordAuditEvent(em, actor ? { id: actor, kind: 'user' } : { id: null, kind: 'anonymous' }, meta, { action, objectType: 'user', objectId: userId, publisherId: null, ...change });
+}
 
 /** 422 when `password` is not acceptable for `email`. */
 function checkNewPassword(password: string, email: string, field = 'new_password'): void {
@@ -81,13 +91,14 @@ export function createAccountService(deps: AuthDeps) {
      * Start a password reset for `email`; returns at once, the work happens in the background
      * (failures are logged, never reported to the caller).
      */
-    forgotPassword(email: string): void {
+    forgotPassword(email: string, meta: RequestMeta = NO_REQUEST_META): void {
       const work = (async () => {
         const mail = await tx(async (em) => {
           const user = await findUserByEmail(em, email);
           if (!isPerson(user) || user.status !== 'active') return null;
           if (user.authSource !== 'internal') return directoryPasswordMail(user.email);
           const token = await issueUserToken(em, user.id, 'password_reset', deps.ttl.passwordResetMs);
+          await auditAccount(em, null, user.id, meta, 'user.password_reset_requested');
           return passwordResetMail(user.email, deps.appBaseUrl, token, deps.ttl.passwordResetMs);
         });
         if (mail) deps.mailer.send(mail);
@@ -101,7 +112,7 @@ export function createAccountService(deps: AuthDeps) {
      * Set a new password with a reset token; revokes every session of the user.
      * @throws ProblemError 400 `invalid-grant` (token unknown, used or expired), 422 (weak password)
      */
-    async resetPassword(token: string, newPassword: string): Promise<void> {
+    async resetPassword(token: string, newPassword: string, meta: RequestMeta = NO_REQUEST_META): Promise<void> {
       const ok = await tx(async (em) => {
         const userId = await consumeUserToken(em, token, 'password_reset');
         if (!userId) return false;
@@ -113,7 +124,8 @@ export function createAccountService(deps: AuthDeps) {
         cred.passwordChangedAt = new Date();
         cred.passwordExpiresAt = null;
         Object.assign(cred, CLEAR);
-        await revokeSessions(em, { userId }, 'password_reset');
+        const revoked = await revokeSessions(em, { userId }, 'password_reset');
+        await auditAccount(em, userId, userId, meta, 'user.password_reset', { after: { sessions_revoked: revoked } });
         return true;
       });
       if (!ok) throw problem.invalidGrant(400, 'The reset link is invalid, expired or already used; ask for a new one.');
@@ -124,7 +136,7 @@ export function createAccountService(deps: AuthDeps) {
      * Change the caller's password; every other session of theirs is revoked.
      * @throws ProblemError 401 (wrong current password), 409 (a directory account), 422 (weak password)
      */
-    async changePassword(userId: string, currentSid: string | null, current: string, next: string): Promise<void> {
+    async changePassword(userId: string, currentSid: string | null, current: string, next: string, meta: RequestMeta = NO_REQUEST_META): Promise<void> {
       await tx(async (em) => {
         const user = await activeUser(em, userId);
         if (user.authSource !== 'internal') throw problem.conflict("Your password is your directory's: change it there.");
@@ -134,29 +146,33 @@ export function createAccountService(deps: AuthDeps) {
         cred!.passwordHash = await hashPassword(next);
         cred!.passwordChangedAt = new Date();
         cred!.passwordExpiresAt = null;
-        await revokeSessions(em, { userId, ...(currentSid ? { exceptSessionId: currentSid } : {}) }, 'password_changed');
+        const revoked = await revokeSessions(em, { userId, ...(currentSid ? { exceptSessionId: currentSid } : {}) }, 'password_changed');
+        await auditAccount(em, userId, userId, meta, 'user.password_changed', { after: { sessions_revoked: revoked } });
       });
       await deps.revocations.publish();
     },
 
     /** Mail the caller a verification link (also when already verified: the address may have changed). */
-    async sendEmailVerification(userId: string): Promise<void> {
+    async sendEmailVerification(userId: string, meta: RequestMeta = NO_REQUEST_META): Promise<void> {
       const mail = await tx(async (em) => {
         const user = await activeUser(em, userId);
         const token = await issueUserToken(em, userId, 'email_verification', deps.ttl.emailVerificationMs);
+        await auditAccount(em, userId, userId, meta, 'user.email_verification_requested');
         return emailVerificationMail(user.email, deps.appBaseUrl, token, deps.ttl.emailVerificationMs);
       });
       deps.mailer.send(mail);
     },
 
     /** Confirm an email with a verification token. @throws ProblemError 400 `invalid-grant` */
-    async verifyEmail(token: string): Promise<void> {
+    async verifyEmail(token: string, meta: RequestMeta = NO_REQUEST_META): Promise<void> {
       const ok = await tx(async (em) => {
         const userId = await consumeUserToken(em, token, 'email_verification');
         if (!userId) return false;
         const user = await em.findOne(User, userId);
         if (!user) return false;
+        const before = { email_verified: !!user.emailVerifiedAt };
         user.emailVerifiedAt = new Date();
+        await auditAccount(em, userId, userId, meta, 'user.email_verified', { before, after: { email_verified: true } });
         return true;
       });
       if (!ok) throw problem.invalidGrant(400, 'The verification link is invalid, expired or already used; ask for a new one.');
@@ -167,13 +183,14 @@ export function createAccountService(deps: AuthDeps) {
      * @returns the base32 secret and its otpauth:// URI
      * @throws ProblemError 409 when TOTP is already enabled
      */
-    async enrolTotp(userId: string): Promise<{ secret: string; otpauth_uri: string }> {
+    async enrolTotp(userId: string, meta: RequestMeta = NO_REQUEST_META): Promise<{ secret: string; otpauth_uri: string }> {
       return tx(async (em) => {
         const user = await activeUser(em, userId);
         const cred = await credentialFor(em, userId);
         if (cred.totpEnabledAt) throw problem.conflict('TOTP is already enabled; disable it first to enrol a new authenticator.');
         const secret = newTotpSecret();
         cred.totpPendingSecret = await seal(deps.kek, secret);
+        await auditAccount(em, userId, userId, meta, 'user.mfa_enrolment_started');
         return { secret, otpauth_uri: otpauthUri(secret, user.email) };
       });
     },
@@ -183,7 +200,7 @@ export function createAccountService(deps: AuthDeps) {
      * @returns the recovery codes (shown once)
      * @throws ProblemError 409 (nothing pending), 422 (wrong code)
      */
-    async confirmTotp(userId: string, code: string): Promise<string[]> {
+    async confirmTotp(userId: string, code: string, meta: RequestMeta = NO_REQUEST_META): Promise<string[]> {
       return tx(async (em) => {
         await activeUser(em, userId);
         const cred = await em.findOne(Credential, userId, { lockMode: LockMode.PESSIMISTIC_WRITE });
@@ -198,12 +215,13 @@ export function createAccountService(deps: AuthDeps) {
         await em.nativeDelete(RecoveryCode, { userId });
         const codes = newRecoveryCodes();
         for (const c of codes) em.create(RecoveryCode, { userId, codeHash: digest(c), createdAt: new Date() });
+        await auditAccount(em, userId, userId, meta, 'user.mfa_enabled', { before: { mfa_enabled: false }, after: { mfa_enabled: true } });
         return codes;
       });
     },
 
     /** Disable TOTP with a current code. @throws ProblemError 409 (not enabled), 422 (wrong code) */
-    async disableTotp(userId: string, code: string): Promise<void> {
+    async disableTotp(userId: string, code: string, meta: RequestMeta = NO_REQUEST_META): Promise<void> {
       await tx(async (em) => {
         await activeUser(em, userId);
         const cred = await em.findOne(Credential, userId, { lockMode: LockMode.PESSIMISTIC_WRITE });
@@ -215,6 +233,7 @@ export function createAccountService(deps: AuthDeps) {
         cred.totpEnabledAt = null;
         cred.totpLastStep = step;
         await em.nativeDelete(RecoveryCode, { userId });
+        await auditAccount(em, userId, userId, meta, 'user.mfa_disabled', { before: { mfa_enabled: true }, after: { mfa_enabled: false } });
       });
     },
   };

@@ -11,7 +11,7 @@
  */
 import { timingSafeEqual } from 'node:crypto';
 import type { EntityManager } from '@mikro-orm/postgresql';
-import { problem } from '../../errors.ts';
+import { ProblemError, problem } from '../../errors.ts';
 import { ApiClient } from '../api-clients/api-client.entity.ts';
 import { isUuid } from '../common/http.ts';
 import { Publisher } from '../publishers/publisher.entity.ts';
@@ -19,7 +19,8 @@ import { Membership } from '../users/membership.entity.ts';
 import { User } from '../users/user.entity.ts';
 import type { AuthDeps } from './deps.ts';
 import { digest } from './secrets.ts';
-import { openClientSession, type ClientInfo, type ClientTokenResponse } from './sessions.service.ts';
+import { clientMeta, openClientSession, type ClientInfo, type ClientTokenResponse } from './sessions.service.ts';
+import { recordAuditEvent } from '../audit/audit.service.ts';
 
 /** The client's credentials from an `Authorization: Basic` header (RFC 6749 §2.3.1), or null. */
 export function basicCredentials(header: string | undefined): { id: string; secret: string } | null {
@@ -41,8 +42,23 @@ export function basicCredentials(header: string | undefined): { id: string; secr
  */
 export async function clientCredentialsGrant(deps: AuthDeps, clientId: string, secret: string, client: ClientInfo): Promise<ClientTokenResponse> {
   const rejected = () => problem.unauthenticated('The client credentials are invalid.');
-  if (!isUuid(clientId)) throw rejected();
-  const id = clientId.toLowerCase();
+  const id = isUuid(clientId) ? clientId.toLowerCase() : null;
+  try {
+    if (!id) throw rejected();
+    return await issue(deps, id, secret, client, rejected);
+  } catch (err) {
+    // sign-in events: the platform chain; the client id is only claimed, so nobody is the actor
+    if (err instanceof ProblemError && err.status === 401) {
+      await deps.orm.em.fork().transactional((em: EntityManager) =>
+        recordAuditEvent(em, { id: null, kind: 'anonymous' }, clientMeta(client), { action: 'auth.client_auth_failed', objectType: 'api_client', objectId: id, publisherId: null, after: { reason: 'invalid-client' } }),
+      );
+    }
+    throw err;
+  }
+}
+
+/** The grant's transaction: check the client, open its session, append `auth.client_token_issued`. */
+async function issue(deps: AuthDeps, id: string, secret: string, client: ClientInfo, rejected: () => ProblemError): Promise<ClientTokenResponse> {
   return deps.orm.em.fork().transactional(async (em: EntityManager) => {
     const c = await em.findOne(ApiClient, { id });
     const presented = Buffer.from(digest(secret));
@@ -54,6 +70,8 @@ export async function clientCredentialsGrant(deps: AuthDeps, clientId: string, s
     const publisher = await em.findOne(Publisher, { id: c.publisherId });
     if (!subject || !membership || !publisher || !['active', 'trial'].includes(publisher.status)) throw rejected();
     c.lastUsedAt = new Date();
-    return openClientSession(deps, em, id, client);
+    const tokens = await openClientSession(deps, em, id, client);
+    await recordAuditEvent(em, { id, kind: 'api_client' }, clientMeta(client), { action: 'auth.client_token_issued', objectType: 'api_client', objectId: id, publisherId: null });
+    return tokens;
   });
 }

@@ -18,7 +18,9 @@ import { problem } from '../../errors.ts';
 import { requireIdentity } from '../../plugins/identity.ts';
 import { requirePermission } from '../../db/context.ts';
 import { Membership } from '../users/membership.entity.ts';
-import { inRequestTx, pathId, type RouteDeps } from '../common/http.ts';
+import { User } from '../users/user.entity.ts';
+import type { EntityManager } from '@mikro-orm/postgresql';
+import { inRequestTx, pathId, requestMeta, type RouteDeps } from '../common/http.ts';
 import { commonErrors, emailAddress, problemSchema } from '../common/schemas.ts';
 import type { AccountService } from './account.service.ts';
 import { basicCredentials, clientCredentialsGrant } from './client-credentials.ts';
@@ -27,6 +29,7 @@ import { KEY_ALG } from './keys/key-store.ts';
 import { MAX_PASSWORD_LENGTH } from './passwords.ts';
 import { listSessions, refreshSession, revokeAndAnnounce, type ClientInfo } from './sessions.service.ts';
 import type { SignInResult, SignInService } from './sign-in.service.ts';
+import { recordAuditEvent, type AuditActor } from '../audit/audit.service.ts';
 
 /** What the routes need. */
 export type AuthRouteDeps = RouteDeps & {
@@ -60,10 +63,14 @@ const sessionSchema = z.object({
   current: z.boolean(),
 });
 
-const clientOf = (request: FastifyRequest): ClientInfo => ({
-  ip: request.ip || null,
-  userAgent: typeof request.headers['user-agent'] === 'string' ? request.headers['user-agent'] : null,
-});
+/** A signed-in caller as the audit log's actor: a person or an API client (both hold sessions). */
+async function actorOf(em: EntityManager, userId: string): Promise<AuditActor> {
+  const user = await em.findOne(User, userId, { filters: { notDeleted: false } });
+  return { id: userId, kind: user?.kind === 'api_client' ? 'api_client' : 'user' };
+}
+
+/** The client of a request: its address and user agent (sessions), and its request id (the audit log). */
+const clientOf = (request: FastifyRequest): ClientInfo => requestMeta(request);
 
 function sendSignIn(reply: FastifyReply, r: SignInResult) {
   reply.header('cache-control', 'no-store');
@@ -169,7 +176,10 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
     async (request, reply) => {
       const identity = requireIdentity(request);
       if (!identity.sid) throw problem.badRequest('This access token belongs to no session of this issuer.');
-      await revokeAndAnnounce(auth, { sessionId: identity.sid, userId: identity.userId }, 'logout');
+      const sid = identity.sid;
+      await revokeAndAnnounce(auth, { sessionId: sid, userId: identity.userId }, 'logout', (em, n) =>
+        n > 0 ? actorOf(em, identity.userId).then((actor) => recordAuditEvent(em, actor, requestMeta(request), { action: 'auth.logout', objectType: 'session', objectId: sid, publisherId: null })) : Promise.resolve(),
+      );
       return reply.status(204).send(null);
     },
   );
@@ -188,7 +198,14 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
     { schema: { operationId: 'endSession', description: 'Ends one of your sessions (e.g. a lost device); its tokens are refused within a second.', tags, summary: 'End one of your sessions', params: z.object({ id: z.string() }), response: { 204: z.null(), ...commonErrors } } },
     async (request, reply) => {
       const identity = requireIdentity(request);
-      const n = await revokeAndAnnounce(auth, { sessionId: pathId(request.params.id), userId: identity.userId }, 'revoked_by_user');
+      const sessionId = pathId(request.params.id);
+      const n = await revokeAndAnnounce(auth, { sessionId, userId: identity.userId }, 'revoked_by_user', (em, revoked) =>
+        revoked > 0
+          ? actorOf(em, identity.userId).then((actor) =>
+              recordAuditEvent(em, actor, requestMeta(request), { action: 'session.revoked', objectType: 'session', objectId: sessionId, publisherId: null, after: { reason: 'revoked_by_user' } }),
+            )
+          : Promise.resolve(),
+      );
       if (n === 0) throw problem.notFound('No such live session of yours.');
       return reply.status(204).send(null);
     },
@@ -208,17 +225,21 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
     async (request, reply) => {
       const publisherId = pathId(request.params.publisherId);
       const userId = pathId(request.params.userId);
-      await inRequestTx(
+      const actor: AuditActor = await inRequestTx(
         deps,
         request,
         async (tx) => {
           requirePermission(tx, 'members:remove');
           // RLS shows the memberships of the context publisher (a department admin's department): a non-member looks like nobody.
           if (!(await tx.em.findOne(Membership, { publisherId, userId }))) throw problem.notFound('No such member of this publisher.');
+          return { id: tx.ctx.userId, kind: tx.ctx.userKind === 'api_client' ? 'api_client' : 'user' };
         },
         { pathPublisherId: publisherId },
       );
-      await revokeAndAnnounce(auth, { userId }, 'revoked_by_admin');
+      // the revocation is the sign-in service's (its role): its audit row is appended there, in the publisher's chain
+      await revokeAndAnnounce(auth, { userId }, 'revoked_by_admin', (em, n) =>
+        recordAuditEvent(em, actor, requestMeta(request), { action: 'member.sessions_revoked', objectType: 'member', objectId: userId, publisherId, after: { sessions_revoked: n } }),
+      );
       return reply.status(204).send(null);
     },
   );
@@ -237,7 +258,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
       },
     },
     async (request, reply) => {
-      account.forgotPassword(request.body.email);
+      account.forgotPassword(request.body.email, requestMeta(request));
       return reply.status(202).send();
     },
   );
@@ -255,7 +276,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
       },
     },
     async (request, reply) => {
-      await account.resetPassword(request.body.token, request.body.new_password);
+      await account.resetPassword(request.body.token, request.body.new_password, requestMeta(request));
       return reply.status(204).send(null);
     },
   );
@@ -267,7 +288,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
       schema: { operationId: 'verifyEmail', description: 'The token from the verification mail (single use, 24 hours).', tags, summary: 'Confirm an email address with a verification link', security: [], body: z.strictObject({ token: opaque }), response: { 204: z.null(), ...signInErrors } },
     },
     async (request, reply) => {
-      await account.verifyEmail(request.body.token);
+      await account.verifyEmail(request.body.token, requestMeta(request));
       return reply.status(204).send(null);
     },
   );
@@ -276,7 +297,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
     '/api/v1/auth/email/verification',
     { schema: { operationId: 'sendEmailVerification', description: 'Mails a verification link to your address.', tags, summary: 'Mail yourself a verification link (valid 24 h)', response: { 202: z.void().describe('no body'), ...commonErrors } } },
     async (request, reply) => {
-      await account.sendEmailVerification(requireIdentity(request).userId);
+      await account.sendEmailVerification(requireIdentity(request).userId, requestMeta(request));
       return reply.status(202).send();
     },
   );
@@ -293,7 +314,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
     },
     async (request, reply) => {
       const identity = requireIdentity(request);
-      await account.changePassword(identity.userId, identity.sid, request.body.current_password, request.body.new_password);
+      await account.changePassword(identity.userId, identity.sid, request.body.current_password, request.body.new_password, requestMeta(request));
       return reply.status(204).send(null);
     },
   );
@@ -310,7 +331,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
     },
     async (request, reply) => {
       reply.header('cache-control', 'no-store');
-      return account.enrolTotp(requireIdentity(request).userId);
+      return account.enrolTotp(requireIdentity(request).userId, requestMeta(request));
     },
   );
 
@@ -326,7 +347,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
     },
     async (request, reply) => {
       reply.header('cache-control', 'no-store');
-      return { recovery_codes: await account.confirmTotp(requireIdentity(request).userId, request.body.code) };
+      return { recovery_codes: await account.confirmTotp(requireIdentity(request).userId, request.body.code, requestMeta(request)) };
     },
   );
 
@@ -341,7 +362,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRouteDeps> = async (app, deps
       },
     },
     async (request, reply) => {
-      await account.disableTotp(requireIdentity(request).userId, request.body.code);
+      await account.disableTotp(requireIdentity(request).userId, request.body.code, requestMeta(request));
       return reply.status(204).send(null);
     },
   );

@@ -13,9 +13,14 @@ import { issueAccessToken } from './access-tokens.ts';
 import type { AuthDeps } from './deps.ts';
 import { digest, newOpaqueToken } from './secrets.ts';
 import { RefreshToken, Session } from './session.entity.ts';
+import { recordAuditEvent } from '../audit/audit.service.ts';
+import type { RequestMeta } from '../../db/context.ts';
 
-/** The client of a request, recorded on the session. */
-export type ClientInfo = { ip: string | null; userAgent: string | null };
+/** The client of a request, recorded on the session (and, with the request id, in the audit log). */
+export type ClientInfo = { ip: string | null; userAgent: string | null; requestId?: string | null };
+
+/** The audit log's view of the request a client made. */
+export const clientMeta = (c: ClientInfo): RequestMeta => ({ requestId: c.requestId ?? null, ip: c.ip, userAgent: c.userAgent });
 
 /** The token response of login, MFA verification and refresh (RFC 6749 §5.1 field names). */
 export type TokenResponse = { access_token: string; token_type: 'Bearer'; expires_in: number; refresh_token: string };
@@ -131,20 +136,25 @@ export async function refreshSession(deps: AuthDeps, refreshToken: string, clien
     const session = await em.findOne(Session, rt.sessionId, { lockMode: LockMode.PESSIMISTIC_WRITE });
     const now = new Date();
     if (!session || !session.isLive(now)) return { kind: 'invalid' as const };
+    const sessionAudit = (action: 'session.refreshed' | 'session.revoked', reason?: RevocationReason) =>
+      recordAuditEvent(em, { id: session.userId, kind: 'user' }, clientMeta(client), { action, objectType: 'session', objectId: session.id, publisherId: null, after: reason ? { reason } : null });
     if (rt.usedAt) {
       revoke(session, 'refresh_token_reuse', now);
+      await sessionAudit('session.revoked', 'refresh_token_reuse');
       return { kind: 'reuse' as const, sessionId: session.id };
     }
     if (rt.expiresAt <= now) return { kind: 'invalid' as const };
     const user = await em.findOne(User, session.userId);
     if (!user || user.status !== 'active') {
       revoke(session, 'user_disabled', now);
+      await sessionAudit('session.revoked', 'user_disabled');
       return { kind: 'revoked' as const };
     }
     rt.usedAt = now;
     session.lastUsedAt = now;
     if (client.ip) session.ip = client.ip;
     const next = newRefreshToken(em, session);
+    await sessionAudit('session.refreshed');
     return { kind: 'ok' as const, tokens: await tokensFor(deps, session, next) };
   });
   if (outcome.kind === 'ok') return outcome.tokens;
@@ -184,14 +194,21 @@ export async function revokeSessions(
 
 /**
  * Revoke in a transaction of its own and announce at once.
+ * @param audit writes the audit row of the revocation in the revoking transaction, given how many
+ *   sessions were revoked (omit when the revocation is the consequence of a change audited elsewhere)
  * @returns how many sessions it revoked
  */
 export async function revokeAndAnnounce(
   deps: AuthDeps,
   target: Parameters<typeof revokeSessions>[1],
   reason: RevocationReason,
+  audit?: (em: EntityManager, revoked: number) => Promise<unknown>,
 ): Promise<number> {
-  const n = await deps.orm.em.fork().transactional((em: EntityManager) => revokeSessions(em, target, reason));
+  const n = await deps.orm.em.fork().transactional(async (em: EntityManager) => {
+    const revoked = await revokeSessions(em, target, reason);
+    await audit?.(em, revoked);
+    return revoked;
+  });
   if (n > 0) await deps.revocations.publish();
   return n;
 }

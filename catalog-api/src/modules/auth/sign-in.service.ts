@@ -17,6 +17,7 @@
  */
 import { LockMode, raw } from '@mikro-orm/core';
 import type { EntityManager } from '@mikro-orm/postgresql';
+import { decodeJwt } from 'jose';
 import { ProblemError, problem } from '../../errors.ts';
 import { User } from '../users/user.entity.ts';
 import { Credential, RecoveryCode } from './credential.entity.ts';
@@ -26,7 +27,8 @@ import { ldapProvider } from './providers/ldap.ts';
 import { internalProvider } from './providers/internal.ts';
 import { CredentialsRejected, type SignInProvider } from './providers/provider.ts';
 import { digest, newOpaqueToken, unseal } from './secrets.ts';
-import { openSession, publishersOf, type ClientInfo, type TokenResponse } from './sessions.service.ts';
+import { clientMeta, openSession, publishersOf, type ClientInfo, type TokenResponse } from './sessions.service.ts';
+import { recordAuditEvent, type AuditAction } from '../audit/audit.service.ts';
 import { acceptTotp, normaliseRecoveryCode } from './totp.ts';
 import { createUnknownEmailLockout } from './unknown-lockout.ts';
 import { UserToken } from './user-token.entity.ts';
@@ -38,6 +40,26 @@ export const MFA_MAX_ATTEMPTS = 5;
 export type SignInResult =
   | { kind: 'tokens'; tokens: TokenResponse; mfaEnrollmentRequired: boolean }
   | { kind: 'mfa'; mfaToken: string; expiresIn: number };
+
+/**
+ * Append a sign-in event to the platform chain (docs/CONTRACTS.md, "Audit log"): the actor is the
+ * account the attempt was for (null = an email that belongs to no account: `anonymous`).
+ */
+async function auditSignIn(em: EntityManager, userId: string | null, client: ClientInfo, action: AuditAction, after: Record<string, unknown>): Promise<void> {
+  await recordAuditEvent(em, userId ? { id: userId, kind: 'user' } : { id: null, kind: 'anonymous' }, clientMeta(client), {
+    action,
+    objectType: 'user',
+    objectId: userId,
+    publisherId: null,
+    after,
+  });
+}
+
+/** Did the failure that produced `next` start a lock? (afterFailure restarts the count only then.) */
+const justLocked = (next: LockoutState) => next.lockedUntil !== null && next.failedLoginCount === 0;
+
+/** The session id (`sid`) of tokens this service just issued. */
+const sessionIdOf = (tokens: TokenResponse) => decodeJwt(tokens.access_token).sid ?? null;
 
 /** The user with this email (case-insensitive), not deleted. */
 export async function findUserByEmail(em: EntityManager, email: string): Promise<User | null> {
@@ -84,9 +106,20 @@ export function createSignInService(deps: AuthDeps): SignInService {
   const providers: SignInProvider[] = [ldapProvider(deps), internalProvider()];
   const unknownEmails = createUnknownEmailLockout(deps.redis);
 
-  /** Count a failed first or second factor (in its own transaction: the attempt's was rolled back). */
-  const recordFailure = async (userId: string | null, email: string, now: Date) => {
-    if (!userId) return void (await unknownEmails.fail(email, now));
+  /**
+   * Count a failed first factor (in its own transaction: the attempt's was rolled back) and append
+   * `auth.login_failed`, or `auth.locked_out` when this failure locks the account.
+   */
+  const recordFailure = async (userId: string | null, email: string, now: Date, client: ClientInfo) => {
+    const audit = (em: EntityManager, next: LockoutState) =>
+      justLocked(next)
+        ? auditSignIn(em, userId, client, 'auth.locked_out', { email, reason: 'failed-logins', locked_until: next.lockedUntil, lockout_level: next.lockoutLevel })
+        : auditSignIn(em, userId, client, 'auth.login_failed', { email, reason: 'invalid-credentials' });
+    if (!userId) {
+      const next = await unknownEmails.fail(email, now);
+      await deps.orm.em.fork().transactional((em: EntityManager) => audit(em, next));
+      return;
+    }
     await deps.orm.em.fork().transactional(async (em: EntityManager) => {
       const c = await credentialFor(em, userId);
       const was = lockoutOf(c);
@@ -95,8 +128,19 @@ export function createSignInService(deps: AuthDeps): SignInService {
       if (next.lockedUntil && next.lockedUntil !== was.lockedUntil) {
         deps.log.warn({ userId, lockedUntil: next.lockedUntil.toISOString(), level: next.lockoutLevel }, 'account locked after failed sign-ins');
       }
+      await audit(em, next);
     });
   };
+
+  /** A sign-in refused for another reason (locked, disabled, policy): `auth.login_failed` with the problem's kind. */
+  const recordRefusal = (userId: string | null, email: string | null, reason: string, client: ClientInfo) =>
+    deps.orm.em.fork().transactional((em: EntityManager) => auditSignIn(em, userId, client, 'auth.login_failed', { email, reason }));
+
+  /** The audit row of a sign-in that got through its factor: a session, or an MFA challenge. */
+  const recordSignIn = (em: EntityManager, userId: string, amr: readonly string[], r: SignInResult, client: ClientInfo) =>
+    r.kind === 'mfa'
+      ? auditSignIn(em, userId, client, 'auth.mfa_challenged', { amr })
+      : auditSignIn(em, userId, client, 'auth.login_succeeded', { amr, session_id: sessionIdOf(r.tokens) });
 
   /** After the first factor: policy, then MFA challenge or session. */
   const afterFirstFactor = async (em: EntityManager, userId: string, amr: string[], client: ClientInfo, now: Date): Promise<SignInResult> => {
@@ -139,14 +183,22 @@ export function createSignInService(deps: AuthDeps): SignInService {
           if (wait > 0) throw problem.accountLocked(wait);
           for (const provider of providers) {
             const r = await provider.authenticate(em, { email, password, user, credential, now });
-            if (r.kind === 'ok') return afterFirstFactor(em, r.userId, r.amr, client, now);
+            if (r.kind === 'ok') {
+              const signedIn = await afterFirstFactor(em, r.userId, r.amr, client, now);
+              await recordSignIn(em, r.userId, r.amr, signedIn, client);
+              return signedIn;
+            }
           }
           throw new CredentialsRejected('no provider accepted the sign-in');
         });
       } catch (err) {
-        if (!(err instanceof CredentialsRejected)) throw err;
-        await recordFailure(attemptUserId, email, now);
-        throw problem.signInFailed();
+        if (err instanceof CredentialsRejected) {
+          await recordFailure(attemptUserId, email, now, client);
+          throw problem.signInFailed();
+        }
+        // refused by a rule (locked, disabled in the directory, auth policy …); platform failures (5xx) are not attempts' outcomes
+        if (err instanceof ProblemError && err.status < 500) await recordRefusal(attemptUserId, email, err.kind, client);
+        throw err;
       }
       await deps.flushOutbox(); // memberships a directory sign-in created or changed
       return result;
@@ -157,15 +209,23 @@ export function createSignInService(deps: AuthDeps): SignInService {
       type Outcome = { kind: 'done'; result: SignInResult } | { kind: 'invalid' } | { kind: 'wrong' } | { kind: 'locked'; waitMs: number };
       const outcome: Outcome = await deps.orm.em.fork().transactional(async (em: EntityManager): Promise<Outcome> => {
         const challenge = await em.findOne(UserToken, { tokenHash: digest(mfaToken), purpose: 'mfa_challenge' }, { lockMode: LockMode.PESSIMISTIC_WRITE });
-        if (!challenge || challenge.usedAt || challenge.expiresAt <= now) return { kind: 'invalid' };
+        const failed = (reason: string) => auditSignIn(em, challenge?.userId ?? null, client, 'auth.login_failed', { reason });
+        if (!challenge || challenge.usedAt || challenge.expiresAt <= now) {
+          await failed('invalid-grant');
+          return { kind: 'invalid' };
+        }
         const user = await em.findOne(User, challenge.userId);
         const cred = await credentialFor(em, challenge.userId);
         if (!user || user.status !== 'active' || !cred.totpSecret) {
           challenge.usedAt = now;
+          await failed('invalid-grant');
           return { kind: 'invalid' };
         }
         const wait = lockedForMs(lockoutOf(cred), now);
-        if (wait > 0) return { kind: 'locked', waitMs: wait };
+        if (wait > 0) {
+          await failed('account-locked');
+          return { kind: 'locked', waitMs: wait };
+        }
         const firstAmr = Array.isArray(challenge.data.amr) ? (challenge.data.amr as string[]) : ['pwd'];
         let amr: string[] | null = null;
         const step = acceptTotp(await unseal(deps.kek, cred.totpSecret), code.trim(), cred.totpLastStep ?? null, now.getTime());
@@ -182,13 +242,18 @@ export function createSignInService(deps: AuthDeps): SignInService {
         if (!amr) {
           challenge.attempts += 1;
           if (challenge.attempts >= MFA_MAX_ATTEMPTS) challenge.usedAt = now;
-          setLockout(cred, afterFailure(lockoutOf(cred), now));
+          const next = afterFailure(lockoutOf(cred), now);
+          setLockout(cred, next);
+          if (justLocked(next)) {
+            await auditSignIn(em, user.id, client, 'auth.locked_out', { reason: 'failed-codes', locked_until: next.lockedUntil, lockout_level: next.lockoutLevel });
+          } else await failed('wrong-code');
           return { kind: 'wrong' };
         }
         challenge.usedAt = now;
         setLockout(cred, CLEAR);
         const authTime = typeof challenge.data.auth_time === 'string' ? new Date(challenge.data.auth_time) : now;
         const tokens = await openSession(deps, em, { userId: user.id, amr, authTime }, client);
+        await auditSignIn(em, user.id, client, 'auth.login_succeeded', { amr, session_id: sessionIdOf(tokens) });
         return { kind: 'done', result: { kind: 'tokens', tokens, mfaEnrollmentRequired: false } };
       });
       switch (outcome.kind) {

@@ -20,6 +20,10 @@ import { inRequestTx, location, pathId, type RouteDeps } from '../common/http.ts
 import { KEYSET_ORDER, afterCursor, listQuerySchema, pageSchema } from '../common/pagination.ts';
 import { commonErrors, problemSchema, timestamp } from '../common/schemas.ts';
 import type { IdentifierResult } from './identifiers.ts';
+import { recordAudit } from '../audit/audit.service.ts';
+
+/** The audit log's object type of each collection. */
+const AUDIT_OBJECT = { works: 'work', songwriters: 'songwriter', recordings: 'recording' } as const;
 
 /** The columns every catalog entity has (db/base.entity.ts `catalogColumns`). */
 export type CatalogRow = {
@@ -181,6 +185,7 @@ export function catalogResource<Row extends CatalogRow, Body extends OwnedBody, 
   const notFound = () => problem.notFound(`No such ${noun}.`);
   const Noun = noun[0]!.toUpperCase() + noun.slice(1);
   const Collection = collection[0]!.toUpperCase() + collection.slice(1);
+  const objectType = AUDIT_OBJECT[collection];
 
 
   /** One row as the database has it now (after triggers), or 404. */
@@ -251,7 +256,9 @@ export function catalogResource<Row extends CatalogRow, Body extends OwnedBody, 
             } as never);
             await tx.em.flush();
             await spec.afterWrite?.(tx, row.id, body);
-            return load(tx, row.id);
+            const item = await load(tx, row.id);
+            await recordAudit(tx, { action: `${objectType}.created`, objectType, objectId: row.id, after: item });
+            return item;
           },
           { mutating: true },
         );
@@ -280,8 +287,13 @@ export function catalogResource<Row extends CatalogRow, Body extends OwnedBody, 
           async (tx) => {
             requirePermission(tx, `${collection}:update`);
             const id = pathId(request.params.id);
-            const row = await tx.em.findOne(entity, { id } as never);
-            if (!row) throw notFound();
+            const found = await tx.em.findOne(entity, { id } as never);
+            if (!found) throw notFound();
+            // the audit row's "before"; then forget what presenting it loaded (a work's splits), so
+            // that afterWrite can replace rows with the same keys
+            const [before] = await spec.present(tx, [found as Row]);
+            tx.em.clear();
+            const row = (await tx.em.findOne(entity, { id } as never))!;
             const body = request.body as Partial<Body>;
             const own = await spec.values(tx, body);
             // updated_at moves on every PATCH, also when only a work's splits change
@@ -289,7 +301,9 @@ export function catalogResource<Row extends CatalogRow, Body extends OwnedBody, 
             tx.em.assign(row, { ...defined({ ...own, ...placement }), updatedBy: tx.ctx.userId, updatedAt: raw('now()') } as never);
             await tx.em.flush();
             await spec.afterWrite?.(tx, id, body);
-            return load(tx, id);
+            const item = await load(tx, id);
+            await recordAudit(tx, { action: `${objectType}.updated`, objectType, objectId: id, before, after: item });
+            return item;
           },
           { mutating: true },
         ),
@@ -304,8 +318,13 @@ export function catalogResource<Row extends CatalogRow, Body extends OwnedBody, 
           request,
           async (tx) => {
             requirePermission(tx, `${collection}:delete`);
-            const n = await tx.em.nativeUpdate(entity, { id: pathId(request.params.id) } as never, { deletedAt: raw('now()'), updatedBy: tx.ctx.userId } as never);
+            const id = pathId(request.params.id);
+            const row = await tx.em.findOne(entity, { id } as never);
+            if (!row) throw notFound();
+            const [before] = await spec.present(tx, [row as Row]);
+            const n = await tx.em.nativeUpdate(entity, { id } as never, { deletedAt: raw('now()'), updatedBy: tx.ctx.userId } as never);
             if (n === 0) throw notFound();
+            await recordAudit(tx, { action: `${objectType}.deleted`, objectType, objectId: id, before });
           },
           { mutating: true },
         );

@@ -6,7 +6,7 @@
 import type { FastifyRequest } from 'fastify';
 import { problem } from '../../errors.ts';
 import { requireIdentity } from '../../plugins/identity.ts';
-import { withRequestTransaction, type Caller, type RequestTx, type RequestTxOptions } from '../../db/context.ts';
+import { withRequestTransaction, type Caller, type RequestMeta, type RequestTx, type RequestTxOptions } from '../../db/context.ts';
 import type { Orm } from '../../db/orm.ts';
 
 /** What the routes need from the application. */
@@ -33,6 +33,16 @@ export function pathId(id: string): string {
 }
 
 /**
+ * What the audit log records about `request`: the request id the sidecar gave it (the signed
+ * assertion's `request_id`, else `X-Request-Id` as Fastify read it), the client address
+ * (`request.ip`, from the trusted proxies' X-Forwarded-For) and the user agent.
+ */
+export function requestMeta(request: FastifyRequest): RequestMeta {
+  const ua = request.headers['user-agent'];
+  return { requestId: request.identity?.requestId ?? (request.id ? String(request.id) : null), ip: request.ip || null, userAgent: typeof ua === 'string' ? ua : null };
+}
+
+/**
  * Run `fn` in the request transaction of `request` (identity from the assertion).
  * With `mutating`, the relationship outbox is flushed after the commit and before the reply.
  * With `pathPublisherId` (routes under /api/v1/publishers/{id}), that publisher is the context.
@@ -54,7 +64,7 @@ export async function inRequestTx<T>(
     }
     caller = { ...identity, publisherId: options.pathPublisherId };
   }
-  const result = await withRequestTransaction(deps.orm, caller, fn, options);
+  const result = await withRequestTransaction(deps.orm, caller, fn, { ...options, meta: options.meta ?? requestMeta(request) });
   if (options.mutating) await deps.flushOutbox();
   return result;
 }

@@ -13,6 +13,7 @@ import { commonErrors, problemSchema } from '../common/schemas.ts';
 import { STAFF_ROLES } from '../users/membership.entity.ts';
 import { DirectoryConfig, LOGIN_ATTRIBUTES } from './directory-config.entity.ts';
 import { DirectoryError, type DirectoryGateway } from './gateway.ts';
+import { recordAudit } from '../audit/audit.service.ts';
 
 /** What the routes need. */
 export type DirectoryRouteDeps = RouteDeps & { directory: DirectoryGateway };
@@ -137,14 +138,20 @@ export const directoryRoutes: FastifyPluginAsyncZod<DirectoryRouteDeps> = async 
             enabled: b.enabled,
           };
           const existing = await tx.em.findOne(DirectoryConfig, { publisherId });
+          // in the publisher's chain: its admins see who changed how their members sign in
           if (existing) {
+            const before = present(existing);
             tx.em.assign(existing, values);
             await tx.em.flush();
-            return { config: present(existing), created: false };
+            const after = present(existing);
+            await recordAudit(tx, { action: 'directory_config.updated', objectType: 'directory_config', objectId: publisherId, before, after, publisherId });
+            return { config: after, created: false };
           }
           const c = tx.em.create(DirectoryConfig, { publisherId, ...values, createdAt: new Date(), updatedAt: new Date() });
           await tx.em.flush();
-          return { config: present(c), created: true };
+          const config = present(c);
+          await recordAudit(tx, { action: 'directory_config.created', objectType: 'directory_config', objectId: publisherId, after: config, publisherId });
+          return { config, created: true };
         },
         asSystemAdmin,
       );
@@ -161,8 +168,13 @@ export const directoryRoutes: FastifyPluginAsyncZod<DirectoryRouteDeps> = async 
         deps,
         request,
         async (tx) => {
-          const n = await tx.em.nativeDelete(DirectoryConfig, { publisherId: pathId(request.params.publisherId) });
+          const publisherId = pathId(request.params.publisherId);
+          const existing = await tx.em.findOne(DirectoryConfig, { publisherId });
+          if (!existing) throw notConfigured();
+          const before = present(existing);
+          const n = await tx.em.nativeDelete(DirectoryConfig, { publisherId });
           if (n === 0) throw notConfigured();
+          await recordAudit(tx, { action: 'directory_config.deleted', objectType: 'directory_config', objectId: publisherId, before, publisherId });
         },
         asSystemAdmin,
       );

@@ -18,6 +18,8 @@ import { Membership } from '../users/membership.entity.ts';
 import { User } from '../users/user.entity.ts';
 import { DirectoryConfig } from './directory-config.entity.ts';
 import { DirectoryError, UAC_ACCOUNTDISABLE, roleForGroups } from './gateway.ts';
+import { NO_REQUEST_META } from '../../db/context.ts';
+import { recordAuditEvent } from '../audit/audit.service.ts';
 
 /** What the sync needs. */
 export type SyncDeps = Pick<AuthDeps, 'orm' | 'directory' | 'revocations' | 'flushOutbox' | 'log'>;
@@ -70,13 +72,21 @@ async function syncOne(deps: SyncDeps, config: DirectoryConfig): Promise<SyncSum
         const found = user.externalId ? entries.get(user.externalId) : null;
         const disabled = !found || (found.user.userAccountControl & UAC_ACCOUNTDISABLE) !== 0;
         const role = disabled ? undefined : roleForGroups(config.groupRoleMap, found.groups);
+        // the job is the actor (`system`), in the publisher's chain
+        const audit = { id: null, kind: 'system' } as const;
+        const chain = { objectType: 'member', objectId: user.id, publisherId: config.publisherId } as const;
         if (!role) {
+          const before = { role: m.role, department_id: m.departmentId ?? null };
           em.remove(m);
           summary.removed += 1;
-          summary.sessionsRevoked += await revokeSessions(em, { userId: user.id }, 'directory_sync');
+          const revoked = await revokeSessions(em, { userId: user.id }, 'directory_sync');
+          summary.sessionsRevoked += revoked;
+          await recordAuditEvent(em, audit, NO_REQUEST_META, { ...chain, action: 'member.removed', before, after: { reason: disabled ? 'directory-account-gone' : 'no-mapped-group', sessions_revoked: revoked } });
         } else if (role !== m.role) {
+          const before = { role: m.role };
           m.role = role;
           summary.roleChanged += 1;
+          await recordAuditEvent(em, audit, NO_REQUEST_META, { ...chain, action: 'member.role_changed', before, after: { role } });
         }
       }
     });

@@ -16,6 +16,7 @@ import { location, pathId, type RouteDeps } from '../common/http.ts';
 import { commonErrors, problemSchema, timestamp } from '../common/schemas.ts';
 import { Department } from './department.entity.ts';
 import { inPublisher } from './routes.ts';
+import { recordAudit } from '../audit/audit.service.ts';
 
 const tags = ['departments'];
 const params = z.object({ publisherId: z.string() });
@@ -56,7 +57,9 @@ export const departmentsRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, d
           const d = tx.em.create(Department, { publisherId: p.id, name: request.body.name, description: request.body.description });
           await tx.em.flush();
           await tx.em.refresh(d);
-          return present(d);
+          const created = present(d);
+          await recordAudit(tx, { action: 'department.created', objectType: 'department', objectId: d.id, after: created });
+          return created;
         },
         { mutating: true },
       );
@@ -76,10 +79,13 @@ export const departmentsRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, d
         async (tx) => {
           const d = await tx.em.findOne(Department, { id: pathId(request.params.departmentId) });
           if (!d) throw problem.notFound('No such department.');
+          const before = present(d);
           tx.em.assign(d, { name: request.body.name, description: request.body.description });
           await tx.em.flush();
           await tx.em.refresh(d);
-          return present(d);
+          const after = present(d);
+          await recordAudit(tx, { action: 'department.updated', objectType: 'department', objectId: d.id, before, after });
+          return after;
         },
         { mutating: true },
       ),
@@ -110,8 +116,10 @@ export const departmentsRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, d
           const members = await tx.em.count(Membership, { departmentId: id });
           const rows = (await tx.em.count(Work, { departmentId: id })) + (await tx.em.count(Songwriter, { departmentId: id })) + (await tx.em.count(Recording, { departmentId: id }));
           if (members + rows > 0) throw problem.conflict(`The department still has ${members} member(s) and ${rows} catalog row(s); move them first.`);
+          const before = present(d);
           tx.em.assign(d, { deletedAt: raw('now()') } as never);
           await tx.em.flush();
+          await recordAudit(tx, { action: 'department.deleted', objectType: 'department', objectId: id, before });
         },
         { mutating: true },
       );

@@ -18,6 +18,7 @@ import { KEYSET_ORDER, afterCursor, listQuerySchema, pageSchema } from '../commo
 import { commonErrors, problemSchema, timestamp } from '../common/schemas.ts';
 import { BUSINESS_MODELS, PUBLISHER_STATUSES, PUBLISHER_TYPES, Publisher } from './publisher.entity.ts';
 import { brandingSchema, currentSettings, parseDocument, settingsSchema, type Settings } from './settings.ts';
+import { recordAudit } from '../audit/audit.service.ts';
 
 const tags = ['publishers'];
 const params = z.object({ publisherId: z.string() });
@@ -106,7 +107,10 @@ export const publishersRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, de
           const p = tx.em.create(Publisher, { name: b.name, slug: b.slug, type: b.type, businessModel: b.business_model, status: b.status, settings });
           await tx.em.flush();
           await tx.em.refresh(p);
-          return presentPublisher(p);
+          const created = presentPublisher(p);
+          // the first row of the new publisher's own chain
+          await recordAudit(tx, { action: 'publisher.created', objectType: 'publisher', objectId: p.id, after: created, publisherId: p.id });
+          return created;
         },
         { publisher: 'none', mutating: true },
       );
@@ -184,10 +188,13 @@ export const publishersRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, de
           const b = request.body;
           const structural = (b.slug && b.slug !== p.slug) || (b.type && b.type !== p.type) || (b.business_model && b.business_model !== p.businessModel);
           if (structural && !tx.ctx.isSystemAdmin) throw problem.forbidden("Slug, type and business model are a system admin's to change.");
+          const before = presentPublisher(p);
           tx.em.assign(p, { name: b.name, ...(b.slug ? { slug: b.slug } : {}), ...(b.type ? { type: b.type } : {}), ...(b.business_model ? { businessModel: b.business_model } : {}) });
           await tx.em.flush();
           await tx.em.refresh(p);
-          return presentPublisher(p);
+          const after = presentPublisher(p);
+          await recordAudit(tx, { action: 'publisher.updated', objectType: 'publisher', objectId: p.id, before, after });
+          return after;
         },
         { mutating: true },
       ),
@@ -212,8 +219,10 @@ export const publishersRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, de
         request.params.publisherId,
         'publishers:archive',
         async (tx, p) => {
+          const before = presentPublisher(p);
           tx.em.assign(p, { status: 'archived', deletedAt: raw('now()') } as never);
           await tx.em.flush();
+          await recordAudit(tx, { action: 'publisher.archived', objectType: 'publisher', objectId: p.id, before: { status: before.status }, after: { status: 'archived' } });
         },
         { mutating: true },
       );
@@ -244,10 +253,13 @@ export const publishersRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, de
         async (tx, p) => {
           if (!tx.ctx.isSystemAdmin) throw problem.forbidden("Only a system admin sets a publisher's status.");
           const status = request.body.status;
+          const before = presentPublisher(p);
           tx.em.assign(p, { status, deletedAt: status === 'archived' ? (p.deletedAt ?? raw('now()')) : null } as never);
           await tx.em.flush();
           await tx.em.refresh(p, { filters: { notDeleted: false } });
-          return presentPublisher(p);
+          const after = presentPublisher(p);
+          await recordAudit(tx, { action: 'publisher.status_changed', objectType: 'publisher', objectId: p.id, before, after });
+          return after;
         },
         { mutating: true, includeArchived: true },
       ),
@@ -288,8 +300,10 @@ export const publishersRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, de
         request.params.publisherId,
         'publisher_settings:update',
         async (tx, p) => {
+          const before = currentSettings(p.settings);
           p.settings = settings;
           await tx.em.flush();
+          await recordAudit(tx, { action: 'publisher_settings.updated', objectType: 'publisher_settings', objectId: p.id, before, after: settings });
           return presentSettings(settings);
         },
         { mutating: true },
@@ -325,8 +339,10 @@ export const publishersRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, de
         request.params.publisherId,
         'branding:update',
         async (tx, p) => {
+          const before = brandingSchema.catch({}).parse(p.branding ?? {});
           p.branding = branding;
           await tx.em.flush();
+          await recordAudit(tx, { action: 'publisher_branding.updated', objectType: 'publisher_branding', objectId: p.id, before, after: branding });
           return branding;
         },
         { mutating: true },

@@ -10,18 +10,15 @@ import { languageTag, timeZone } from '../common/schemas.ts';
 /** How a publisher's members may sign in: internal passwords, Active Directory, or either. */
 export const AUTH_POLICIES = ['internal', 'ad', 'both'] as const;
 
-/** Seats a publisher has until its account (plan) says otherwise. */
-export const DEFAULT_SEATS = 25;
-
 /** A publisher's settings. */
 export const settingsSchema = z.strictObject({
+  // seats moved to the account (GET /api/v1/publishers/{id}/account); a stored `seats` key is ignored
   default_territory: z.string().regex(/^[A-Z]{2}$/, 'must be an ISO 3166-1 alpha-2 country code').default('US').describe('ISO 3166-1 alpha-2; where rights apply unless a work says otherwise'),
   timezone: timeZone.default('UTC').describe('IANA time zone of reports and schedules'),
   language: languageTag.default('en').describe('default language of mail and reports (BCP 47)'),
   require_mfa: z.boolean().default(false).describe('every member must sign in with a second factor (TOTP)'),
   auth_policy: z.enum(AUTH_POLICIES).default('internal').describe('how members sign in: internal passwords, Active Directory, or both'),
   session_max_age_s: z.number().int().min(900).max(90 * 86_400).optional().describe("longest life of a member's session, seconds (15 min .. 90 days; default: the platform's)"),
-  seats: z.number().int().min(1).max(100_000).default(DEFAULT_SEATS).describe('members (and open invitations) the publisher may have; API clients do not count'),
 });
 export type Settings = z.infer<typeof settingsSchema>;
 

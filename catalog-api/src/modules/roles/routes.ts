@@ -22,6 +22,7 @@ import { inPublisher } from '../publishers/routes.ts';
 import { Invitation } from '../users/invitation.entity.ts';
 import { Membership } from '../users/membership.entity.ts';
 import { Permission, Role, RolePermission } from './role.entity.ts';
+import { recordAudit } from '../audit/audit.service.ts';
 
 const tags = ['roles'];
 const params = z.object({ publisherId: z.string() });
@@ -144,7 +145,9 @@ export const rolesRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, deps) =
           await tx.em.flush();
           await setPermissions(tx, role, b.permissions);
           await tx.em.refresh(role);
-          return (await present(tx, [role]))[0]!;
+          const created = (await present(tx, [role]))[0]!;
+          await recordAudit(tx, { action: 'role.created', objectType: 'role', objectId: role.id, after: created });
+          return created;
         },
         { mutating: true },
       );
@@ -175,11 +178,14 @@ export const rolesRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, deps) =
           const role = await customRole(tx, request.params.roleId);
           const b = request.body;
           assertHeld(tx, b.permissions);
+          const before = (await present(tx, [role]))[0]!;
           tx.em.assign(role, { displayName: b.display_name || role.name, description: b.description });
           await tx.em.flush();
           await setPermissions(tx, role, b.permissions);
           await tx.em.refresh(role);
-          return (await present(tx, [role]))[0]!;
+          const after = (await present(tx, [role]))[0]!;
+          await recordAudit(tx, { action: 'role.updated', objectType: 'role', objectId: role.id, before, after });
+          return after;
         },
         { mutating: true },
       ),
@@ -208,9 +214,11 @@ export const rolesRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, deps) =
           const members = await tx.em.count(Membership, { customRoleId: role.id });
           const invitations = await tx.em.count(Invitation, { customRoleId: role.id, acceptedAt: null, revokedAt: null, expiresAt: { $gt: new Date() } });
           if (members + invitations > 0) throw problem.conflict(`${members} member(s) and ${invitations} open invitation(s) use this role; give them another role first.`);
+          const before = (await present(tx, [role]))[0]!;
           await tx.em.nativeDelete(RolePermission, { roleId: role.id });
           tx.em.remove(role);
           await tx.em.flush();
+          await recordAudit(tx, { action: 'role.deleted', objectType: 'role', objectId: before.id, before });
         },
         { mutating: true },
       );

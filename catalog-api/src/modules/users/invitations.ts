@@ -27,6 +27,8 @@ import { Invitation } from './invitation.entity.ts';
 import { Membership } from './membership.entity.ts';
 import type { Grant } from './members.service.ts';
 import { User } from './user.entity.ts';
+import { NO_REQUEST_META, type RequestMeta } from '../../db/context.ts';
+import { recordAudit, recordAuditEvent } from '../audit/audit.service.ts';
 
 /** How long an invitation is valid (ms): 7 days. */
 export const INVITATION_TTL_MS = 7 * 24 * 3_600_000;
@@ -76,6 +78,12 @@ export async function createInvitation(tx: RequestTx, email: string, grant: Gran
   });
   await tx.em.flush();
   await tx.em.refresh(invitation);
+  await recordAudit(tx, {
+    action: 'invitation.created',
+    objectType: 'invitation',
+    objectId: invitation.id,
+    after: { email: invitation.email, role: invitation.role, custom_role_id: invitation.customRoleId, department_id: invitation.departmentId, expires_at: invitation.expiresAt },
+  });
   return { invitation, token };
 }
 
@@ -89,7 +97,12 @@ export type Acceptance = { password: string; display_name?: string };
  *   403 `auth-method-not-allowed` (a directory account: it joins through its directory), 409 (already
  *   a member), 422 (a new account's password or name)
  */
-export async function acceptInvitation(deps: Pick<AuthDeps, 'orm' | 'flushOutbox'>, token: string, a: Acceptance): Promise<{ publisherId: string; userId: string; role: string }> {
+export async function acceptInvitation(
+  deps: Pick<AuthDeps, 'orm' | 'flushOutbox'>,
+  token: string,
+  a: Acceptance,
+  meta: RequestMeta = NO_REQUEST_META,
+): Promise<{ publisherId: string; userId: string; role: string }> {
   const result = await deps.orm.em.fork().transactional(async (em: EntityManager) => {
     const inv = await em.findOne(Invitation, { tokenHash: digest(token.toLowerCase()) }, { lockMode: LockMode.PESSIMISTIC_WRITE });
     const now = new Date();
@@ -115,6 +128,14 @@ export async function acceptInvitation(deps: Pick<AuthDeps, 'orm' | 'flushOutbox
     inv.acceptedAt = now;
     inv.acceptedBy = user.id;
     await em.flush();
+    // the invitee is the actor: the token proved who they are
+    await recordAuditEvent(em, { id: user.id, kind: 'user' }, meta, {
+      action: 'member.added',
+      objectType: 'member',
+      objectId: user.id,
+      publisherId: inv.publisherId,
+      after: { role: inv.role, custom_role_id: inv.customRoleId, department_id: inv.departmentId, invitation_id: inv.id },
+    });
     return { publisherId: inv.publisherId, userId: user.id, role: inv.role };
   });
   await deps.flushOutbox(); // the new membership's tuple

@@ -15,7 +15,7 @@ import { problem } from '../../errors.ts';
 import { isoTimestamp } from '../../db/base.entity.ts';
 import type { AuthDeps } from '../auth/deps.ts';
 import { MAX_PASSWORD_LENGTH } from '../auth/passwords.ts';
-import { isUuid, pathId, type RouteDeps } from '../common/http.ts';
+import { isUuid, pathId, requestMeta, type RouteDeps } from '../common/http.ts';
 import { afterCursor, listQuerySchema, pageSchema } from '../common/pagination.ts';
 import { commonErrors, emailAddress, problemSchema, timestamp } from '../common/schemas.ts';
 import { inPublisher } from '../publishers/routes.ts';
@@ -24,6 +24,7 @@ import { acceptInvitation, createInvitation, invitationMail } from './invitation
 import { Membership, ROLES } from './membership.entity.ts';
 import { assertGrantable, changeMembership, grantBody, memberSchema, presentMembers, removeMembership, reserveSeat, resolveGrant } from './members.service.ts';
 import { USER_STATUSES, User } from './user.entity.ts';
+import { recordAudit } from '../audit/audit.service.ts';
 
 /** What the routes need: the app pool, and the sign-in service (mail, its pool for seats and invitations). */
 export type MembersRouteDeps = RouteDeps & { auth: AuthDeps; /** accept attempts per client IP per minute (the sign-in limit) */ signInRateLimit: number };
@@ -144,8 +145,10 @@ export const membersRoutes: FastifyPluginAsyncZod<MembersRouteDeps> = async (app
         request.params.publisherId,
         'members:invite',
         async (tx) => {
-          const n = await tx.em.nativeUpdate(Invitation, { id: pathId(request.params.invitationId), acceptedAt: null, revokedAt: null }, { revokedAt: new Date() });
+          const id = pathId(request.params.invitationId);
+          const n = await tx.em.nativeUpdate(Invitation, { id, acceptedAt: null, revokedAt: null }, { revokedAt: new Date() });
           if (n === 0) throw problem.notFound('No such open invitation.');
+          await recordAudit(tx, { action: 'invitation.revoked', objectType: 'invitation', objectId: id, before: { revoked: false }, after: { revoked: true } });
         },
         { mutating: true },
       );
@@ -222,7 +225,7 @@ export const membersRoutes: FastifyPluginAsyncZod<MembersRouteDeps> = async (app
     async (request) => {
       const token = request.params.token;
       if (!isUuid(token)) throw problem.invalidGrant(400, 'The invitation is invalid, used, revoked or expired; ask for a new one.');
-      const r = await acceptInvitation(deps.auth, token, request.body);
+      const r = await acceptInvitation(deps.auth, token, request.body, requestMeta(request));
       return { publisher_id: r.publisherId, user_id: r.userId, role: r.role };
     },
   );

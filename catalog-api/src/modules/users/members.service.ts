@@ -8,8 +8,8 @@
  * - You cannot hand out what you do not hold: every permission a grant confers must be one of the
  *   caller's (system admins excepted), so a role with `members:invite` cannot invite an admin.
  * - A department admin grants only department roles in their own department.
- * - Seats: memberships (API clients excepted) plus open invitations never exceed the publisher's
- *   `settings.seats` (409 `seats-exhausted`). Counted on the sign-in service's pool, which sees the
+ * - Seats: memberships (API clients excepted) plus open invitations never exceed the seats of
+ *   the publisher's account (modules/accounts; 409 `seats-exhausted`). Counted on the sign-in service's pool, which sees the
  *   whole publisher, under a per-publisher advisory lock held by the request transaction, so two
  *   concurrent invitations cannot both take the last seat.
  */
@@ -22,10 +22,13 @@ import type { RequestTx } from '../../db/context.ts';
 import { timestamp } from '../common/schemas.ts';
 import { Department } from '../publishers/department.entity.ts';
 import type { Publisher } from '../publishers/publisher.entity.ts';
-import { currentSettings } from '../publishers/settings.ts';
 import { Role, RolePermission } from '../roles/role.entity.ts';
 import { Membership, ROLES, type Role as MembershipRole } from './membership.entity.ts';
 import { User } from './user.entity.ts';
+import { recordAudit } from '../audit/audit.service.ts';
+
+/** A membership's grant as the audit log shows it. */
+const grantFields = (m: Membership) => ({ role: m.role, custom_role_id: m.customRoleId ?? null, department_id: m.departmentId ?? null });
 
 /** Roles a person can be given (api_user belongs to API clients only). */
 export const GRANTABLE_ROLES = ['admin', 'manager', 'editor', 'viewer', 'creator', 'custom'] as const;
@@ -86,21 +89,35 @@ export async function assertGrantable(tx: RequestTx, g: Grant): Promise<void> {
 }
 
 /**
+ * The seats a publisher uses: its memberships (API clients excepted) plus its open invitations.
+ * @param authOrm the sign-in service's pool (sees every membership and invitation of the publisher)
+ * @returns the count, and the account's seat limit
+ */
+export async function seatsOf(authOrm: Orm, publisherId: string): Promise<{ used: number; limit: number }> {
+  // raw SQL: one counting statement over three tables on the other pool
+  const [row] = await query<{ used: number; limit: number }>(
+    authOrm.em.fork(),
+    `select (select count(*) from user_publishers where publisher_id = $1 and role <> 'api_user')::int
+          + (select count(*) from invitations where publisher_id = $1 and accepted_at is null and revoked_at is null and expires_at > now())::int as used,
+            (select seats from accounts where publisher_id = $1) as limit`,
+    [publisherId],
+  );
+  return { used: row?.used ?? 0, limit: row?.limit ?? 0 };
+}
+
+/** Serialise seat changes of one publisher until the transaction ends (invitations, plan changes). */
+export async function lockSeats(tx: RequestTx, publisherId: string): Promise<void> {
+  await query(tx.em, `select pg_advisory_xact_lock(hashtextextended('publisher-seats:' || $1, 0))`, [publisherId]);
+}
+
+/**
  * Take a seat at `publisher` for one more member or invitation.
  * @param authOrm the sign-in service's pool (sees every membership and invitation of the publisher)
  * @throws ProblemError 409 `seats-exhausted` with the numbers
  */
 export async function reserveSeat(tx: RequestTx, authOrm: Orm, publisher: Publisher): Promise<void> {
-  await query(tx.em, `select pg_advisory_xact_lock(hashtextextended('publisher-seats:' || $1, 0))`, [publisher.id]);
-  const limit = currentSettings(publisher.settings).seats;
-  // raw SQL: one counting statement over two tables on the other pool
-  const [row] = await query<{ used: number }>(
-    authOrm.em.fork(),
-    `select (select count(*) from user_publishers where publisher_id = $1 and role <> 'api_user')::int
-          + (select count(*) from invitations where publisher_id = $1 and accepted_at is null and revoked_at is null and expires_at > now())::int as used`,
-    [publisher.id],
-  );
-  const used = row?.used ?? 0;
+  await lockSeats(tx, publisher.id);
+  const { used, limit } = await seatsOf(authOrm, publisher.id);
   if (used >= limit) {
     throw new ProblemError(409, 'seats-exhausted', `All ${limit} seats of this publisher are taken (${used} members and open invitations); raise the limit or free a seat.`);
   }
@@ -167,9 +184,11 @@ export async function changeMembership(tx: RequestTx, userId: string, body: Gran
   if (m.role === 'api_user') throw problem.conflict("An API client's role does not change; manage it under /api-clients.");
   const grant = await resolveGrant(tx, body);
   await assertGrantable(tx, grant);
+  const before = grantFields(m);
   tx.em.assign(m, { role: grant.role, customRoleId: grant.customRoleId, departmentId: grant.departmentId }); // updated_by: the audit trigger
   await tx.em.flush();
   await tx.em.refresh(m);
+  await recordAudit(tx, { action: 'member.role_changed', objectType: 'member', objectId: userId, before, after: grantFields(m) });
   const [member] = await presentMembers(tx, [m]);
   return member!;
 }
@@ -180,8 +199,10 @@ export async function changeMembership(tx: RequestTx, userId: string, body: Gran
  */
 export async function removeMembership(tx: RequestTx, userId: string): Promise<void> {
   const m = await memberOrNotFound(tx, userId);
+  const before = grantFields(m);
   tx.em.remove(m);
   await tx.em.flush();
+  await recordAudit(tx, { action: 'member.removed', objectType: 'member', objectId: userId, before });
 }
 
 /**
@@ -199,6 +220,7 @@ export async function addMembership(tx: RequestTx, authOrm: Orm, publisher: Publ
   const m = tx.em.create(Membership, { publisherId: publisher.id, userId, role: grant.role, customRoleId: grant.customRoleId, departmentId: grant.departmentId });
   await tx.em.flush();
   await tx.em.refresh(m);
+  await recordAudit(tx, { action: 'member.added', objectType: 'member', objectId: userId, after: grantFields(m) });
   const [member] = await presentMembers(tx, [m]);
   return member!;
 }

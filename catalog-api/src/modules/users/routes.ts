@@ -26,6 +26,20 @@ import { Role } from '../roles/role.entity.ts';
 import { Membership, ROLES } from './membership.entity.ts';
 import { NO_SUCH_MEMBER, addMembership, changeMembership, grantBody, memberSchema, publishersAdministeringUser, removeMembership } from './members.service.ts';
 import { AUTH_SOURCES, USER_KINDS, USER_STATUSES, User } from './user.entity.ts';
+import { recordAudit } from '../audit/audit.service.ts';
+
+/** A user as the audit log shows it (profile, status, kind; the log's allow-list drops the rest). */
+const userFields = (u: User) => ({
+  email: u.email ?? null,
+  display_name: u.displayName,
+  phone: u.phone ?? null,
+  timezone: u.timezone ?? null,
+  language: u.language ?? null,
+  avatar_url: u.avatarUrl ?? null,
+  status: u.status,
+  kind: u.kind,
+  auth_source: u.authSource,
+});
 
 /** What the routes need: the app pool, and the sign-in service (its pool, session revocation). */
 export type UsersRouteDeps = RouteDeps & { auth: AuthDeps };
@@ -163,8 +177,10 @@ export const usersRoutes: FastifyPluginAsyncZod<UsersRouteDeps> = async (app, de
           const changes = Object.fromEntries(
             Object.entries({ displayName: b.display_name, phone: b.phone, timezone: b.timezone, language: b.language, avatarUrl: b.avatar_url }).filter(([, v]) => v !== undefined),
           );
+          const before = userFields(me);
           tx.em.assign(me, changes);
           await tx.em.flush();
+          await recordAudit(tx, { action: 'user.profile_updated', objectType: 'user', objectId: me.id, before, after: userFields(me) });
           return visibleUser(tx, me.id);
         },
         { publisher: 'none' },
@@ -189,6 +205,7 @@ export const usersRoutes: FastifyPluginAsyncZod<UsersRouteDeps> = async (app, de
         async (tx) => {
           const u = tx.em.create(User, { email: request.body.email.toLowerCase(), displayName: request.body.display_name, createdBy: tx.ctx.userId });
           await tx.em.flush();
+          await recordAudit(tx, { action: 'user.created', objectType: 'user', objectId: u.id, after: { email: u.email, display_name: u.displayName, kind: 'person', status: 'active' } });
           return visibleUser(tx, u.id);
         },
         true,
@@ -241,8 +258,10 @@ export const usersRoutes: FastifyPluginAsyncZod<UsersRouteDeps> = async (app, de
           if (id === tx.ctx.userId) throw problem.forbidden('You cannot change your own status.');
           const u = await tx.em.findOne(User, id);
           if (!u) throw problem.notFound(NO_SUCH_USER);
+          const before = { status: u.status };
           u.status = request.body.status;
           await tx.em.flush();
+          await recordAudit(tx, { action: 'user.status_changed', objectType: 'user', objectId: id, before, after: { status: u.status } });
           return visibleUser(tx, id);
         },
         true,
@@ -272,9 +291,11 @@ export const usersRoutes: FastifyPluginAsyncZod<UsersRouteDeps> = async (app, de
           if (id === tx.ctx.userId) throw problem.forbidden('You cannot delete yourself.');
           const u = await tx.em.findOne(User, id);
           if (!u) throw problem.notFound(NO_SUCH_USER);
+          const before = userFields(u);
           await tx.em.nativeDelete(Membership, { userId: id });
           tx.em.assign(u, { deletedAt: raw('now()') } as never);
           await tx.em.flush();
+          await recordAudit(tx, { action: 'user.deleted', objectType: 'user', objectId: id, before });
         },
         true,
       );

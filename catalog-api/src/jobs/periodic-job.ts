@@ -1,0 +1,51 @@
+/**
+ * A background job of the catalog API (outbox relays, the trial sweep, the metering jobs): runs on
+ * a timer and on demand, one run at a time in this process. A call made while a run is in progress
+ * queues exactly one more run after it (calls made meanwhile share that one), so whatever was
+ * committed before a call is covered when its promise resolves. Runs across processes are each
+ * job's own business (advisory locks, idempotent writes).
+ */
+export class PeriodicJob<T> {
+  readonly #job: () => Promise<T>;
+  readonly #intervalMs: number;
+  #timer: NodeJS.Timeout | null = null;
+  #tail: Promise<unknown> = Promise.resolve();
+  #queued: Promise<T> | null = null;
+
+  /**
+   * @param job one run; it should not throw (a rejection is passed to that run's callers only)
+   * @param intervalMs timer period, ms; 0 = no timer (only {@link run})
+   */
+  constructor(job: () => Promise<T>, intervalMs: number) {
+    this.#job = job;
+    this.#intervalMs = intervalMs;
+  }
+
+  /** Start the timer (idempotent; it does not keep the process alive). */
+  start(): void {
+    if (this.#timer || this.#intervalMs <= 0) return;
+    this.#timer = setInterval(() => void this.run().catch(() => undefined), this.#intervalMs);
+    this.#timer.unref();
+  }
+
+  /** Stop the timer and wait for the run in progress (and a queued one). Never throws. */
+  async stop(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+    await this.#tail.catch(() => undefined);
+  }
+
+  /** Run now, after the run in progress if any (see the module comment). */
+  run(): Promise<T> {
+    if (this.#queued) return this.#queued;
+    const next = this.#tail
+      .catch(() => undefined)
+      .then(() => {
+        this.#queued = null;
+        return this.#job();
+      });
+    this.#queued = next;
+    this.#tail = next;
+    return next;
+  }
+}
