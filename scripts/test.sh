@@ -21,6 +21,9 @@ fi
 
 use_services --db publishing_test --fresh
 export OPENFGA_STORE_NAME="test-${OPENFGA_STORE_NAME:-music-publishing}"
+# Metering counts in Redis are per publisher id, and the tests use the demo's ids: keep them apart
+# from a running `npm start` on the same Redis.
+export METERING_KEY_PREFIX="test-${METERING_KEY_PREFIX:-metering}"
 export PG_ADMIN_URL="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"   # services.sh names it when it runs PostgreSQL
 ensure_key_files
 log "demo directory"; node migrations/seed/directory.ts

@@ -219,7 +219,7 @@ async function insertPublisher(c: pg.ClientBase, p: DemoPublisher): Promise<void
   const account = DEMO_ACCOUNTS[p.slug];
   if (account) {
     await c.query(
-      `update accounts set plan_type = $2, billing_cycle = $3, seats = (select seats from plans where id = $2), status = 'active', billing_email = $4 where publisher_id = $1`,
+      `update accounts set plan_type = $2, billing_cycle = $3, seats = (select seats from plans where id = $2), status = 'active', trial_ends_at = null, billing_email = $4 where publisher_id = $1`,
       [p.id, account.plan, account.billingCycle, `billing@${p.slug}.example`],
     );
   }
