@@ -63,6 +63,11 @@ $fn$;`;
 
 const GIB = 1024 ** 3;
 
+/** The tables whose writes a read-only publisher refuses (its catalog). */
+const CATALOG_TABLES = ['works', 'songwriters', 'recordings', 'work_songwriters'];
+/** A row of `t` may be written: its publisher is not read-only, or the caller is a system admin. */
+const WRITABLE = (t: string) => `(not (select app_publisher_read_only(${t}.publisher_id)) or (select app_caller_is_system_admin()))`;
+
 /** Plans, accounts, usage; the read-only state in RLS and in the outbox. */
 export class Migration0007Accounts extends Migration {
   override name = '0007_accounts';
@@ -120,9 +125,19 @@ end $$;
 revoke all on function accounts_for_new_publisher() from public;
 create trigger publishers_account after insert on publishers for each row execute function accounts_for_new_publisher();
 
--- Existing publishers: on the professional plan, active (they were customers before accounts existed).
+-- Existing publishers were customers before accounts existed: active, with the seats they had
+-- (settings.seats, 25 by default, or the members and open invitations they use, if more) — on the
+-- professional plan when that fits its 50 seats, else on the custom plan.
+with had as (
+  select pub.id, greatest(
+      coalesce(case when pub.settings ->> 'seats' ~ '^[0-9]{1,6}$' then (pub.settings ->> 'seats')::int end, 25),
+      (select count(*) from user_publishers m where m.publisher_id = pub.id and m.role <> 'api_user')::int
+        + (select count(*) from invitations i where i.publisher_id = pub.id and i.accepted_at is null and i.revoked_at is null and i.expires_at > now())::int,
+      1) as seats
+  from publishers pub)
 insert into accounts (publisher_id, plan_type, seats, status, billing_cycle)
-  select pub.id, 'professional', 50, 'active', 'monthly' from publishers pub;
+  select id, case when seats <= 50 then 'professional' else 'custom' end, least(seats, 100000), 'active', 'monthly' from had;
+update permissions set description = 'Change the publisher''s settings (sign-in policy, MFA, locale)' where name = 'publisher_settings:update';
 
 -- Is publisher p read-only now? (trial ended without a plan, or cancelled; exact, from the clock)
 create function app_publisher_read_only(p uuid) returns boolean
@@ -132,7 +147,7 @@ language sql stable security definer set search_path = public, pg_temp as $$
                         or (a.status = 'trial' and a.trial_ends_at <= now())))
 $$;
 revoke all on function app_publisher_read_only(uuid) from public;
-grant execute on function app_publisher_read_only(uuid) to catalog_app, catalog_auth;
+grant execute on function app_publisher_read_only(uuid) to catalog_app;
 
 -- Stamp the trials that ended (the catalog API's timer, on the sign-in pool, which also writes the
 -- audit rows); returns the publishers it stamped.
@@ -166,6 +181,28 @@ ${callerCan(`app_caller_is_system_admin() or (${CALLER_HOLDS}
     and not (app_caller_can.permission = any (array[${READ_ONLY_BLOCKED.map(lit).join(', ')}]::text[])
              and app_publisher_read_only(${CTX.publisher})))`)}
 
+-- The plan rules in the database too (the API checks them first): the custom plan is a system
+-- admin's, other plans hold at most their seats.
+create function accounts_guard() returns trigger language plpgsql set search_path = public, pg_temp as $$
+begin
+  if current_user <> 'catalog_app' then return new; end if;
+  if new.plan_type = 'custom' and old.plan_type is distinct from 'custom' and not app_caller_is_system_admin() then
+    raise exception 'the custom plan is set by a system admin' using errcode = '42501';
+  end if;
+  if new.plan_type <> 'custom' and new.seats > (select p.seats from plans p where p.id = new.plan_type) then
+    raise exception 'more seats than the plan allows' using errcode = '23514';
+  end if;
+  return new;
+end $$;
+revoke all on function accounts_guard() from public;
+create trigger accounts_guard before update on accounts for each row execute function accounts_guard();
+
+-- Every role's catalog writes stop at a read-only publisher (creators' policies never ask
+-- app_caller_can): restrictive policies, ANDed with the permissive ones of 0003/0006.
+${CATALOG_TABLES.map((t) => `create policy ${t}_read_only_insert on ${t} as restrictive for insert with check (${WRITABLE(t)});
+create policy ${t}_read_only_update on ${t} as restrictive for update using (${WRITABLE(t)});
+create policy ${t}_read_only_delete on ${t} as restrictive for delete using (${WRITABLE(t)});`).join('\n')}
+
 alter table accounts enable row level security; alter table accounts force row level security;
 create policy accounts_select on accounts for select using (
   (accounts.publisher_id = ${CTX.publisher} and ${CAN('accounts:read')})
@@ -174,7 +211,8 @@ create policy accounts_update on accounts for update using (accounts.publisher_i
   with check (accounts.publisher_id = ${CTX.publisher});
 create policy accounts_auth on accounts for select to catalog_auth using (true);
 create policy accounts_owner on accounts to catalog_owner using (true) with check (true);
-grant select on accounts to catalog_app, catalog_auth;
+grant select on accounts to catalog_app;
+grant select (publisher_id, seats) on accounts to catalog_auth;   -- seat limits only, no billing data
 grant update (plan_type, billing_cycle, seats, status, read_only_since, billing_email, billing_address, payment_method_ref, updated_at, updated_by) on accounts to catalog_app;
 
 create table account_usage (
@@ -210,6 +248,9 @@ grant select on ${t} to catalog_app;
   override down(): void {
     this.addSql(`
 ${callerCan(`app_caller_is_system_admin() or ${CALLER_HOLDS}`)}
+${CATALOG_TABLES.map((t) => `drop policy ${t}_read_only_insert on ${t}; drop policy ${t}_read_only_update on ${t}; drop policy ${t}_read_only_delete on ${t};`).join('\n')}
+drop trigger accounts_guard on accounts; drop function accounts_guard();
+update permissions set description = 'Change the publisher''s settings (sign-in policy, MFA, locale, seats)' where name = 'publisher_settings:update';
 drop table api_client_usage, account_usage;
 drop trigger accounts_authz_outbox on accounts; drop function authz_outbox_account_read_only();
 drop function accounts_expire_trials(); drop function app_publisher_read_only(uuid);

@@ -33,7 +33,7 @@ export const PERMISSIONS: readonly PermissionDef[] = Object.freeze([
   { name: 'publishers:update', description: "Change the publisher's name and profile" },
   { name: 'publishers:archive', description: 'Archive the publisher (a system admin can restore it)' },
   { name: 'publisher_settings:read', description: "Read the publisher's settings" },
-  { name: 'publisher_settings:update', description: "Change the publisher's settings (sign-in policy, MFA, locale, seats)" },
+  { name: 'publisher_settings:update', description: "Change the publisher's settings (sign-in policy, MFA, locale)" },
   { name: 'branding:read', description: "Read the publisher's branding" },
   { name: 'branding:update', description: "Change the publisher's branding" },
   { name: 'departments:manage', description: 'Create, rename and delete departments' },
@@ -68,6 +68,16 @@ export const READ_ONLY_ALLOWED_WRITES: readonly string[] = Object.freeze(['accou
 export const READ_ONLY_BLOCKED_PERMISSIONS: readonly string[] = Object.freeze(
   PERMISSION_NAMES.filter((p) => !p.endsWith(':read') && !READ_ONLY_ALLOWED_WRITES.includes(p)),
 );
+
+/**
+ * The relations route rules check that a read-only publisher refuses: the blocked permissions'
+ * relations on `publisher` and the catalog rows' `can_update` / `can_delete` (policies/model.fga).
+ */
+export const READ_ONLY_BLOCKED_RELATIONS: ReadonlySet<string> = new Set([
+  ...READ_ONLY_BLOCKED_PERMISSIONS.map((p) => permissionRelation(p)),
+  'can_update',
+  'can_delete',
+]);
 
 /** The system roles, most powerful first among the staff roles. */
 export const SYSTEM_ROLES = ['admin', 'manager', 'editor', 'viewer', 'api_user', 'creator'] as const;

@@ -48,8 +48,9 @@ t.test('every publisher has an account; the demo ones are customers, a new one s
     status: 'active',
     read_only: false,
     billing_email: 'billing@dmp.example',
-    payment_method_ref: null,
+    payment_method_on_file: false,
   });
+  t.notOk('payment_method_ref' in dmp.json(), 'the payment token is write-only');
   const created = await api(SYSADMIN, 'POST', '/api/v1/publishers', { name: 'Trial Tunes', slug: 'trial-tunes', type: 'boutique' });
   t.equal(created.statusCode, 201);
   const account = await api(SYSADMIN, 'GET', `/api/v1/publishers/${created.json().id}/account`);
@@ -105,7 +106,7 @@ t.test('plan changes: downgrade below the seats in use → 409 with the numbers,
   t.same(await accountRow(SPIRIT), before, 'nothing written');
   const exact = await api(SPIRIT_OWNER, 'PUT', url, { plan_type: 'starter', seats: used, billing_email: 'accounts@spirit.example', payment_method_ref: 'pm_1NqTestToken', billing_address: { city: 'London', country: 'GB' } });
   t.equal(exact.statusCode, 200, exact.body);
-  t.match(exact.json(), { plan: { type: 'starter' }, seats: { limit: used, used }, status: 'active', billing_email: 'accounts@spirit.example', payment_method_ref: 'pm_1NqTestToken', billing_address: { city: 'London', country: 'GB' } });
+  t.match(exact.json(), { plan: { type: 'starter' }, seats: { limit: used, used }, status: 'active', billing_email: 'accounts@spirit.example', payment_method_on_file: true, billing_address: { city: 'London', country: 'GB' } });
   t.equal((await accountRow(SPIRIT)).updated_by, SPIRIT_OWNER);
   const invite = await api(SPIRIT_OWNER, 'POST', `/api/v1/publishers/${SPIRIT}/users/invite`, { email: 'one.more@spirit.example', role: 'viewer' });
   t.equal(invite.statusCode, 409, 'the account is full');
@@ -237,6 +238,25 @@ t.test('a trial that ends without a plan makes the publisher read-only until a p
   }
   t.ok(READ_ONLY_ALLOWED_WRITES.every((p) => PERMISSION_NAMES.includes(p)));
   t.equal(await can(SYSADMIN, 'works:create'), true, 'RLS: system admins keep writing');
+  // … and every role's catalog writes, creators' included (their policies never ask app_caller_can)
+  const asCatalogApp = async <T>(user: string, scope: string, fn: () => Promise<T>): Promise<T> => {
+    await s.su.query('begin');
+    try {
+      await s.su.query(`set local role catalog_app`);
+      await s.su.query(`select set_config('app.user_id', $1, true), set_config('app.publisher_id', $2, true), set_config('app.access_scope', $3, true)`, [user, P, scope]);
+      return await fn();
+    } finally {
+      await s.su.query('rollback');
+    }
+  };
+  await t.rejects(
+    asCatalogApp(CREATOR, 'own', () => s.su.query(`insert into works (publisher_id, owner_user_id, title) values ($1, $2, 'Injected')`, [P, CREATOR])),
+    { message: /row-level security/ },
+    'RLS: a creator cannot insert',
+  );
+  t.equal((await asCatalogApp(CREATOR, 'own', () => s.su.query(`update works set title = 'Injected' where id = $1`, [own.json().id]))).rowCount, 0, 'RLS: nor update their own work');
+  t.equal((await asCatalogApp(DMP_EDITOR, 'publisher', () => s.su.query(`update works set title = 'Injected' where publisher_id = $1`, [P]))).rowCount, 0, 'RLS: an editor updates nothing');
+  t.equal((await asCatalogApp(DMP_EDITOR, 'publisher', () => s.su.query(`select count(*)::int as n from works where publisher_id = $1`, [P]))).rows[0].n, count + 1, 'RLS: reads still see the rows (and the system admin’s work)');
 
   // the sweep stamps the ended trial and mirrors it into the relationship outbox (→ every sidecar)
   const stamped = await s.ta.app.trialSweep.run();

@@ -9,15 +9,18 @@ import { objectFor } from './route.ts';
 import type { Identity } from './authenticate.ts';
 import type { DecisionCache, Decision } from '../pdp/decision-cache.ts';
 import { PdpUnavailableError } from '../pdp/openfga.ts';
+import { READ_ONLY_BLOCKED_RELATIONS } from '../../../policies/src/permissions.ts';
 
 /**
  * Authorize the request.
  * @param match the route match; identity the caller (undefined only for public rules);
  *   publisherId the publisher context (needed when the object template uses `{publisher}`).
  * @returns the decision (`undefined` when the rule needs no check).
- * @throws ProblemError 403 `forbidden` on deny — `publisher-read-only` when the denied relation
- *   changes something and the publisher (of a `publisher:` object, else the context) is read-only
- *   (its trial ended without a plan; one more cached Check, on deny paths only); 400 `publisher-context` when the object needs a
+ * @throws ProblemError 403 `forbidden` on deny — `publisher-read-only` when the denied relation is
+ *   one a read-only publisher refuses (policies/src/permissions.ts READ_ONLY_BLOCKED_RELATIONS), the
+ *   publisher (of a `publisher:` object, else the context) is read-only and the caller is one of
+ *   its members (`publishers_read`), so nobody else learns its account state (two more cached
+ *   Checks, on deny paths only); 400 `publisher-context` when the object needs a
  *   missing publisher context; 503 `pdp-unavailable` (with `Retry-After: 1`) when OpenFGA cannot
  *   answer — fail closed, never cached.
  */
@@ -35,15 +38,15 @@ export async function authorizeStage(
   const decision = await decide(cache, { user, relation: rule.relation, object });
   if (decision.allowed) return decision;
   const publisher = object.startsWith('publisher:') ? object : publisherId ? `publisher:${publisherId}` : undefined;
-  if (publisher && isWrite(rule.relation) && (await decide(cache, { user, relation: 'read_only', object: publisher })).allowed) {
+  if (
+    publisher &&
+    READ_ONLY_BLOCKED_RELATIONS.has(rule.relation) &&
+    (await decide(cache, { user, relation: 'read_only', object: publisher })).allowed &&
+    (await decide(cache, { user, relation: 'publishers_read', object: publisher })).allowed
+  ) {
     throw new ProblemError(403, 'publisher-read-only', "This publisher is read-only: its account's trial has ended (or the account is cancelled). Reads still work; an admin chooses a plan with PUT /api/v1/publishers/{id}/account/plan.");
   }
   throw new ProblemError(403, 'forbidden', `Not permitted: ${rule.relation} on ${object.split(':')[0]}.`);
-}
-
-/** Reads are never refused for being read-only (policies/model.fga: only `frozen` permissions are). */
-function isWrite(relation: string): boolean {
-  return relation !== 'can_read' && !relation.endsWith('_read');
 }
 
 /** One decision; OpenFGA unreachable → 503 (fail closed, never cached). */

@@ -7,8 +7,11 @@ import { defineEntity, p } from '@mikro-orm/core';
 import { TimestampText } from '../../db/base.entity.ts';
 import { PLAN_TYPES } from './plan.entity.ts';
 
+/** How often the account is billed (`enterprise`: by agreement; enterprise and custom plans only). */
 export const BILLING_CYCLES = ['monthly', 'annual', 'enterprise'] as const;
+/** An account's status: trial and active work, past_due keeps working, cancelled is read-only. */
 export const ACCOUNT_STATUSES = ['trial', 'active', 'past_due', 'cancelled'] as const;
+/** One of {@link ACCOUNT_STATUSES}. */
 export type AccountStatus = (typeof ACCOUNT_STATUSES)[number];
 
 const AccountSchema = defineEntity({

@@ -43,6 +43,7 @@ export const billingAddressSchema = z.strictObject({
   country: z.string().regex(/^[A-Z]{2}$/, 'must be an ISO 3166-1 alpha-2 country code').optional(),
 });
 
+/** An account in the API (the payment method's token is never returned). */
 export const accountSchema = z.object({
   publisher_id: z.uuid(),
   plan: planSchema,
@@ -53,13 +54,13 @@ export const accountSchema = z.object({
   read_only: z.boolean().describe("true while the trial has ended without a chosen plan, or the account is cancelled: writes get 403 `publisher-read-only`"),
   billing_email: z.string().nullable(),
   billing_address: billingAddressSchema,
-  payment_method_ref: z.string().nullable().describe("the payment provider's opaque token for the payment method (never card data)"),
+  payment_method_on_file: z.boolean().describe("a payment method is on file (its token is write-only: PUT …/account/plan `payment_method_ref`)"),
   created_at: timestamp,
   updated_at: timestamp,
 }).meta({ id: 'Account' });
 export type AccountView = z.infer<typeof accountSchema>;
 
-/** A payment provider's token: letters first, no card number (13+ digits in a row). Mirrors the column check. */
+/** A payment provider's token (write-only): letters first, no card number (13+ digits in a row). Mirrors the column check. */
 export const paymentMethodRef = z
   .string()
   .regex(/^[A-Za-z][A-Za-z0-9_:.-]{2,199}$/, "must be the payment provider's token (e.g. pm_1Nq2…), 3–200 characters")
@@ -102,7 +103,7 @@ export async function presentAccounts(tx: RequestTx, authOrm: Orm, rows: Account
       read_only: a.isReadOnly(),
       billing_email: a.billingEmail ?? null,
       billing_address: (a.billingAddress ?? {}) as z.infer<typeof billingAddressSchema>,
-      payment_method_ref: a.paymentMethodRef ?? null,
+      payment_method_on_file: !!a.paymentMethodRef,
       created_at: isoTimestamp(a.createdAt),
       updated_at: isoTimestamp(a.updatedAt),
     })),

@@ -16,6 +16,7 @@ import { ACCOUNT_STATUSES, Account } from './account.entity.ts';
 import { PLAN_TYPES } from './plan.entity.ts';
 import { accountSchema, changePlan, clientUsage, clientUsageSchema, planChangeSchema, presentAccounts, usageDaySchema, usageSeries, utcDay } from './accounts.service.ts';
 
+/** What the account routes need: the app pool and the sign-in service's pool (seat counts). */
 export type AccountsRouteDeps = RouteDeps & { auth: Pick<AuthDeps, 'orm'> };
 
 const tags = ['accounts'];

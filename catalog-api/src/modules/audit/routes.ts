@@ -124,21 +124,27 @@ const csvRecord = (e: EventView) => ({ ...e, before: e.before === null ? null : 
 
 /**
  * Stream the whole filter as CSV: the first page is read before anything is sent, so a refusal
- * (403, 400) is still a problem response; a failure after that ends the stream early.
+ * (403, 400) is still a problem response; a failure after that ends the stream early, and so does
+ * a client that goes away (the stream closes; no page is read for it any more). Cells that a
+ * spreadsheet would run as a formula (=, +, -, @, tab, CR first) are prefixed with a quote
+ * (csv-stringify `escape_formulas`, OWASP "CSV injection"); the chain hashes cover the stored values.
  */
 async function sendCsv(reply: FastifyReply, readPage: (after: string | undefined) => Promise<{ items: EventView[]; next_cursor: string | null }>): Promise<FastifyReply> {
   let current = await readPage(undefined);
-  const csv = stringify({ header: true, columns: [...CSV_COLUMNS], record_delimiter: '\r\n' });
+  const csv = stringify({ header: true, columns: [...CSV_COLUMNS], record_delimiter: '\r\n', escape_formulas: true });
+  const closed = new AbortController();
+  csv.once('close', () => closed.abort());
   reply.header('content-type', 'text/csv; charset=utf-8').header('content-disposition', 'attachment; filename="audit.csv"').header('cache-control', 'no-store');
   void reply.send(csv);
   try {
     for (;;) {
-      for (const e of current.items) if (!csv.write(csvRecord(e))) await once(csv, 'drain');
-      if (!current.next_cursor) break;
+      for (const e of current.items) if (!csv.write(csvRecord(e))) await once(csv, 'drain', { signal: closed.signal });
+      if (!current.next_cursor || closed.signal.aborted) break;
       current = await readPage(current.next_cursor);
     }
     csv.end();
   } catch (err) {
+    if (closed.signal.aborted) return reply; // the client went away
     reply.log.warn({ err: { message: (err as Error).message } }, 'audit export ended early');
     csv.destroy(err as Error);
   }
