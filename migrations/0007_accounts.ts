@@ -137,7 +137,10 @@ with had as (
   from publishers pub)
 insert into accounts (publisher_id, plan_type, seats, status, billing_cycle)
   select id, case when seats <= 50 then 'professional' else 'custom' end, least(seats, 100000), 'active', 'monthly' from had;
+-- the table forces RLS and has no update policy: lift it for this one statement (DDL is transactional)
+alter table permissions no force row level security;
 update permissions set description = 'Change the publisher''s settings (sign-in policy, MFA, locale)' where name = 'publisher_settings:update';
+alter table permissions force row level security;
 
 -- Is publisher p read-only now? (trial ended without a plan, or cancelled; exact, from the clock)
 create function app_publisher_read_only(p uuid) returns boolean
@@ -250,7 +253,10 @@ grant select on ${t} to catalog_app;
 ${callerCan(`app_caller_is_system_admin() or ${CALLER_HOLDS}`)}
 ${CATALOG_TABLES.map((t) => `drop policy ${t}_read_only_insert on ${t}; drop policy ${t}_read_only_update on ${t}; drop policy ${t}_read_only_delete on ${t};`).join('\n')}
 drop trigger accounts_guard on accounts; drop function accounts_guard();
+-- the table forces RLS and has no update policy: lift it for this one statement (DDL is transactional)
+alter table permissions no force row level security;
 update permissions set description = 'Change the publisher''s settings (sign-in policy, MFA, locale, seats)' where name = 'publisher_settings:update';
+alter table permissions force row level security;
 drop table api_client_usage, account_usage;
 drop trigger accounts_authz_outbox on accounts; drop function authz_outbox_account_read_only();
 drop function accounts_expire_trials(); drop function app_publisher_read_only(uuid);

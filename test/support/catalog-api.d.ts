@@ -632,22 +632,6 @@ export type components = {
       created_by: string | null;
       updated_by: string | null;
     };
-    Publisher: {
-      /** Format: uuid */
-      id: string;
-      name: string;
-      slug: string;
-      /** @enum {string} */
-      type: "enterprise" | "professional" | "platform" | "boutique";
-      /** @enum {string} */
-      business_model: "traditional" | "platform" | "hybrid";
-      /** @enum {string} */
-      status: "active" | "trial" | "suspended" | "archived";
-      /** @description ISO 8601 timestamp */
-      created_at: string;
-      /** @description ISO 8601 timestamp */
-      updated_at: string;
-    };
     Member: {
       /** Format: uuid */
       user_id: string;
@@ -700,6 +684,22 @@ export type components = {
           } | null;
           department_id: string | null;
         })[];
+    };
+    Publisher: {
+      /** Format: uuid */
+      id: string;
+      name: string;
+      slug: string;
+      /** @enum {string} */
+      type: "enterprise" | "professional" | "platform" | "boutique";
+      /** @enum {string} */
+      business_model: "traditional" | "platform" | "hybrid";
+      /** @enum {string} */
+      status: "active" | "trial" | "suspended" | "archived";
+      /** @description ISO 8601 timestamp */
+      created_at: string;
+      /** @description ISO 8601 timestamp */
+      updated_at: string;
     };
     Role: {
       /** Format: uuid */
@@ -783,8 +783,8 @@ export type components = {
         postal_code?: string;
         country?: string;
       };
-      /** @description the payment provider's opaque token for the payment method (never card data) */
-      payment_method_ref: string | null;
+      /** @description a payment method is on file (its token is write-only: PUT …/account/plan `payment_method_ref`) */
+      payment_method_on_file: boolean;
       /** @description ISO 8601 timestamp */
       created_at: string;
       /** @description ISO 8601 timestamp */

@@ -1,5 +1,5 @@
 /**
- * Stage 6 — meter (docs/CONTRACTS.md, "Metering"): count an authorized call against its publisher
+ * Stage 5b — meter (docs/CONTRACTS.md, "Metering"): count an authorized call against its publisher
  * (metering/meter.ts) and apply the publisher's monthly API-call limit.
  *
  * Which calls count: those that passed authorization under a relation rule and carry a publisher —

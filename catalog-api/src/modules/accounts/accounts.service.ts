@@ -18,7 +18,8 @@ import type { Orm } from '../../db/orm.ts';
 import { isoTimestamp } from '../../db/base.entity.ts';
 import type { RequestTx } from '../../db/context.ts';
 import { timestamp } from '../common/schemas.ts';
-import { lockSeats, seatsOf } from '../users/members.service.ts';
+import { utcDayOf } from '../../../../policies/src/metering.ts';
+import { lockSeats, seatsOf, seatsOfMany } from '../users/members.service.ts';
 import { ACCOUNT_STATUSES, BILLING_CYCLES, type Account } from './account.entity.ts';
 import { PLAN_TYPES, Plan } from './plan.entity.ts';
 import { AccountUsage, ApiClientUsage } from './usage.entity.ts';
@@ -87,27 +88,26 @@ function presentPlan(p: Plan): z.infer<typeof planSchema> {
 }
 
 /**
- * Accounts → their API form (seats used counted per account on the sign-in pool).
+ * Accounts → their API form (seats used counted in one statement on the sign-in pool).
  * @param authOrm the sign-in service's pool (sees every membership and invitation)
  */
 export async function presentAccounts(tx: RequestTx, authOrm: Orm, rows: Account[]): Promise<AccountView[]> {
   const byType = await plans(tx);
-  return Promise.all(
-    rows.map(async (a) => ({
-      publisher_id: a.publisherId,
-      plan: presentPlan(byType.get(a.planType)!),
-      billing_cycle: a.billingCycle,
-      seats: { limit: a.seats, used: (await seatsOf(authOrm, a.publisherId)).used },
-      status: a.status,
-      trial_ends_at: a.trialEndsAt ? a.trialEndsAt.toISOString() : null,
-      read_only: a.isReadOnly(),
-      billing_email: a.billingEmail ?? null,
-      billing_address: (a.billingAddress ?? {}) as z.infer<typeof billingAddressSchema>,
-      payment_method_on_file: !!a.paymentMethodRef,
-      created_at: isoTimestamp(a.createdAt),
-      updated_at: isoTimestamp(a.updatedAt),
-    })),
-  );
+  const seats = await seatsOfMany(authOrm, rows.map((a) => a.publisherId));
+  return rows.map((a) => ({
+    publisher_id: a.publisherId,
+    plan: presentPlan(byType.get(a.planType)!),
+    billing_cycle: a.billingCycle,
+    seats: { limit: a.seats, used: seats.get(a.publisherId)?.used ?? 0 },
+    status: a.status,
+    trial_ends_at: a.trialEndsAt ? a.trialEndsAt.toISOString() : null,
+    read_only: a.isReadOnly(),
+    billing_email: a.billingEmail ?? null,
+    billing_address: (a.billingAddress ?? {}) as z.infer<typeof billingAddressSchema>,
+    payment_method_on_file: !!a.paymentMethodRef,
+    created_at: isoTimestamp(a.createdAt),
+    updated_at: isoTimestamp(a.updatedAt),
+  }));
 }
 
 /**
@@ -169,8 +169,6 @@ export async function clientUsage(tx: RequestTx, from: string, to: string): Prom
 /** Longest series one request returns, days. */
 export const MAX_USAGE_DAYS = 366;
 
-/** The UTC day of `d` as YYYY-MM-DD. */
-export const utcDay = (d: Date) => d.toISOString().slice(0, 10);
 
 /**
  * The daily usage series of the context publisher from `from` to `to` (inclusive, UTC days): one
@@ -186,7 +184,7 @@ export async function usageSeries(tx: RequestTx, from: string, to: string): Prom
   const rows = await tx.em.find(AccountUsage, { publisherId: tx.ctx.publisherId!, day: { $gte: from, $lte: to } }, { orderBy: { day: 'asc' } });
   const byDay = new Map(rows.map((r) => [String(r.day).slice(0, 10), r]));
   return Array.from({ length: days }, (_, i) => {
-    const day = utcDay(new Date(start + i * 86_400_000));
+    const day = utcDayOf(start + i * 86_400_000);
     const r = byDay.get(day);
     return { day, api_calls: Number(r?.apiCalls ?? 0), storage_bytes: r?.storageBytes ?? null, seats_used: r?.seatsUsed ?? null };
   });

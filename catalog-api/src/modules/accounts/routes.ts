@@ -10,11 +10,12 @@ import type { AuthDeps } from '../auth/deps.ts';
 import { inRequestTx, type RouteDeps } from '../common/http.ts';
 import { afterCursor, listQuerySchema, pageSchema } from '../common/pagination.ts';
 import { commonErrors, problemSchema } from '../common/schemas.ts';
-import { inPublisher } from '../publishers/routes.ts';
+import { inPublisher } from '../publishers/in-publisher.ts';
 import { recordAudit } from '../audit/audit.service.ts';
 import { ACCOUNT_STATUSES, Account } from './account.entity.ts';
 import { PLAN_TYPES } from './plan.entity.ts';
-import { accountSchema, changePlan, clientUsage, clientUsageSchema, planChangeSchema, presentAccounts, usageDaySchema, usageSeries, utcDay } from './accounts.service.ts';
+import { accountSchema, changePlan, clientUsage, clientUsageSchema, planChangeSchema, presentAccounts, usageDaySchema, usageSeries } from './accounts.service.ts';
+import { utcDayOf } from '../../../../policies/src/metering.ts';
 
 /** What the account routes need: the app pool and the sign-in service's pool (seat counts). */
 export type AccountsRouteDeps = RouteDeps & { auth: Pick<AuthDeps, 'orm'> };
@@ -113,7 +114,7 @@ export const accountsRoutes: FastifyPluginAsyncZod<AccountsRouteDeps> = async (a
     },
     async (request) =>
       inPublisher(deps, request, request.params.publisherId, 'usage:read', async (tx, p) => {
-        const today = utcDay(new Date());
+        const today = utcDayOf(Date.now());
         const to = request.query.to ?? today;
         const from = request.query.from ?? `${to.slice(0, 7)}-01`;
         const days = await usageSeries(tx, from, to);

@@ -18,7 +18,7 @@ import { digest } from '../auth/secrets.ts';
 import { revokeAndAnnounce } from '../auth/sessions.service.ts';
 import { location, pathId, type RouteDeps } from '../common/http.ts';
 import { commonErrors, problemSchema, timestamp } from '../common/schemas.ts';
-import { inPublisher } from '../publishers/routes.ts';
+import { inPublisher } from '../publishers/in-publisher.ts';
 import { Membership } from '../users/membership.entity.ts';
 import { User } from '../users/user.entity.ts';
 import { ApiClient } from './api-client.entity.ts';

@@ -15,7 +15,7 @@
  * storage (measured in `metering_record_measurements`) into today's row.
  */
 import type { Redis } from 'ioredis';
-import { dirtyKey, dayKey, encodeLimit, limitsKey, parseDayHash, meteringScripts } from '../../../../policies/src/metering.ts';
+import { dirtyKey, dayKey, encodeLimit, limitsKey, parseDayHash, meteringScripts, utcDayOf } from '../../../../policies/src/metering.ts';
 import { query, type Orm } from '../../db/orm.ts';
 import { seatsOf } from '../users/members.service.ts';
 
@@ -116,7 +116,7 @@ export async function rollUp(deps: MeteringDeps): Promise<RollupSummary | null> 
  * @returns how many publishers were measured, or null when another process holds the lock
  * @throws on PostgreSQL errors
  */
-export async function measure(deps: MeteringDeps, day = new Date().toISOString().slice(0, 10)): Promise<number | null> {
+export async function measure(deps: MeteringDeps, day = utcDayOf(Date.now())): Promise<number | null> {
   return deps.orm.em.fork().transactional(async (em) => {
     const [lock] = await query<{ got: boolean }>(em, `select pg_try_advisory_xact_lock(hashtextextended('metering:measure', 0)) as got`);
     if (!lock?.got) return null;

@@ -15,7 +15,7 @@ import { Recording } from '../catalog/recording.entity.ts';
 import { location, pathId, type RouteDeps } from '../common/http.ts';
 import { commonErrors, problemSchema, timestamp } from '../common/schemas.ts';
 import { Department } from './department.entity.ts';
-import { inPublisher } from './routes.ts';
+import { inPublisher } from './in-publisher.ts';
 import { recordAudit } from '../audit/audit.service.ts';
 
 const tags = ['departments'];

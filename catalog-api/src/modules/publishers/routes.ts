@@ -12,8 +12,8 @@ import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { problem } from '../../errors.ts';
 import { isoTimestamp } from '../../db/base.entity.ts';
-import { requirePermission, type RequestTx } from '../../db/context.ts';
-import { inRequestTx, location, pathId, type RouteDeps } from '../common/http.ts';
+import { inRequestTx, location, type RouteDeps } from '../common/http.ts';
+import { inPublisher } from './in-publisher.ts';
 import { KEYSET_ORDER, afterCursor, listQuerySchema, pageSchema } from '../common/pagination.ts';
 import { commonErrors, problemSchema, timestamp } from '../common/schemas.ts';
 import { BUSINESS_MODELS, PUBLISHER_STATUSES, PUBLISHER_TYPES, Publisher } from './publisher.entity.ts';
@@ -47,32 +47,6 @@ export function presentPublisher(p: Publisher): z.infer<typeof publisherSchema> 
     created_at: isoTimestamp(p.createdAt),
     updated_at: isoTimestamp(p.updatedAt),
   };
-}
-
-/**
- * Run `fn` in the context of the publisher of the path, with `permission` required.
- * @throws ProblemError 403 without the permission, 404 when the publisher is not visible
- */
-export async function inPublisher<T>(
-  deps: RouteDeps,
-  request: Parameters<typeof inRequestTx>[1],
-  publisherId: string,
-  permission: string | null,
-  fn: (tx: RequestTx, publisher: Publisher) => Promise<T>,
-  options: { mutating?: boolean; includeArchived?: boolean } = {},
-): Promise<T> {
-  const id = pathId(publisherId);
-  return inRequestTx(
-    deps,
-    request,
-    async (tx) => {
-      if (permission) requirePermission(tx, permission);
-      const publisher = await tx.em.findOne(Publisher, { id }, options.includeArchived ? { filters: { notDeleted: false } } : {});
-      if (!publisher) throw problem.notFound('No such publisher.');
-      return fn(tx, publisher);
-    },
-    { pathPublisherId: id, mutating: options.mutating },
-  );
 }
 
 /** Fastify plugin: the publisher routes. */

@@ -18,7 +18,7 @@ import { isoTimestamp } from '../../db/base.entity.ts';
 import type { RequestTx } from '../../db/context.ts';
 import { inRequestTx, location, pathId, type RouteDeps } from '../common/http.ts';
 import { commonErrors, problemSchema, timestamp } from '../common/schemas.ts';
-import { inPublisher } from '../publishers/routes.ts';
+import { inPublisher } from '../publishers/in-publisher.ts';
 import { Invitation } from '../users/invitation.entity.ts';
 import { Membership } from '../users/membership.entity.ts';
 import { Permission, Role, RolePermission } from './role.entity.ts';

@@ -18,7 +18,7 @@ import { MAX_PASSWORD_LENGTH } from '../auth/passwords.ts';
 import { isUuid, pathId, requestMeta, type RouteDeps } from '../common/http.ts';
 import { afterCursor, listQuerySchema, pageSchema } from '../common/pagination.ts';
 import { commonErrors, emailAddress, problemSchema, timestamp } from '../common/schemas.ts';
-import { inPublisher } from '../publishers/routes.ts';
+import { inPublisher } from '../publishers/in-publisher.ts';
 import { Invitation } from './invitation.entity.ts';
 import { acceptInvitation, createInvitation, invitationMail } from './invitations.ts';
 import { Membership, ROLES } from './membership.entity.ts';

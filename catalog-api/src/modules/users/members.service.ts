@@ -94,15 +94,25 @@ export async function assertGrantable(tx: RequestTx, g: Grant): Promise<void> {
  * @returns the count, and the account's seat limit
  */
 export async function seatsOf(authOrm: Orm, publisherId: string): Promise<{ used: number; limit: number }> {
+  return (await seatsOfMany(authOrm, [publisherId])).get(publisherId)!;
+}
+
+/**
+ * {@link seatsOf} for several publishers in one statement.
+ * @returns publisher id → seats used and limit (0 for an unknown publisher)
+ */
+export async function seatsOfMany(authOrm: Orm, publisherIds: readonly string[]): Promise<Map<string, { used: number; limit: number }>> {
   // raw SQL: one counting statement over three tables on the other pool
-  const [row] = await query<{ used: number; limit: number }>(
+  const rows = await query<{ id: string; used: number; limit: number | null }>(
     authOrm.em.fork(),
-    `select (select count(*) from user_publishers where publisher_id = $1 and role <> 'api_user')::int
-          + (select count(*) from invitations where publisher_id = $1 and accepted_at is null and revoked_at is null and expires_at > now())::int as used,
-            (select seats from accounts where publisher_id = $1) as limit`,
-    [publisherId],
+    `select p.id::text,
+            (select count(*) from user_publishers m where m.publisher_id = p.id and m.role <> 'api_user')::int
+          + (select count(*) from invitations i where i.publisher_id = p.id and i.accepted_at is null and i.revoked_at is null and i.expires_at > now())::int as used,
+            (select a.seats from accounts a where a.publisher_id = p.id) as limit
+       from unnest($1::uuid[]) as p(id)`,
+    [publisherIds],
   );
-  return { used: row?.used ?? 0, limit: row?.limit ?? 0 };
+  return new Map(rows.map((r) => [r.id, { used: r.used, limit: r.limit ?? 0 }]));
 }
 
 /** Serialise seat changes of one publisher until the transaction ends (invitations, plan changes). */

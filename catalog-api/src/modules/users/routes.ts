@@ -21,7 +21,7 @@ import { revokeAndAnnounce } from '../auth/sessions.service.ts';
 import { inRequestTx, location, pathId, type RouteDeps } from '../common/http.ts';
 import { commonErrors, emailAddress, languageTag, problemSchema, timeZone } from '../common/schemas.ts';
 import { Publisher } from '../publishers/publisher.entity.ts';
-import { inPublisher } from '../publishers/routes.ts';
+import { inPublisher } from '../publishers/in-publisher.ts';
 import { Role } from '../roles/role.entity.ts';
 import { Membership, ROLES } from './membership.entity.ts';
 import { NO_SUCH_MEMBER, addMembership, changeMembership, grantBody, memberSchema, publishersAdministeringUser, removeMembership } from './members.service.ts';
