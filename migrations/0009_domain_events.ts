@@ -73,6 +73,8 @@ create table domain_events (
   payload jsonb not null,
   occurred_at timestamptz not null,
   attempts integer not null default 0,
+  -- the failed attempts that were the event's own fault: only these count toward the dead letter
+  event_faults integer not null default 0,
   next_attempt_at timestamptz not null default now(),
   last_error text,
   published_at timestamptz
@@ -292,8 +294,9 @@ $$;
 -- A failed attempt of the pending rows among "ids": attempts + 1, last_error, and the next attempt
 -- after min(cap_ms, base_ms · 2^(attempts − 1)) ms. When the failure is the event's own
 -- (event_fault: SQS refused that entry, or it cannot be sent at all) and it has now failed
--- max_attempts times, the row moves to domain_event_dead_letters. Failures of the queue itself
--- (network, throttling, credentials) never dead-letter: an outage must not empty the outbox.
+-- max_attempts times through its own fault (event_faults), the row moves to
+-- domain_event_dead_letters. Failures of the queue itself (network, throttling, credentials) never
+-- dead-letter and never count toward it: an outage must not empty the outbox.
 -- Returns each row's id, attempts and whether it was dead-lettered.
 create function domain_events_mark_failed(ids bigint[], error text, event_fault boolean, max_attempts integer, base_ms integer, cap_ms integer)
 returns table (id bigint, attempts integer, dead boolean)
@@ -306,6 +309,7 @@ begin
   with failed as (
     update domain_events e
        set attempts = e.attempts + 1,
+           event_faults = e.event_faults + case when domain_events_mark_failed.event_fault then 1 else 0 end,
            last_error = left(coalesce(domain_events_mark_failed.error, 'unknown error'), 2000),
            next_attempt_at = now() + make_interval(secs => least(greatest(cap_ms, 0)::double precision,
                                                                   greatest(base_ms, 0) * power(2, least(e.attempts, 30))) / 1000.0)
@@ -314,7 +318,7 @@ begin
   select coalesce(array_agg(failed.id), '{}') into touched from failed;
   if event_fault then
     with moved as (
-      delete from domain_events e where e.id = any (touched) and e.attempts >= greatest(max_attempts, 1) returning e.*
+      delete from domain_events e where e.id = any (touched) and e.event_faults >= greatest(max_attempts, 1) returning e.*
     ), ins as (
       insert into domain_event_dead_letters (event_seq, event_id, type, group_key, publisher_id, object_id, payload, occurred_at, attempts, last_error)
         select m.id, m.event_id, m.type, m.group_key, m.publisher_id, m.object_id, m.payload, m.occurred_at, m.attempts, m.last_error from moved m

@@ -106,7 +106,7 @@ export const envSchema = z.object({
   EVENTS_MAX_ATTEMPTS: positiveInt.max(1000).default(10),
   /** First retry delay, milliseconds; doubled per failed attempt up to EVENTS_RETRY_MAX_MS. */
   EVENTS_RETRY_BASE_MS: positiveInt.default(1000),
-  EVENTS_RETRY_MAX_MS: positiveInt.default(300_000),
+  EVENTS_RETRY_MAX_MS: positiveInt.default(30_000),
   /** How long published events stay in the outbox, seconds. */
   EVENTS_RETENTION_S: positiveInt.default(7 * 24 * 3600),
   /**

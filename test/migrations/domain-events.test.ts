@@ -280,6 +280,11 @@ t.test('relay functions: claim order, backoff and dead letters hold back only th
       const [d] = (await c.query(`select (extract(epoch from next_attempt_at - now()) * 1000)::int as delay from domain_events where id = $1`, [b1])).rows;
       t.same({ ...r, ...d }, { attempts: n, dead: false, delay: ms }, `attempt ${n}: next in ${ms} ms, not dead-lettered`);
     }
+    // the outage's failures do not count toward the dead letter: two faults of the event itself do (max 2)
+    const fault = async () => (await c.query(`select dead from domain_events_mark_failed($1::bigint[], 'refused', true, 2, 1000, 5000)`, [[b1]])).rows[0].dead as boolean;
+    t.equal(await fault(), false, 'after the outage, the first fault of the event itself is not yet the dead letter');
+    t.equal(await fault(), true, 'the second is');
+    await c.query(`select domain_event_dead_letter_resolve(id, 'retry') from domain_event_dead_letters where event_seq = $1 and resolved_at is null`, [b1]);
   }, false);
 
   t.equal(await app(async (c) => (await c.query(`select domain_events_mark_published($1::bigint[]) as n`, [[a2, b1]])).rows[0].n), 2, 'mark published');

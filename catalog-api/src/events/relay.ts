@@ -46,7 +46,7 @@ export type DomainEventRelayOptions = {
   maxAttempts?: number;
   /** first retry delay, ms, doubled per attempt (default 1000) … */
   retryBaseMs?: number;
-  /** … up to this, ms (default 300 000) */
+  /** … up to this, ms (default 30 000) */
   retryMaxMs?: number;
   /** largest body sent, bytes (default 262 144) */
   maxMessageBytes?: number;
@@ -106,7 +106,7 @@ export class DomainEventRelay {
     this.#lockTimeoutMs = opts.lockTimeoutMs ?? 5000;
     this.#maxAttempts = opts.maxAttempts ?? 10;
     this.#retryBaseMs = opts.retryBaseMs ?? 1000;
-    this.#retryMaxMs = opts.retryMaxMs ?? 300_000;
+    this.#retryMaxMs = opts.retryMaxMs ?? 30_000;
     this.#maxBytes = opts.maxMessageBytes ?? 256 * 1024;
     this.#retentionS = opts.retentionS ?? 7 * 24 * 3600;
   }
