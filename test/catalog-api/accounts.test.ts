@@ -7,22 +7,11 @@
  * plan, and mirrored into the relationship outbox by the trial sweep.
  */
 import t from 'tap';
-import { DEMO_ACCOUNTS, publisherId, userId } from '../../migrations/seed/demo.ts';
+import { DEMO_ACCOUNTS } from '../../migrations/seed/demo.ts';
 import { PERMISSION_NAMES, READ_ONLY_ALLOWED_WRITES, READ_ONLY_BLOCKED_PERMISSIONS } from '../../policies/src/permissions.ts';
 import { useSuite } from './helpers.ts';
+import { CREATOR1, DMP, DMP_ADMIN, DMP_EDITOR, DMP_MANAGER, DMP_VIEWER, MULTI, SHEER, SONGTRUST, SPIRIT, SPIRIT_OWNER, SYSADMIN, TYPE } from '../support/demo-ids.ts';
 
-const DMP = publisherId('dmp');
-const SHEER = publisherId('sheer');
-const SPIRIT = publisherId('spirit');
-const SYSADMIN = userId('sysadmin@example.com');
-const DMP_ADMIN = userId('admin@dmp.example');
-const DMP_MANAGER = userId('manager@dmp.example');
-const DMP_EDITOR = userId('editor@dmp.example');
-const DMP_VIEWER = userId('viewer@dmp.example');
-const SPIRIT_OWNER = userId('owner@spirit.example');
-const MULTI = userId('multi@example.com');
-const CREATOR = userId('creator1@songtrust.example');
-const TYPE = (kind: string) => `https://errors.music-publishing.example/${kind}`;
 
 const s = useSuite(t, 'accounts');
 const api = (sub: string, method: 'GET' | 'PUT' | 'POST' | 'PATCH' | 'DELETE', url: string, payload?: object, publisher: string | null = null) =>
@@ -72,7 +61,7 @@ t.test('reading the account needs accounts:read, usage needs usage:read, at the 
     [DMP_EDITOR, DMP, 'account/usage', 403],
     [DMP_VIEWER, DMP, 'account/usage', 403],
     [SPIRIT_OWNER, DMP, 'account/usage', 403],
-    [CREATOR, publisherId('songtrust'), 'account/usage', 403],
+    [CREATOR1, SONGTRUST, 'account/usage', 403],
   ];
   for (const [who, p, path, status] of cases) {
     t.equal((await api(who, 'GET', `/api/v1/publishers/${p}/${path}`)).statusCode, status, `${who} GET ${path} of ${p}`);
@@ -189,10 +178,10 @@ t.test('a trial that ends without a plan makes the publisher read-only until a p
   const created = await api(SYSADMIN, 'POST', '/api/v1/publishers', { name: 'Lapsed Lyrics', slug: 'lapsed-lyrics', type: 'professional' });
   const P = created.json().id as string;
   // members: DMP's admin, editor and (as a creator) creator1
-  await s.su.query(`insert into user_publishers (publisher_id, user_id, role) values ($1, $2, 'admin'), ($1, $3, 'editor'), ($1, $4, 'creator')`, [P, DMP_ADMIN, DMP_EDITOR, CREATOR]);
+  await s.su.query(`insert into user_publishers (publisher_id, user_id, role) values ($1, $2, 'admin'), ($1, $3, 'editor'), ($1, $4, 'creator')`, [P, DMP_ADMIN, DMP_EDITOR, CREATOR1]);
   const work = await api(DMP_EDITOR, 'POST', '/api/v1/works', { title: 'Before The End' }, P);
   t.equal(work.statusCode, 201, 'writes work during the trial');
-  const own = await api(CREATOR, 'POST', '/api/v1/works', { title: 'Mine' }, P);
+  const own = await api(CREATOR1, 'POST', '/api/v1/works', { title: 'Mine' }, P);
   t.equal(own.statusCode, 201);
 
   await s.su.query(`update accounts set trial_ends_at = now() - interval '1 second' where publisher_id = $1`, [P]);
@@ -201,7 +190,7 @@ t.test('a trial that ends without a plan makes the publisher read-only until a p
   const refused: [string, 'POST' | 'PATCH' | 'PUT' | 'DELETE', string, object | undefined][] = [
     [DMP_EDITOR, 'POST', '/api/v1/works', { title: 'After The End' }],
     [DMP_EDITOR, 'PATCH', `/api/v1/works/${work.json().id}`, { title: 'Renamed' }],
-    [CREATOR, 'PATCH', `/api/v1/works/${own.json().id}`, { title: 'Mine, renamed' }],
+    [CREATOR1, 'PATCH', `/api/v1/works/${own.json().id}`, { title: 'Mine, renamed' }],
     [DMP_ADMIN, 'DELETE', `/api/v1/works/${work.json().id}`, undefined],
     [DMP_ADMIN, 'PUT', `/api/v1/publishers/${P}/settings`, { auth_policy: 'internal' }],
     [DMP_ADMIN, 'PUT', `/api/v1/publishers/${P}/branding`, { display_name: 'LL' }],
@@ -217,7 +206,7 @@ t.test('a trial that ends without a plan makes the publisher read-only until a p
   }
   t.equal(await works(), count, 'nothing written');
   t.equal((await api(DMP_EDITOR, 'GET', '/api/v1/works', undefined, P)).statusCode, 200, 'reads still work');
-  t.equal((await api(CREATOR, 'GET', `/api/v1/works/${own.json().id}`, undefined, P)).statusCode, 200);
+  t.equal((await api(CREATOR1, 'GET', `/api/v1/works/${own.json().id}`, undefined, P)).statusCode, 200);
   const account = (await api(DMP_ADMIN, 'GET', `/api/v1/publishers/${P}/account`)).json();
   t.match(account, { status: 'trial', read_only: true });
   t.equal((await api(SYSADMIN, 'POST', '/api/v1/works', { title: 'Platform staff fix' }, P)).statusCode, 201, 'system admins are excepted, as in the model');
@@ -250,11 +239,11 @@ t.test('a trial that ends without a plan makes the publisher read-only until a p
     }
   };
   await t.rejects(
-    asCatalogApp(CREATOR, 'own', () => s.su.query(`insert into works (publisher_id, owner_user_id, title) values ($1, $2, 'Injected')`, [P, CREATOR])),
+    asCatalogApp(CREATOR1, 'own', () => s.su.query(`insert into works (publisher_id, owner_user_id, title) values ($1, $2, 'Injected')`, [P, CREATOR1])),
     { message: /row-level security/ },
     'RLS: a creator cannot insert',
   );
-  t.equal((await asCatalogApp(CREATOR, 'own', () => s.su.query(`update works set title = 'Injected' where id = $1`, [own.json().id]))).rowCount, 0, 'RLS: nor update their own work');
+  t.equal((await asCatalogApp(CREATOR1, 'own', () => s.su.query(`update works set title = 'Injected' where id = $1`, [own.json().id]))).rowCount, 0, 'RLS: nor update their own work');
   t.equal((await asCatalogApp(DMP_EDITOR, 'publisher', () => s.su.query(`update works set title = 'Injected' where publisher_id = $1`, [P]))).rowCount, 0, 'RLS: an editor updates nothing');
   t.equal((await asCatalogApp(DMP_EDITOR, 'publisher', () => s.su.query(`select count(*)::int as n from works where publisher_id = $1`, [P]))).rows[0].n, count + 1, 'RLS: reads still see the rows (and the system admin’s work)');
 
@@ -269,7 +258,7 @@ t.test('a trial that ends without a plan makes the publisher read-only until a p
   t.same(await audit('account.trial_ended'), [{ actor_kind: 'system', actor_id: null, publisher_id: P, before: { read_only: false }, after: { read_only: true } }], 'the sweep is in the audit log, once');
 
   // members can still be removed (to fit a smaller plan) and the plan chosen
-  t.equal((await api(DMP_ADMIN, 'DELETE', `/api/v1/publishers/${P}/users/${CREATOR}`)).statusCode, 204, 'removing a member works while read-only');
+  t.equal((await api(DMP_ADMIN, 'DELETE', `/api/v1/publishers/${P}/users/${CREATOR1}`)).statusCode, 204, 'removing a member works while read-only');
   const chosen = await api(DMP_ADMIN, 'PUT', `/api/v1/publishers/${P}/account/plan`, { plan_type: 'starter' });
   t.equal(chosen.statusCode, 200, chosen.body);
   t.match(chosen.json(), { status: 'active', read_only: false });

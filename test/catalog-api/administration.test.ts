@@ -11,21 +11,11 @@ import { randomUUID } from 'node:crypto';
 import { decodeJwt } from 'jose';
 import type pg from 'pg';
 import type { InjectOptions } from 'fastify';
-import { DEMO_PASSWORD, publisherId, userId } from '../../migrations/seed/demo.ts';
+import { DEMO_PASSWORD } from '../../migrations/seed/demo.ts';
 import { adminClient, buildTestApp, createTestDb, postLogin, type TestApp, type TestDb } from './helpers.ts';
 import { invitationTokenInMail, startMailCatcher, type MailCatcher } from '../support/mail.ts';
+import { DMP, SONGTRUST, SPIRIT, SYSADMIN, DMP_ADMIN, DMP_MANAGER, DMP_EDITOR, DMP_VIEWER, SPIRIT_OWNER, MULTI, TYPE } from '../support/demo-ids.ts';
 
-const DMP = publisherId('dmp');
-const SPIRIT = publisherId('spirit');
-const SONGTRUST = publisherId('songtrust');
-const SYSADMIN = userId('sysadmin@example.com');
-const DMP_ADMIN = userId('admin@dmp.example');
-const DMP_MANAGER = userId('manager@dmp.example');
-const DMP_EDITOR = userId('editor@dmp.example');
-const DMP_VIEWER = userId('viewer@dmp.example');
-const SPIRIT_OWNER = userId('owner@spirit.example');
-const MULTI = userId('multi@example.com');
-const TYPE = (kind: string) => `https://errors.music-publishing.example/${kind}`;
 
 let db: TestDb;
 let ta: TestApp;

@@ -20,7 +20,7 @@ import { decodeJwt } from 'jose';
 import { parse as parseCsv } from 'csv-parse/sync';
 import type { InjectOptions, LightMyRequestResponse } from 'fastify';
 import type pg from 'pg';
-import { DEMO_PASSWORD, DEMO_TOTP_SECRETS, publisherId, userId } from '../../migrations/seed/demo.ts';
+import { DEMO_PASSWORD, DEMO_TOTP_SECRETS } from '../../migrations/seed/demo.ts';
 import { loadRouteRules } from '../../policies/src/routes.ts';
 import { totpCode } from '../../catalog-api/src/modules/auth/totp.ts';
 import { AUDIT_ACTIONS, AUDITED_FIELDS, type AuditAction } from '../../catalog-api/src/modules/audit/audit.service.ts';
@@ -34,19 +34,9 @@ import { createDirectoryGateway } from '../../catalog-api/src/modules/directory/
 import { syncDirectories } from '../../catalog-api/src/modules/directory/sync.ts';
 import { RevocationPublisher } from '../../catalog-api/src/modules/auth/revocations.ts';
 import { Redis } from 'ioredis';
+import { DMP, SONGTRUST, SPIRIT, SYSADMIN, DMP_ADMIN, DMP_MANAGER, DMP_EDITOR, DMP_VIEWER, SPIRIT_OWNER, MULTI, CREATOR1 } from '../support/demo-ids.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
-const DMP = publisherId('dmp');
-const SPIRIT = publisherId('spirit');
-const SONGTRUST = publisherId('songtrust');
-const SYSADMIN = userId('sysadmin@example.com');
-const DMP_ADMIN = userId('admin@dmp.example');
-const DMP_MANAGER = userId('manager@dmp.example');
-const DMP_EDITOR = userId('editor@dmp.example');
-const DMP_VIEWER = userId('viewer@dmp.example');
-const SPIRIT_OWNER = userId('owner@spirit.example');
-const MULTI = userId('multi@example.com');
-const CREATOR1 = userId('creator1@songtrust.example');
 
 let db: TestDb;
 let ta: TestApp;

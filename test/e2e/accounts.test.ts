@@ -6,10 +6,10 @@
  */
 import t from 'tap';
 import pg from 'pg';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { apiClient } from '../support/api-client.ts';
 import { PUBLISHER_IDS } from './policy.ts';
 import { env, startStack, tokenFor, type Stack } from './stack.ts';
+import { within } from '../support/http.ts';
 
 const TYPE = (kind: string) => `https://errors.music-publishing.example/${kind}`;
 const SPIRIT = PUBLISHER_IDS.spirit;
@@ -30,15 +30,6 @@ t.teardown(async () => {
 
 const sidecars = () => stack.sidecars.map((s) => s.url) as [string, string];
 
-/** Poll until `probe` gives `want`; returns the milliseconds it took, -1 after `withinMs`. */
-async function within(withinMs: number, want: number, probe: () => Promise<number>): Promise<number> {
-  const started = Date.now();
-  while (Date.now() - started <= withinMs) {
-    if ((await probe()) === want) return Date.now() - started;
-    await sleep(20);
-  }
-  return -1;
-}
 
 /** The decision an Envoy-fronted service gets for `method path` as `token` at Spirit. */
 async function extAuthz(token: string, method: string, path: string, i: 0 | 1): Promise<number> {

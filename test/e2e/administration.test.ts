@@ -17,13 +17,13 @@
 import t, { type Test } from 'tap';
 import pg from 'pg';
 import { randomUUID } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { DEPARTMENT_ROLE_PERMISSIONS, SYSTEM_ROLE_PERMISSIONS, permissionRelation, type SystemRole } from '../../policies/src/permissions.ts';
 import { loadRouteRules } from '../../policies/src/routes.ts';
 import { apiClient } from '../support/api-client.ts';
 import { invitationTokenInMail, mailbox, type Mailbox } from '../support/mail.ts';
 import { PUBLISHER_IDS } from './policy.ts';
 import { env, signIn, startStack, tokenFor, type Stack } from './stack.ts';
+import { within } from '../support/http.ts';
 
 const TYPE = (kind: string) => `https://errors.music-publishing.example/${kind}`;
 const DMP = PUBLISHER_IDS.dmp;
@@ -74,15 +74,6 @@ async function extAuthz(token: string, method: string, path: string, publisher: 
   return res.status;
 }
 
-/** Poll until `probe` gives `want`; returns the milliseconds it took, -1 after `withinMs`. */
-async function within(withinMs: number, want: number, probe: () => Promise<number>): Promise<number> {
-  const started = Date.now();
-  while (Date.now() - started <= withinMs) {
-    if ((await probe()) === want) return Date.now() - started;
-    await sleep(20);
-  }
-  return -1;
-}
 
 t.test('done-when: publisher → first admin by invitation → custom role → clerk creates, cannot delete → suspension 403 at both sidecars and /ext-authz', async (t) => {
   const sys = await tokenFor('sysadmin@example.com');

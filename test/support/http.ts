@@ -41,3 +41,16 @@ export async function decisions(base: string, source: string, allowed?: boolean)
     .filter((l) => l.startsWith('sidecar_decisions_total{') && l.includes(`source="${source}"`) && (allowed === undefined || l.includes(`allowed="${allowed}"`)))
     .reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
 }
+
+/**
+ * Poll `probe` every 20 ms until it gives `want`.
+ * @returns the milliseconds it took, -1 when it did not within `withinMs`
+ */
+export async function within(withinMs: number, want: number, probe: () => Promise<number>): Promise<number> {
+  const started = Date.now();
+  while (Date.now() - started <= withinMs) {
+    if ((await probe()) === want) return Date.now() - started;
+    await sleep(20);
+  }
+  return -1;
+}
