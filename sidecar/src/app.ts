@@ -226,6 +226,7 @@ export async function buildSidecar(config: SidecarConfig): Promise<FastifyInstan
       rawTarget,
       htuPrefix,
       headers: request.headers,
+      rawHeaders: request.raw.rawHeaders,
       requestId: request.id,
       clientIp: request.socket.remoteAddress,
       proto: (request.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http',

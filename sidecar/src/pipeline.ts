@@ -1,7 +1,7 @@
 /**
  * The request pipeline (docs/CONTRACTS.md, README "Architecture"): one ordered walk through
  * small stages, each in its own module —
- * canonical-path → route rule → authenticate → session → publisher context → authorize → meter → mutate headers
+ * canonical-path → header checks → route rule → authenticate → session → publisher context → authorize → meter → mutate headers
  * (→ forward, done by the caller: the proxy route forwards, `/ext-authz` answers instead).
  * A stage stops the walk by throwing a ProblemError; nothing reaches the upstream before
  * every earlier stage passed.
@@ -11,6 +11,7 @@ import type { DecisionCache, Decision } from './pdp/decision-cache.ts';
 import { authenticateStage, type Authenticator, type Identity } from './stages/authenticate.ts';
 import { authorizeStage } from './stages/authorize.ts';
 import { checkCanonicalPath } from './stages/canonical-path.ts';
+import { checkRequestHeaders } from './stages/request-headers.ts';
 import { meterStage, type MeteringDeps } from './stages/meter.ts';
 import { mutateHeaders, type HeaderMap } from './stages/mutate-headers.ts';
 import { resolvePublisherContext } from './stages/publisher-context.ts';
@@ -40,6 +41,8 @@ export type PipelineInput = {
    */
   htuPrefix: string;
   headers: HeaderMap;
+  /** Node's raw header list (name, value, …): repeated fields Node folds or drops are visible here. */
+  rawHeaders: readonly string[];
   requestId: string;
   clientIp?: string;
   proto: string;
@@ -67,6 +70,7 @@ export type PipelineResult = {
  */
 export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Promise<PipelineResult> {
   const { path, query } = checkCanonicalPath(input.rawTarget);
+  checkRequestHeaders(input.rawHeaders);
   const match = routeStage(deps.routes, input.method, path);
   const { rule } = match;
 

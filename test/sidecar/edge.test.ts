@@ -190,3 +190,24 @@ t.test('remote JWKS unreachable → 503 (fail closed), not 401', async (t) => {
   t.match(String(res.headers['content-type']), /problem\+json/);
   t.equal(fx.upstream.received.length, before);
 });
+
+t.test('headers that change a request’s meaning upstream are dropped; two Authorization fields → 400', async (t) => {
+  const token = await fx.issuer.token(user);
+  const overrides = { 'x-http-method-override': 'DELETE', 'x-http-method': 'DELETE', 'x-method-override': 'DELETE', 'x-original-url': '/api/v1/users', 'x-rewrite-url': '/api/v1/users' };
+  const ok = await raw(fx.sidecar.port, 'GET', '/api/v1/works', { authorization: `Bearer ${token}`, 'x-publisher-id': publisher, ...overrides });
+  t.equal(ok.status, 200, 'the read is allowed …');
+  const got = fx.upstream.received.at(-1)!;
+  t.equal(got.method, 'GET');
+  for (const h of Object.keys(overrides)) t.notOk(got.headers[h], `… and ${h} does not reach the upstream`);
+
+  const before = fx.upstream.received.length;
+  const other = await fx.issuer.token(randomUUID());
+  for (const target of ['/api/v1/works', '/ext-authz/api/v1/works']) {
+    for (const pair of [[`Bearer ${token}`, `Bearer ${other}`], [`Bearer ${token}`, `Bearer ${token}`]]) {
+      const res = await raw(fx.sidecar.port, 'GET', target, { authorization: pair, 'x-publisher-id': publisher });
+      problem(t, res, 400, 'bad-request');
+      t.match(res.json().detail, /authorization header must be sent once/i, `${target}: says why`);
+    }
+  }
+  t.equal(fx.upstream.received.length, before, 'the upstream saw none of them');
+});

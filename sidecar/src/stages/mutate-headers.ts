@@ -10,6 +10,9 @@
  *    and request-id fields, which are re-added normalised, `Host` (the upstream's own is used;
  *    the client's goes to X-Forwarded-Host), `Expect` (the sidecar answers 100-continue itself),
  *    and client-supplied X-Forwarded-* / Forwarded (the sidecar is the edge and sets them);
+ *    and the fields some frameworks read as another method or path than the one authorized
+ *    ({@link MEANING_CHANGING_HEADERS}: X-HTTP-Method-Override and kin, X-Original-URL,
+ *    X-Rewrite-URL), so the upstream acts on exactly the request the route rule decided;
  * 3. add `X-Identity-Assertion`, `X-Request-Id`, `X-Publisher-Id`, `X-Forwarded-For/-Proto/-Host`.
  */
 import { randomUUID } from 'node:crypto';
@@ -36,6 +39,13 @@ export const IDENTITY_HEADERS = new Set([
   'x-remote-user',
   'authorization',
 ]);
+
+/**
+ * Fields that make some upstream frameworks (Express method-override, Symfony, IIS URL Rewrite,
+ * Spring's HiddenHttpMethodFilter kin) treat the request as another method or path than the one
+ * the sidecar authorized: never forwarded.
+ */
+export const MEANING_CHANGING_HEADERS = new Set(['x-http-method-override', 'x-http-method', 'x-method-override', 'x-original-url', 'x-rewrite-url']);
 
 const ALSO_REPLACED = new Set(['x-publisher-id', 'x-tenant-id', 'x-request-id', 'host', 'expect', 'forwarded', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'x-real-ip']);
 
@@ -91,7 +101,7 @@ export function mutateHeaders(
 ): HeaderMap {
   const out: HeaderMap = {};
   for (const [name, v] of Object.entries(stripHopByHop(inbound))) {
-    if (IDENTITY_HEADERS.has(name) || name.startsWith('x-auth-') || name === 'x-auth' || ALSO_REPLACED.has(name)) continue;
+    if (IDENTITY_HEADERS.has(name) || name.startsWith('x-auth-') || name === 'x-auth' || ALSO_REPLACED.has(name) || MEANING_CHANGING_HEADERS.has(name)) continue;
     out[name] = v;
   }
   if (add.assertion) out['x-identity-assertion'] = add.assertion;
