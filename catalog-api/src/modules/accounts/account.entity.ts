@@ -40,7 +40,8 @@ export class Account extends AccountSchema.class {
    * end (the same rule as the database's `app_publisher_read_only`)?
    */
   isReadOnly(now = new Date()): boolean {
-    return this.status === 'cancelled' || this.readOnlySince !== null && this.readOnlySince !== undefined || (this.status === 'trial' && !!this.trialEndsAt && this.trialEndsAt <= now);
+    if (this.status === 'cancelled' || this.readOnlySince) return true;
+    return this.status === 'trial' && !!this.trialEndsAt && this.trialEndsAt <= now;
   }
 }
 AccountSchema.setClass(Account);

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { problem } from '../../errors.ts';
 import type { AuthDeps } from '../auth/deps.ts';
+import type { RequestTx } from '../../db/context.ts';
 import { inRequestTx, type RouteDeps } from '../common/http.ts';
 import { afterCursor, listQuerySchema, pageSchema } from '../common/pagination.ts';
 import { commonErrors, problemSchema } from '../common/schemas.ts';
@@ -37,7 +38,7 @@ export const accountsRoutes: FastifyPluginAsyncZod<AccountsRouteDeps> = async (a
   const authOrm = deps.auth.orm;
 
   /** The context publisher's account (every publisher has one: migration 0007's trigger). */
-  const accountOf = async (tx: Parameters<typeof presentAccounts>[0], publisherId: string) =>
+  const accountOf = async (tx: RequestTx, publisherId: string) =>
     tx.em.findOneOrFail(Account, { publisherId }, { refresh: true, failHandler: () => problem.notFound('No such account.') });
 
   app.get(
