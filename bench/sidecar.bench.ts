@@ -79,6 +79,19 @@ const token = await new SignJWT({ sid: randomUUID(), amr: ['pwd'] })
 /** The same issuer without revocable sessions: the baseline for the cost of the session check. */
 const noSessions = JSON.stringify([{ issuer: ISSUER, audience: 'music-publishing', jwks_uri: jwksUrl, sessions: false }]);
 
+/** The admin listener's port (/metrics) of the sidecar on `port`: 3000 above it (18000–20999 → 21000–23999). */
+const adminPortOf = (port: number) => port + 3000;
+
+/**
+ * The /metrics text of the sidecar on `port`, from its admin listener — or, for a BENCH_SIDECAR_MAIN
+ * from before the admin listener, from its public port.
+ */
+async function metricsText(port: number): Promise<string> {
+  const admin = await fetch(`http://127.0.0.1:${adminPortOf(port)}/metrics`).catch(() => null);
+  if (admin?.ok) return admin.text();
+  return (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+}
+
 async function startSidecar(port: number, extra: Record<string, string>): Promise<ChildProcess> {
   const child = spawn(process.execPath, [...nodeArgs, sidecarMain], {
     cwd: ROOT,
@@ -86,11 +99,20 @@ async function startSidecar(port: number, extra: Record<string, string>): Promis
       ...process.env,
       LOG_LEVEL: 'warn',
       SIDECAR_PORT: String(port),
+      ADMIN_PORT: String(adminPortOf(port)),
       UPSTREAM_URL: upstreamUrl,
       OPENFGA_STORE_NAME: storeName,
       SIDECAR_SIGNING_KEY_FILE: signingKey,
       JWT_ISSUER: ISSUER,
       JWT_JWKS_URL: jwksUrl,
+      // ~4,500 req/s of one subject from one address: limits far above it, so every request still
+      // pays the rate limits' three Redis counts but none is refused
+      RATE_LIMIT_IP: process.env.RATE_LIMIT_IP ?? '999999999/min',
+      RATE_LIMIT_SUBJECT: process.env.RATE_LIMIT_SUBJECT ?? '999999999/min',
+      RATE_LIMIT_PUBLISHER: process.env.RATE_LIMIT_PUBLISHER ?? '999999999/min',
+      // one subject drives all 32 connections: its fair share of the upstream slots is the whole pool
+      UPSTREAM_SHARE_PER_SUBJECT: process.env.UPSTREAM_SHARE_PER_SUBJECT ?? '1',
+      UPSTREAM_SHARE_PER_PUBLISHER: process.env.UPSTREAM_SHARE_PER_PUBLISHER ?? '1',
       ...extra,
     },
     stdio: ['ignore', 'inherit', 'inherit'],
@@ -169,7 +191,7 @@ console.log(`\nsidecar RSS after the runs: cached ${rssMiB(cached.pid).toFixed(0
 console.log(`sidecar RSS after start-up: cached ${rssAtStart[0]!.toFixed(0)} MiB, uncached ${rssAtStart[1]!.toFixed(0)} MiB`);
 let cacheLeak = false;
 for (const [name, port] of [['cached', cachedPort], ['uncached', uncachedPort]] as const) {
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const text = await metricsText(port);
   const m = heapMiB(text);
   const decisions = countsBy(text, 'sidecar_decisions_total', 'source');
   const tokens = countsBy(text, 'sidecar_token_cache_total', 'result');

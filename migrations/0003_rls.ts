@@ -25,7 +25,10 @@
  */
 import { Migration } from '@mikro-orm/migrations';
 
-/** `(select …)`-wrapped readers of the RLS context, as the policies use them. */
+/**
+ * `(select …)`-wrapped readers of the RLS context, as the policies of 0003–0010 use them. Migration
+ * 0011 rewrote every such read to its unforgeable readers: new policies use 0011's `CONTEXT`, never these.
+ */
 export const CTX = {
   publisher: `(select nullif(current_setting('app.publisher_id', true), '')::uuid)`,
   user: `(select nullif(current_setting('app.user_id', true), '')::uuid)`,

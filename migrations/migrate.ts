@@ -8,7 +8,7 @@
  *   one stays applied); `--to 0` reverts all.
  * - `status` prints the executed and pending migration names.
  * All migrations of one command run in a single transaction (all or nothing). Migration names are
- * `0001_legacy_tenants`, `0002_publishers`, `0003_rls`, `0004_authz_outbox`, `0005_identity`, `0006_administration`, `0007_accounts`, `0008_audit`, `0009_domain_events`, `0010_metering`; MikroORM records them in
+ * `0001_legacy_tenants`, `0002_publishers`, `0003_rls`, `0004_authz_outbox`, `0005_identity`, `0006_administration`, `0007_accounts`, `0008_audit`, `0009_domain_events`, `0010_metering`, `0011_request_context`; MikroORM records them in
  * the table `mikro_orm_migrations`.
  */
 import { MikroORM, type Options } from '@mikro-orm/postgresql';
@@ -24,6 +24,7 @@ import { Migration0007Accounts } from './0007_accounts.ts';
 import { Migration0008Audit } from './0008_audit.ts';
 import { Migration0009DomainEvents } from './0009_domain_events.ts';
 import { Migration0010Metering } from './0010_metering.ts';
+import { Migration0011RequestContext } from './0011_request_context.ts';
 
 /** The migrations in order, with their stable names (the names MikroORM records). */
 export const MIGRATIONS = [
@@ -37,6 +38,7 @@ export const MIGRATIONS = [
   { name: '0008_audit', class: Migration0008Audit },
   { name: '0009_domain_events', class: Migration0009DomainEvents },
   { name: '0010_metering', class: Migration0010Metering },
+  { name: '0011_request_context', class: Migration0011RequestContext },
 ];
 
 /** Default owner URL (docs/CONTRACTS.md). */

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `npm run bench [-- sidecar|sign-in]`: the benchmarks in bench/ against real OpenFGA, Redis,
-# PostgreSQL (database publishing_bench) and the demo directory; both when none is named.
+# `npm run bench [-- sidecar|sign-in|fuzz|soak]`: the benchmarks in bench/ against real OpenFGA, Redis,
+# PostgreSQL (database publishing_bench) and the demo directory; sidecar and sign-in when none is
+# named (fuzz: 100,000 cases per transport, soak: 10 minutes — run them by name).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 ensure_node

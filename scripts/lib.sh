@@ -87,12 +87,43 @@ ensure_goaws_bin() {
   echo "$bin"
 }
 
+# ensure_envoy_validate_bin: build the Envoy configuration checker (tools/envoy-validate: Envoy's API
+# protos from go-control-plane) into tools/cache/bin once; prints its path. Rebuilt when its sources change.
+ensure_envoy_validate_bin() {
+  local bin="$CACHE/bin/envoy-validate" stamp
+  stamp="$(cat "$ROOT/tools/envoy-validate/go.mod" "$ROOT/tools/envoy-validate/go.sum" "$ROOT/tools/envoy-validate/main.go" | sha256sum | cut -c1-16)"
+  if [ ! -x "$bin" ] || [ "$(cat "$bin.version" 2>/dev/null)" != "$stamp" ]; then
+    (cd "$ROOT/tools/envoy-validate" && go_install .) >&2
+    echo "$stamp" >"$bin.version"
+  fi
+  echo "$bin"
+}
+
 # use_services [services.sh options]: start or reuse the services and export their settings; stops
 # the calling script when services.sh fails (a bare `eval "$(…)"` would carry on without them).
 use_services() {
   local out
   out="$(bash "$ROOT/scripts/services.sh" "$@")" || { log "the services could not be set up (see above)"; exit 1; }
   eval "$out"
+}
+
+# apt_install PACKAGE…: install Debian packages (as root; apt lists fetched when there are none).
+apt_install() {
+  log "installing Debian packages: $*"
+  # man-db's trigger rebuilds every manual page index after each install; skip it (minutes on CI).
+  rm -f /var/lib/man-db/auto-update 2>/dev/null || true
+  if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -print -quit 2>/dev/null)" ]; then apt-get update -qq; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
+}
+
+# ensure_nginx: Debian's nginx (built with the auth_request module; test/e2e/nginx.test.ts runs a
+# private one in front of a sidecar) installed once; prints the binary's path. The package's own
+# service is never used (a container's policy-rc.d keeps it from starting).
+ensure_nginx() {
+  local bin=/usr/sbin/nginx
+  [ -x "$bin" ] || apt_install nginx >&2
+  "$bin" -V 2>&1 | grep -q -- --with-http_auth_request_module || { log "$bin lacks the auth_request module"; return 1; }
+  echo "$bin"
 }
 
 # ensure_key_files: the issuer's key-encryption key and the sidecar's signing key under $DATA,

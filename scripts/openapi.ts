@@ -29,7 +29,7 @@ export async function renderOpenApi(): Promise<{ json: string; types: string }> 
   const dir = mkdtempSync(join(tmpdir(), 'openapi-'));
   const kek = join(dir, 'kek.key');
   ensureKekFile(kek);
-  const config = loadConfig({ DATABASE_URL: unused, AUTH_DATABASE_URL: unused, OUTBOX_RELAY: 'false', LOG_LEVEL: 'silent', JWT_ISSUER: 'http://127.0.0.1:8000', ISSUER_KEK_FILE: kek });
+  const config = loadConfig({ DATABASE_URL: unused, AUTH_DATABASE_URL: unused, JOBS_DATABASE_URL: unused, OUTBOX_RELAY: 'false', LOG_LEVEL: 'silent', JWT_ISSUER: 'http://127.0.0.1:8000', ISSUER_KEK_FILE: kek });
   const app = await buildCatalogApi(config, { logger: false, relationshipSink: null });
   try {
     await app.ready();

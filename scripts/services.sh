@@ -2,7 +2,7 @@
 # Make PostgreSQL, Redis, OpenFGA and the demo directory (a Samba AD domain controller) available on
 # loopback and print their settings as `export` lines.
 #
-# Reuses a configured or reachable service (DATABASE_URL/DATABASE_OWNER_URL/AUTH_DATABASE_URL,
+# Reuses a configured or reachable service (DATABASE_URL/DATABASE_OWNER_URL/AUTH_DATABASE_URL (+ JOBS_DATABASE_URL),
 # REDIS_URL, OPENFGA_API_URL, DIRECTORY_URL); otherwise installs Debian packages and starts private
 # instances under .data/. OpenFGA is built with `go install` into tools/cache/bin (reused when
 # present) and uses PostgreSQL as its datastore, prepared with `openfga migrate`. The directory is
@@ -27,18 +27,16 @@ while [ $# -gt 0 ]; do
 done
 
 
-apt_install() {
-  log "installing Debian packages: $*"
-  # man-db's trigger rebuilds every manual page index after each install; skip it (minutes on CI).
-  rm -f /var/lib/man-db/auto-update 2>/dev/null || true
-  if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -print -quit 2>/dev/null)" ]; then apt-get update -qq; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
-}
+# apt_install: scripts/lib.sh
 
 # ---------- PostgreSQL ----------
 PG_HOST=127.0.0.1 PG_PORT="${PG_PORT:-5432}"
 ensure_postgres() {
-  if [ -n "${DATABASE_URL:-}" ] && [ -n "${DATABASE_OWNER_URL:-}" ] && [ -n "${AUTH_DATABASE_URL:-}" ]; then return 0; fi
+  if [ -n "${DATABASE_URL:-}" ] && [ -n "${DATABASE_OWNER_URL:-}" ] && [ -n "${AUTH_DATABASE_URL:-}" ]; then
+    # a configured database: its relays' role (catalog_jobs) is configured too, or the catalog API refuses to start
+    [ -n "${JOBS_DATABASE_URL:-}" ] || log "JOBS_DATABASE_URL is not set (the role catalog_jobs of the relays and jobs): the catalog API will not start without it"
+    return 0
+  fi
   if ! port_open "$PG_HOST" "$PG_PORT"; then
     command -v pg_ctlcluster >/dev/null || apt_install postgresql postgresql-client
     if pg_lsclusters -h 2>/dev/null | grep -q .; then
@@ -64,6 +62,7 @@ DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'catalog_owner') THEN CREATE ROLE catalog_owner LOGIN PASSWORD 'catalog_owner' NOSUPERUSER NOBYPASSRLS; END IF;
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'catalog_app') THEN CREATE ROLE catalog_app LOGIN PASSWORD 'catalog_app' NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE; END IF;
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'catalog_auth') THEN CREATE ROLE catalog_auth LOGIN PASSWORD 'catalog_auth' NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE; END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'catalog_jobs') THEN CREATE ROLE catalog_jobs LOGIN PASSWORD 'catalog_jobs' NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE; END IF;
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'openfga') THEN CREATE ROLE openfga LOGIN PASSWORD 'openfga'; END IF;
 END \$\$;
 SQL
@@ -75,11 +74,12 @@ SQL
       $su -d postgres -c "CREATE DATABASE \"$name\" OWNER $owner" >/dev/null
     fi
   done
-  $su -d "$DB_NAME" -c "SET client_min_messages = warning; REVOKE ALL ON SCHEMA public FROM PUBLIC; ALTER SCHEMA public OWNER TO catalog_owner; GRANT USAGE ON SCHEMA public TO catalog_app, catalog_auth; CREATE EXTENSION IF NOT EXISTS pgcrypto" >/dev/null
+  $su -d "$DB_NAME" -c "SET client_min_messages = warning; REVOKE ALL ON SCHEMA public FROM PUBLIC; ALTER SCHEMA public OWNER TO catalog_owner; GRANT USAGE ON SCHEMA public TO catalog_app, catalog_auth, catalog_jobs; CREATE EXTENSION IF NOT EXISTS pgcrypto" >/dev/null
   PG_ADMIN_URL="${PG_ADMIN_URL:-postgres://postgres@$PG_HOST:$PG_PORT/postgres}"   # the tests create databases
   DATABASE_URL="postgres://catalog_app:catalog_app@$PG_HOST:$PG_PORT/$DB_NAME"
   DATABASE_OWNER_URL="postgres://catalog_owner:catalog_owner@$PG_HOST:$PG_PORT/$DB_NAME"
   AUTH_DATABASE_URL="postgres://catalog_auth:catalog_auth@$PG_HOST:$PG_PORT/$DB_NAME"
+  JOBS_DATABASE_URL="postgres://catalog_jobs:catalog_jobs@$PG_HOST:$PG_PORT/$DB_NAME"   # the relays and jobs (migration 0011)
   OPENFGA_DATASTORE_URI="${OPENFGA_DATASTORE_URI:-postgres://openfga:openfga@$PG_HOST:$PG_PORT/openfga?sslmode=disable}"
 }
 
@@ -241,7 +241,7 @@ ensure_openfga
 ensure_directory
 ensure_sqs
 # %q: a configured value with quotes or spaces survives the caller's eval
-for name in DATABASE_URL DATABASE_OWNER_URL AUTH_DATABASE_URL PG_ADMIN_URL REDIS_URL OPENFGA_API_URL OPENFGA_DATASTORE_URI \
+for name in DATABASE_URL DATABASE_OWNER_URL AUTH_DATABASE_URL JOBS_DATABASE_URL PG_ADMIN_URL REDIS_URL OPENFGA_API_URL OPENFGA_DATASTORE_URI \
             DIRECTORY_URL DIRECTORY_CA_FILE DIRECTORY_ADMIN_PASSWORD DIRECTORY_BIND_PASSWORD $SQS_EXPORTS; do
   printf 'export %s=%q\n' "$name" "${!name:-}"
 done

@@ -11,6 +11,7 @@ OWN_DB=1; [ -n "${DATABASE_URL:-}" ] && [ -n "${DATABASE_OWNER_URL:-}" ] && [ -n
 use_services
 export OPENFGA_STORE_NAME="${OPENFGA_STORE_NAME:-music-publishing}"
 export SIDECAR_PORT="${SIDECAR_PORT:-8000}" CATALOG_PORT="${CATALOG_PORT:-8001}" SMTP_PORT="${SMTP_PORT:-2525}"
+export ADMIN_PORT="${ADMIN_PORT:-9464}"   # the sidecar's admin listener (/metrics), loopback only
 export UPSTREAM_URL="${UPSTREAM_URL:-http://127.0.0.1:$CATALOG_PORT}"
 export SIDECAR_JWKS_URL="${SIDECAR_JWKS_URL:-http://127.0.0.1:$SIDECAR_PORT/.well-known/jwks.json}"
 export SIDECAR_SIGNING_KEY_FILE="${SIDECAR_SIGNING_KEY_FILE:-$DATA/sidecar-signing-key.pem}"
@@ -20,8 +21,8 @@ export JWT_JWKS_URL="${JWT_JWKS_URL:-http://127.0.0.1:$CATALOG_PORT/api/v1/auth/
 export SMTP_URL="${SMTP_URL:-smtp://127.0.0.1:$SMTP_PORT}"
 OWN_SMTP=0; [ "$SMTP_URL" = "smtp://127.0.0.1:$SMTP_PORT" ] && OWN_SMTP=1   # else mail goes to the configured server
 # Another `npm start` still running would answer the health checks below in place of this one.
-for port in "$CATALOG_PORT" "$SIDECAR_PORT" $([ "$OWN_SMTP" = 1 ] && echo "$SMTP_PORT"); do
-  if port_open 127.0.0.1 "$port"; then echo "127.0.0.1:$port is already in use (another npm start?); stop it, or set CATALOG_PORT, SIDECAR_PORT and SMTP_PORT" >&2; exit 1; fi
+for port in "$CATALOG_PORT" "$SIDECAR_PORT" "$ADMIN_PORT" $([ "$OWN_SMTP" = 1 ] && echo "$SMTP_PORT"); do
+  if port_open 127.0.0.1 "$port"; then echo "127.0.0.1:$port is already in use (another npm start?); stop it, or set CATALOG_PORT, SIDECAR_PORT, ADMIN_PORT and SMTP_PORT" >&2; exit 1; fi
 done
 
 ensure_key_files
@@ -33,7 +34,7 @@ log "migrations"; node migrations/migrate.ts up
 rc=0; node scripts/keys.ts check >/dev/null 2>&1 || rc=$?
 if [ "$rc" = 3 ] && [ "$OWN_DB" = 1 ]; then
   log "the demo database was set up under another key-encryption key (another checkout, or .data/ was deleted): recreating it"
-  unset DATABASE_URL DATABASE_OWNER_URL AUTH_DATABASE_URL
+  unset DATABASE_URL DATABASE_OWNER_URL AUTH_DATABASE_URL JOBS_DATABASE_URL
   use_services --fresh
   node migrations/migrate.ts up
 elif [ "$rc" != 0 ]; then
@@ -64,6 +65,8 @@ cat <<MSG
 
   Sidecar (PEP):  $S      catalog API behind it: $UPSTREAM_URL
   API docs:       $S/docs        issuer: $S/.well-known/openid-configuration
+  Metrics:        http://127.0.0.1:$ADMIN_PORT/metrics (the sidecar's admin listener, loopback only)
+                  $UPSTREAM_URL/metrics (the catalog API's own port, not public)
   Mail:           every message the stack sends is stored in $DATA/mail/ (one .eml each)
   Events:         domain events go to the SQS queue ${SQS_QUEUE_URL:-(none: SQS_QUEUE_URL is not set)}
                   (npm run events -- status | dead-letters)

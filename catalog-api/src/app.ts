@@ -14,6 +14,7 @@ import { healthPlugin } from './plugins/health.ts';
 import { metricsPlugin } from './plugins/metrics.ts';
 import { domainEventsPlugin } from './plugins/domain-events.ts';
 import { identityPlugin } from './plugins/identity.ts';
+import { createReplayGuard } from './plugins/assertion-replay.ts';
 import { openApiPlugin } from './plugins/openapi.ts';
 import { outboxPlugin } from './plugins/outbox.ts';
 import { problemsPlugin } from './plugins/problems.ts';
@@ -46,6 +47,8 @@ export type CatalogDeps = {
   orm?: Orm;
   /** an existing ORM on AUTH_DATABASE_URL (not closed by the app) for the sign-in service */
   authOrm?: Orm;
+  /** an existing ORM on JOBS_DATABASE_URL (not closed by the app) for the relays and the metering jobs */
+  jobsOrm?: Orm;
   /** mail queue and directory gateway of the sign-in service (tests) */
   mailer?: AuthModuleParts['mailer'];
   directory?: AuthModuleParts['directory'];
@@ -54,6 +57,9 @@ export type CatalogDeps = {
   /** Fastify logger option (default: pino at LOG_LEVEL) */
   logger?: boolean | Record<string, unknown>;
 };
+
+/** Clock skew allowed on identity assertions, seconds (docs/CONTRACTS.md, "Identity assertion"). */
+const ASSERTION_CLOCK_TOLERANCE_S = 5;
 
 /** 1 MiB: the largest request body accepted (larger → 413 payload-too-large). */
 export const BODY_LIMIT_BYTES = 1024 * 1024;
@@ -93,10 +99,13 @@ export async function buildCatalogApi(config: CatalogConfig, deps: CatalogDeps =
   const orm = deps.orm ?? (await createOrm(config));
   const ownAuthOrm = !deps.authOrm;
   const authOrm = deps.authOrm ?? (await createOrm(config, 'auth'));
+  // the relays and jobs run as catalog_jobs (migration 0011): catalog_app cannot execute their functions
+  const ownJobsOrm = !deps.jobsOrm;
+  const jobsOrm = deps.jobsOrm ?? (await createOrm(config, 'jobs'));
   const redis = createRedis(config, (err) => app.log.debug({ err: { message: err.message } }, 'redis error'));
 
   await app.register(problemsPlugin);
-  await app.register(outboxPlugin, { orm, config, sink: deps.relationshipSink });
+  await app.register(outboxPlugin, { orm: jobsOrm, config, sink: deps.relationshipSink });
   const routeDeps: RouteDeps = { orm, flushOutbox: () => app.outbox.flush() };
 
   const auth = await createAuthModule(config, { orm: authOrm, redis, flushOutbox: routeDeps.flushOutbox, log: app.log, mailer: deps.mailer, directory: deps.directory });
@@ -106,6 +115,7 @@ export async function buildCatalogApi(config: CatalogConfig, deps: CatalogDeps =
     redis.disconnect();
     if (ownOrm) await orm.close(true);
     if (ownAuthOrm) await authOrm.close(true);
+    if (ownJobsOrm) await jobsOrm.close(true);
   });
 
   await app.register(rateLimitPlugin, { redis });
@@ -117,11 +127,14 @@ export async function buildCatalogApi(config: CatalogConfig, deps: CatalogDeps =
     getKey: deps.getKey,
     jwksTimeoutMs: config.JWKS_TIMEOUT_MS,
     jwksCooldownMs: config.JWKS_COOLDOWN_MS,
+    clockToleranceSec: ASSERTION_CLOCK_TOLERANCE_S,
+    // each assertion once, its key kept until exp + the tolerance: a replay → 401, Redis unavailable → 503 (fail closed)
+    replay: createReplayGuard({ redis, prefix: config.ASSERTION_JTI_PREFIX, clockToleranceSec: ASSERTION_CLOCK_TOLERANCE_S, connectWaitMs: config.REDIS_COMMAND_TIMEOUT_MS }),
   });
 
-  await app.register(healthPlugin, { orm });
+  await app.register(healthPlugin, { orm, redis });
   await app.register(metricsPlugin);
-  await app.register(domainEventsPlugin, { orm, config });
+  await app.register(domainEventsPlugin, { orm: jobsOrm, config });
 
   await app.register(formbody); // application/x-www-form-urlencoded (the OAuth token endpoint)
   const adminDeps = { ...routeDeps, auth: auth.deps, signInRateLimit: config.SIGN_IN_RATE_LIMIT_PER_MINUTE };
@@ -137,7 +150,7 @@ export async function buildCatalogApi(config: CatalogConfig, deps: CatalogDeps =
   await app.register(auditRoutes, routeDeps);
   await app.register(accountsRoutes, adminDeps);
   await app.register(trialSweepPlugin, { authOrm, intervalMs: config.TRIAL_SWEEP_INTERVAL_MS, flushOutbox: routeDeps.flushOutbox });
-  await app.register(meteringPlugin, { orm, authOrm, redis, prefix: config.METERING_KEY_PREFIX, rollupIntervalMs: config.METERING_ROLLUP_INTERVAL_MS, measureIntervalMs: config.METERING_MEASURE_INTERVAL_MS });
+  await app.register(meteringPlugin, { orm: jobsOrm, authOrm, redis, prefix: config.METERING_KEY_PREFIX, rollupIntervalMs: config.METERING_ROLLUP_INTERVAL_MS, measureIntervalMs: config.METERING_MEASURE_INTERVAL_MS });
 
   app.addHook('onReady', async () => auth.start());
   return app;

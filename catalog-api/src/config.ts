@@ -19,10 +19,22 @@ export const envSchema = z.object({
   SIDECAR_JWKS_URL: z.url().default('http://127.0.0.1:8000/.well-known/jwks.json'),
   ASSERTION_ISSUER: z.string().min(1).default('urn:music-publishing:sidecar'),
   ASSERTION_AUDIENCE: z.string().min(1).default('catalog-api'),
+  /**
+   * Redis key prefix of the identity assertions already accepted (`<prefix><jti>`, kept for the
+   * assertion's remaining lifetime): each `jti` is accepted once (plugins/assertion-replay.ts).
+   */
+  ASSERTION_JTI_PREFIX: z.string().regex(/^[A-Za-z0-9:_-]{1,64}$/).default('assertion-jti:'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   // ---- identity (the sign-in service, catalog-api/src/modules/auth) ----
   /** The sign-in service's database role `catalog_auth` (docs/CONTRACTS.md, "Database roles"). */
   AUTH_DATABASE_URL: z.url().default('postgres://catalog_auth:catalog_auth@127.0.0.1:5432/publishing'),
+  /**
+   * The relays' and jobs' role `catalog_jobs` (docs/CONTRACTS.md, "Database roles"): the authz outbox
+   * relay, the domain-event relay (and `npm run events`), the metering roll-up (and `npm run
+   * metering`). No default: a process that runs one of them refuses to start without it
+   * (db/orm.ts `createOrm(config, 'jobs')`); scripts/services.sh prints it.
+   */
+  JOBS_DATABASE_URL: z.url().optional(),
   /** The schema owner (`catalog_owner`): `npm run audit -- verify` reads the whole audit log as it. */
   DATABASE_OWNER_URL: z.url().default('postgres://catalog_owner:catalog_owner@127.0.0.1:5432/publishing'),
   /** `iss` of the access tokens this API issues: the public base URL of the sidecar in front of it. */
@@ -41,6 +53,8 @@ export const envSchema = z.object({
   ISSUER_KEY_RELOAD_MS: z.coerce.number().int().nonnegative().default(5000),
   /** Where sign-in mail goes out (nodemailer SMTP URL). */
   SMTP_URL: z.string().regex(/^smtps?:\/\//, 'must be an smtp:// or smtps:// URL').default('smtp://127.0.0.1:2525'),
+  /** Connect, greeting and socket timeout of one SMTP attempt, milliseconds (mail/mailer.ts; then a retry). */
+  SMTP_TIMEOUT_MS: positiveInt.default(5000),
   /** The From address of sign-in mail. */
   MAIL_FROM: z.string().min(3).default('Music Publishing <no-reply@music-publishing.example>'),
   /** Base URL of links in mail (password reset, email verification, invitations). */
@@ -66,16 +80,25 @@ export const envSchema = z.object({
   DB_POOL_MAX: positiveInt.default(10),
   /** Maximum PostgreSQL connections in the sign-in service's pool (`AUTH_DATABASE_URL`). */
   AUTH_DB_POOL_MAX: positiveInt.default(5),
+  /** Maximum PostgreSQL connections in the relays' and jobs' pool (`JOBS_DATABASE_URL`; LISTEN has its own). */
+  JOBS_DB_POOL_MAX: positiveInt.default(4),
   /** `timeout` of Redis commands (rate limits, lockout, revocations), milliseconds. */
   REDIS_COMMAND_TIMEOUT_MS: positiveInt.default(500),
-  /** `statement_timeout` of every connection, milliseconds. */
+  /** `statement_timeout` of every connection, milliseconds (the client waits 500 ms longer: db/orm.ts). */
   DB_STATEMENT_TIMEOUT_MS: positiveInt.default(5000),
+  /** Time to open a PostgreSQL connection (TCP, TLS, authentication), milliseconds; then 503. */
+  DB_CONNECT_TIMEOUT_MS: positiveInt.default(5000),
   /** How long to wait for the sidecar's JWKS, milliseconds. */
   JWKS_TIMEOUT_MS: positiveInt.default(2000),
   /** Minimum time between two JWKS refetches on an unknown `kid`, milliseconds. */
   JWKS_COOLDOWN_MS: positiveInt.default(30_000),
   /** Period of the outbox relay's timer, milliseconds. */
   OUTBOX_INTERVAL_MS: positiveInt.default(1000),
+  /**
+   * Longest wait of a mutating request for its tuples to reach OpenFGA, milliseconds; OpenFGA slow or
+   * away → the request answers anyway and the relay's timer delivers them later (plugins/outbox.ts).
+   */
+  OUTBOX_FLUSH_TIMEOUT_MS: positiveInt.default(2000),
   /** Rows per outbox batch (OpenFGA accepts at most 100 tuples per write). */
   OUTBOX_BATCH_SIZE: positiveInt.max(100).default(100),
   /** `false` disables the relay (no OpenFGA/Redis connection is made); for tests of the API alone. */

@@ -9,6 +9,8 @@ import { buildCatalogApi } from './app.ts';
 let config;
 try {
   config = loadConfig();
+  // the in-process relays and jobs connect as catalog_jobs (db/orm.ts): required here, no default
+  if (!config.JOBS_DATABASE_URL) throw new Error('invalid catalog-api configuration:\n  JOBS_DATABASE_URL: required (the role catalog_jobs of the relays and jobs; `eval "$(bash scripts/services.sh)"` prints it)');
 } catch (err) {
   console.error((err as Error).message);
   process.exit(1);

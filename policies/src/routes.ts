@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { POLICIES_DIR, type ModelJson } from './model.ts';
+import { RATE_LIMIT_KINDS, rateLimitText, type RuleRateLimits } from './rate-limits.ts';
 
 /** Default route rules file: policies/routes.yaml. */
 export const DEFAULT_ROUTES_FILE = resolve(POLICIES_DIR, 'routes.yaml');
@@ -16,10 +17,30 @@ export const DEFAULT_ROUTES_FILE = resolve(POLICIES_DIR, 'routes.yaml');
 export const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 
 /**
+ * Request fields some upstream frameworks (Express method-override, Symfony, IIS URL Rewrite,
+ * Spring's HiddenHttpMethodFilter kin, nginx auth_request's original-request fields) read as
+ * another method or path than the one the sidecar authorized. The sidecar never forwards them,
+ * except those a rule names in `forward_headers` (lower case).
+ */
+export const MEANING_CHANGING_HEADERS: ReadonlySet<string> = new Set([
+  'x-http-method-override',
+  'x-http-method',
+  'x-method-override',
+  'x-original-url',
+  'x-rewrite-url',
+  'x-original-uri',
+  'x-original-method',
+]);
+
+/**
  * One route rule. Exactly one of: `public: true` (no identity, no check), `authenticated: true`
  * (identity only), or `relation` + `object` (an OpenFGA Check of `relation` on `object`, where the
  * object is a template `<type>:{param}` or a fixed object `<type>:<id>` such as `system:platform`;
- * `{publisher}` is the request's publisher context).
+ * `{publisher}` is the request's publisher context). `rate_limit` overrides the sidecar's default
+ * request rate limits for this rule (policies/src/rate-limits.ts): `ip` on every rule, `subject`
+ * when the rule authenticates, `publisher` only on relation rules. `forward_headers` lets named
+ * {@link MEANING_CHANGING_HEADERS} through to the upstream for this rule only (its author accepts
+ * that the upstream may act on them).
  */
 export type RouteRule = {
   method: string;
@@ -28,6 +49,8 @@ export type RouteRule = {
   authenticated?: boolean;
   relation?: string;
   object?: string;
+  rate_limit?: RuleRateLimits;
+  forward_headers?: string[];
 };
 
 const PARAM = /^\{([A-Za-z_][A-Za-z0-9_]*)\}$/;
@@ -45,6 +68,25 @@ const ruleSchema = z
     authenticated: z.literal(true, { error: 'authenticated must be true when present' }).optional(),
     relation: z.string().regex(RELATION, { error: 'relation must be an OpenFGA relation name' }).optional(),
     object: z.string().optional(),
+    rate_limit: z
+      .strictObject(
+        { ip: rateLimitText.optional(), subject: rateLimitText.optional(), publisher: rateLimitText.optional() },
+        {
+          error: (iss) =>
+            iss.code === 'unrecognized_keys'
+              ? `unknown kind ${iss.keys.map((k) => `"${k}"`).join(', ')}; the kinds are ${RATE_LIMIT_KINDS.join(', ')}`
+              : `must map ${RATE_LIMIT_KINDS.join(', ')} to limits such as 600/min`,
+        },
+      )
+      .optional(),
+    forward_headers: z
+      .array(
+        z.string().refine((h) => MEANING_CHANGING_HEADERS.has(h), {
+          error: `forward_headers names only these (lower case): ${[...MEANING_CHANGING_HEADERS].join(', ')}`,
+        }),
+      )
+      .min(1, { error: 'forward_headers: name at least one header' })
+      .optional(),
   })
   .strict();
 
@@ -98,6 +140,16 @@ function checkRule(raw: unknown): RouteRule {
   }
   if ((rule.relation === undefined) !== (rule.object === undefined)) {
     throw new Error('relation and object must be given together');
+  }
+  // A limit that can never apply is a mistake in the file, not a no-op.
+  if (rule.rate_limit && Object.keys(rule.rate_limit).length === 0) {
+    throw new Error(`rate_limit: name at least one of ${RATE_LIMIT_KINDS.join(', ')}`);
+  }
+  if (rule.public && (rule.rate_limit?.subject || rule.rate_limit?.publisher)) {
+    throw new Error('rate_limit: a public rule has no subject or publisher to limit (only ip)');
+  }
+  if (rule.authenticated && rule.rate_limit?.publisher) {
+    throw new Error('rate_limit: an authenticated-only rule has no publisher to limit (only ip, subject)');
   }
   if (rule.object !== undefined && OBJECT_LITERAL.test(rule.object)) return rule;
   if (rule.object !== undefined) {

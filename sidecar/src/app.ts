@@ -1,7 +1,9 @@
 /**
  * Assembles the sidecar (policy enforcement point) as a Fastify instance:
  * - every request: request id, then the canonical-path check on the raw target (global hook);
- * - `/healthz`, `/readyz`, `/metrics`, `/.well-known/jwks.json`: the sidecar's own endpoints;
+ * - `/healthz`, `/readyz`, `/.well-known/jwks.json`: the sidecar's own endpoints on the public port;
+ *   `/metrics` is served only by the admin listener (admin.ts, ADMIN_HOST:ADMIN_PORT, loopback by
+ *   default; `app.admin`), so on the public port /metrics is an ordinary path (no rule → 404);
  * - `/ext-authz[/*]`: the decision only (Envoy ext_authz HTTP service, nginx auth_request, Traefik
  *   forwardAuth); in header mode the proxy must set/overwrite the original method AND URI headers
  *   (stages/ext-authz-target.ts: nginx `proxy_set_header X-Original-Method $request_method;
@@ -23,6 +25,7 @@ import { loadRouteRules, loggedRequest, validateRoutesAgainstModel } from '../..
 import type { SidecarConfig } from './config.ts';
 import { createAssertionSigner } from './identity/assertion.ts';
 import { createMetrics } from './metrics.ts';
+import { createAdmin, type SidecarAdmin } from './admin.ts';
 import { createMeteringFlusher } from './metering/flusher.ts';
 import { createMeter } from './metering/meter.ts';
 import { createDecisionCache } from './pdp/decision-cache.ts';
@@ -36,6 +39,7 @@ import { EXT_AUTHZ, extAuthzTarget } from './stages/ext-authz-target.ts';
 import { createForwarder, hasBody } from './stages/forward.ts';
 import { requestIdFrom } from './stages/mutate-headers.ts';
 import { compileRoutes } from './stages/route.ts';
+import { createRateLimits } from './stages/rate-limit.ts';
 import type { MeteringDeps } from './stages/meter.ts';
 
 declare module 'fastify' {
@@ -57,19 +61,45 @@ export function connectionsCheckInterval(requestTimeoutMs: number): number {
 }
 
 
+/** The sidecar's Fastify instance (the public listener) with its admin listener. */
+export type SidecarInstance = FastifyInstance & {
+  /** The admin listener (/metrics, /healthz): `await app.admin.listen()` after `app.listen()`; closed with `app`. */
+  admin: SidecarAdmin;
+};
+
+/**
+ * A Redis client that fails fast instead of queueing (no offline queue, one retry, a command
+ * timeout in ms) and reconnects on its own every ≤ 2 s; not connected yet (`lazyConnect`). Its
+ * 'error' events are swallowed: each user reports outages once in its own way.
+ */
+function fastFailRedis(url: string, commandTimeoutMs: number): Redis {
+  const client = new Redis(url, {
+    lazyConnect: true,
+    commandTimeout: commandTimeoutMs,
+    connectTimeout: 1000,
+    enableOfflineQueue: false,
+    enableAutoPipelining: true,
+    maxRetriesPerRequest: 1,
+    retryStrategy: (times) => Math.min(times * 200, 2000),
+  });
+  client.on('error', () => undefined);
+  return client;
+}
+
 /**
  * Build the sidecar: deploy the policies' model (written only when changed) and pin its id, load
  * and validate the route rules against it, connect Redis (lazily; a down Redis degrades the
  * decision cache, and session-bound tokens get 503 once the revocation view is older than its
  * bound), load the assertion signing key, set up the API-call metering (its flusher starts when
- * the server is ready), and register all routes. Does not listen.
+ * the server is ready), register all routes and build the admin listener. Listens on neither port.
  * @param config from `loadConfig()` (config.ts).
- * @returns the Fastify instance; `close()` also flushes the metering counters and closes the
- *   upstream pool and Redis.
+ * @returns the Fastify instance with `admin` (admin.ts: `admin.listen()` binds ADMIN_HOST:ADMIN_PORT);
+ *   `close()` also closes the admin listener, flushes the metering counters and closes the upstream
+ *   pool and Redis.
  * @throws when OpenFGA is unreachable at start (the model cannot be pinned), the route rules are
  *   invalid or name relations missing from the model, or the signing key is unreadable.
  */
-export async function buildSidecar(config: SidecarConfig): Promise<FastifyInstance> {
+export async function buildSidecar(config: SidecarConfig): Promise<SidecarInstance> {
   const app = Fastify({
     logger: {
       level: config.logLevel,
@@ -124,18 +154,7 @@ export async function buildSidecar(config: SidecarConfig): Promise<FastifyInstan
   validateRoutesAgainstModel(rules, loadModel(config.openfga.modelFile));
   const routes = compileRoutes(rules);
 
-  const redis = new Redis(config.redis.url, {
-    lazyConnect: true,
-    commandTimeout: config.redis.commandTimeoutMs,
-    connectTimeout: 1000,
-    enableOfflineQueue: false,
-    enableAutoPipelining: true,
-    maxRetriesPerRequest: 1,
-    retryStrategy: (times) => Math.min(times * 200, 2000),
-  });
-  redis.on('error', () => {
-    /* reported once per outage by the decision cache / readyz */
-  });
+  const redis = fastFailRedis(config.redis.url, config.redis.commandTimeoutMs); // outages: reported by the decision cache / readyz
   await redis.connect().catch((err: Error) => log.warn({ err: { message: err.message } }, 'redis not reachable at start; deciding without the cache'));
   // A subscribed connection can do nothing else: the revocation push channel gets its own.
   const subscriber = new Redis(config.redis.url, { lazyConnect: true, connectTimeout: 1000, retryStrategy: (times) => Math.min(times * 200, 2000) });
@@ -153,23 +172,12 @@ export async function buildSidecar(config: SidecarConfig): Promise<FastifyInstan
   });
   const tokenCache = { hit: metrics.tokenCache.labels('hit'), miss: metrics.tokenCache.labels('miss') };
   const authenticators = [createJwtAuthenticator({ ...config.jwt, onCache: (result) => tokenCache[result].inc() })];
-  const forwarder = createForwarder(config.upstream);
+  const forwarder = createForwarder(config.upstream, metrics.upstream);
 
   // Metering: counters in process, flushed to Redis on a connection of their own (a slow flush
   // never delays a decision-cache read); limits re-read from Redis (docs/CONTRACTS.md, "Metering").
   const meter = createMeter({ maxKeys: config.metering.maxKeys, onDrop: () => metrics.metering.dropped.inc() });
-  const meteringRedis = new Redis(config.redis.url, {
-    lazyConnect: true,
-    commandTimeout: config.metering.commandTimeoutMs,
-    connectTimeout: 1000,
-    enableOfflineQueue: false,
-    enableAutoPipelining: true,
-    maxRetriesPerRequest: 1,
-    retryStrategy: (times) => Math.min(times * 200, 2000),
-  });
-  meteringRedis.on('error', () => {
-    /* reported once per outage by the flusher */
-  });
+  const meteringRedis = fastFailRedis(config.redis.url, config.metering.commandTimeoutMs); // outages: reported by the flusher
   await meteringRedis.connect().catch(() => undefined);
   const flusher = createMeteringFlusher({ meter, redis: meteringRedis, prefix: config.metering.prefix, intervalMs: config.metering.flushIntervalMs, reloadMs: config.metering.reloadMs, metrics: metrics.metering, log });
   for (const path of config.metering.neverBlock) {
@@ -180,15 +188,30 @@ export async function buildSidecar(config: SidecarConfig): Promise<FastifyInstan
     neverBlock: new Set(config.metering.neverBlock),
     overLimit: { blocked: metrics.metering.overLimit.labels('blocked'), warned: metrics.metering.overLimit.labels('warned') },
   };
-  const deps: PipelineDeps = { routes, authenticators, cache, signer, revocations, metering };
+  // Rate limits: counters in Redis on a connection of their own that fails fast (no offline queue,
+  // a short command timeout), so a slow Redis costs a request at most that long (stages/rate-limit.ts).
+  const rateLimitRedis = fastFailRedis(config.redis.url, config.rateLimits.commandTimeoutMs); // outages: sidecar_rate_limit_local_total
+  await rateLimitRedis.connect().catch(() => undefined);
+  const rateLimits = createRateLimits({
+    redis: rateLimitRedis,
+    ...config.rateLimits,
+    onLimited: (kind) => metrics.rateLimited.labels(kind).inc(),
+    onLocal: (kind) => metrics.rateLimitLocal.labels(kind).inc(),
+  });
+  const deps: PipelineDeps = { routes, authenticators, cache, signer, revocations, metering, rateLimits };
+
+  const admin = createAdmin({ registry: metrics.registry, host: config.admin.host, port: config.admin.port, log });
+  app.decorate('admin', admin);
 
   app.addHook('onReady', async () => flusher.start());
   app.addHook('onClose', async () => {
+    await admin.app.close(); // no scrape outlives the sidecar
     await flusher.close(); // after the last request: flush what it counted
     await forwarder.close().catch(() => undefined);
     await pdp.close?.().catch(() => undefined);
     await revocations.close();
     redis.disconnect();
+    rateLimitRedis.disconnect();
   });
 
   // --- errors --------------------------------------------------------------------------------
@@ -228,7 +251,8 @@ export async function buildSidecar(config: SidecarConfig): Promise<FastifyInstan
       headers: request.headers,
       rawHeaders: request.raw.rawHeaders,
       requestId: request.id,
-      clientIp: request.socket.remoteAddress,
+      // the TCP peer, or the client a trusted proxy names (TRUSTED_PROXIES): rate limits, shares, X-Forwarded-For
+      clientIp: rateLimits.clientAddress(request.socket.remoteAddress, request.headers),
       proto: (request.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http',
       setResponseHeader: (k, v) => void reply.header(k, v),
     });
@@ -260,10 +284,6 @@ export async function buildSidecar(config: SidecarConfig): Promise<FastifyInstan
     }
     // Redis is only a cache: without it decisions are still correct (just slower) → ready, degraded.
     return { status: redisOk ? 'ok' : 'degraded', checks };
-  });
-  app.get('/metrics', async (_request, reply) => {
-    reply.type(metrics.registry.contentType);
-    return metrics.registry.metrics();
   });
   app.get('/.well-known/jwks.json', async (_request, reply) => {
     reply.header('cache-control', 'public, max-age=300');
@@ -300,11 +320,13 @@ export async function buildSidecar(config: SidecarConfig): Promise<FastifyInstan
           body: hasBody(request.headers) ? request.raw : undefined,
           // The whole request must be received within REQUEST_TIMEOUT_MS of its start.
           bodyDeadlineMs: config.server.requestTimeoutMs - reply.elapsedTime,
+          // Whose shares of the upstream slots and the buffer it uses (anonymous: the client's address).
+          owner: { subject: result.identity?.subject ?? `ip:${rateLimits.clientAddress(request.socket.remoteAddress, request.headers)}`, publisher: result.publisherId },
         },
         reply,
       );
     },
   });
 
-  return app;
+  return app as unknown as SidecarInstance; // `admin` was decorated above
 }

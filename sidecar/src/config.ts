@@ -3,7 +3,9 @@
  * Names and defaults: docs/CONTRACTS.md, "Environment"; the tuning knobs below the contract's list
  * (timeouts, limits) are sidecar-local and documented here.
  */
+import { isIP } from 'node:net';
 import { z } from 'zod';
+import { rateLimitText } from '../../policies/src/rate-limits.ts';
 
 const csv = z
   .string()
@@ -40,12 +42,20 @@ const issuerSchema = z
 const int = (def: number) => z.coerce.number().int().nonnegative().default(def);
 const positive = (def: number) => z.coerce.number().int().positive().default(def);
 const url = (def: string) => z.url().default(def);
+/** A fraction in (0, 1]. */
+const share = (def: number) => z.coerce.number().gt(0).lte(1).default(def);
 
 /** The sidecar's environment variables. */
 const envObject = z.object({
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     SIDECAR_HOST: z.string().default('127.0.0.1'),
     SIDECAR_PORT: int(8000),
+    /**
+     * The admin listener (admin.ts): `/metrics` and `/healthz` only, never on the public port.
+     * Loopback by default; port 0 = a free one (tests).
+     */
+    ADMIN_HOST: z.string().min(1).default('127.0.0.1'),
+    ADMIN_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
     UPSTREAM_URL: url('http://127.0.0.1:8001'),
     UPSTREAM_AUDIENCE: z.string().min(1).default('catalog-api'),
     SIDECAR_SIGNING_KEY_FILE: z.string().default('.data/sidecar-signing-key.pem'),
@@ -97,6 +107,18 @@ const envObject = z.object({
     UPSTREAM_QUEUE_TIMEOUT_MS: int(5000),
     PROXY_BODY_LIMIT_BYTES: int(10 * 1024 * 1024),
     /**
+     * Upstream admission (stages/forward.ts; docs/CONTRACTS.md, "Upstream admission"): upstream
+     * responses up to PROXY_RESPONSE_BUFFER_BYTES are read whole and their connection freed before
+     * the client reads (0 = always stream); request and response body bytes held at once, all
+     * requests together, stay within PROXY_BUFFER_TOTAL_BYTES (a request body that does not fit →
+     * 503 + Retry-After); no subject / publisher holds more than UPSTREAM_SHARE_PER_SUBJECT /
+     * UPSTREAM_SHARE_PER_PUBLISHER (fractions in (0, 1]) of the connections or of that buffer.
+     */
+    PROXY_RESPONSE_BUFFER_BYTES: int(1024 * 1024),
+    PROXY_BUFFER_TOTAL_BYTES: positive(256 * 1024 * 1024),
+    UPSTREAM_SHARE_PER_SUBJECT: share(0.25),
+    UPSTREAM_SHARE_PER_PUBLISHER: share(0.5),
+    /**
      * Client side (ms). REQUEST_TIMEOUT_MS: the whole request (headers and body) must be received
      * within this time of its start, else 408 and the connection (and any upstream request) is
      * aborted — Fastify `requestTimeout`, also Node's headersTimeout, and the proxied body's
@@ -125,6 +147,21 @@ const envObject = z.object({
       '/api/v1/publishers/{publisherId}/account/plan',
       '/api/v1/publishers/{publisherId}/account/usage',
     ]),
+    /**
+     * Request rate limits (stages/rate-limit.ts; docs/CONTRACTS.md, "Rate limits"): the defaults per
+     * client IP, per subject and per publisher (`<requests>/<window>`, e.g. `600/min`, or `off`;
+     * a route rule's `rate_limit` overrides them), the Redis key prefix, the command timeout of the
+     * limits' own Redis connection (ms; slower → counted in process), and the proxies whose
+     * X-Forwarded-For names the client (addresses or CIDR blocks; none = the TCP peer is the client).
+     */
+    RATE_LIMIT_IP: rateLimitText.prefault('30000/min'),
+    RATE_LIMIT_SUBJECT: rateLimitText.prefault('6000/min'),
+    RATE_LIMIT_PUBLISHER: rateLimitText.prefault('60000/min'),
+    RATE_LIMIT_KEY_PREFIX: z.string().regex(/^[A-Za-z0-9:_-]{1,64}$/).default('rate-limit'),
+    RATE_LIMIT_COMMAND_TIMEOUT_MS: positive(25),
+    TRUSTED_PROXIES: csv
+      .default([])
+      .pipe(z.array(z.string().refine((s) => isIP(s.split('/')[0]!) !== 0 && /^[^/]+(\/\d{1,3})?$/.test(s), { error: 'each entry must be an IP address or a CIDR block' }))),
   });
 
 /** One trusted issuer, as the JWT authenticator takes it. */
@@ -148,6 +185,12 @@ export const sidecarEnvSchema = envObject.transform((e, ctx) => {
       return z.NEVER;
     }
     const issuers = parsed.data;
+    // A body of the largest allowed size must fit one subject's (and one publisher's) share of the buffer.
+    const bodyRoom = Math.floor(e.PROXY_BUFFER_TOTAL_BYTES * Math.min(e.UPSTREAM_SHARE_PER_SUBJECT, e.UPSTREAM_SHARE_PER_PUBLISHER));
+    if (bodyRoom < e.PROXY_BODY_LIMIT_BYTES) {
+      ctx.addIssue({ code: 'custom', path: ['PROXY_BUFFER_TOTAL_BYTES'], message: 'times the smaller UPSTREAM_SHARE_PER_* must be at least PROXY_BODY_LIMIT_BYTES' });
+      return z.NEVER;
+    }
     return toConfig(e, issuers);
   });
 
@@ -156,6 +199,7 @@ function toConfig(e: z.output<typeof envObject>, issuers: TrustedIssuer[]) {
     logLevel: e.LOG_LEVEL,
     host: e.SIDECAR_HOST,
     port: e.SIDECAR_PORT,
+    admin: { host: e.ADMIN_HOST, port: e.ADMIN_PORT },
     server: { requestTimeoutMs: e.REQUEST_TIMEOUT_MS, connectionTimeoutMs: e.CONNECTION_TIMEOUT_MS, keepAliveTimeoutMs: e.KEEP_ALIVE_TIMEOUT_MS },
     upstream: {
       url: e.UPSTREAM_URL,
@@ -166,6 +210,10 @@ function toConfig(e: z.output<typeof envObject>, issuers: TrustedIssuer[]) {
       connections: e.UPSTREAM_CONNECTIONS,
       queueTimeoutMs: e.UPSTREAM_QUEUE_TIMEOUT_MS,
       bodyLimitBytes: e.PROXY_BODY_LIMIT_BYTES,
+      responseBufferBytes: e.PROXY_RESPONSE_BUFFER_BYTES,
+      bufferTotalBytes: e.PROXY_BUFFER_TOTAL_BYTES,
+      sharePerSubject: e.UPSTREAM_SHARE_PER_SUBJECT,
+      sharePerPublisher: e.UPSTREAM_SHARE_PER_PUBLISHER,
     },
     assertion: { issuer: e.ASSERTION_ISSUER, audience: e.UPSTREAM_AUDIENCE, signingKeyFile: e.SIDECAR_SIGNING_KEY_FILE as string | undefined },
     jwt: {
@@ -188,6 +236,12 @@ function toConfig(e: z.output<typeof envObject>, issuers: TrustedIssuer[]) {
       commandTimeoutMs: e.METERING_COMMAND_TIMEOUT_MS,
       maxKeys: e.METERING_MAX_KEYS,
       neverBlock: e.METERING_NEVER_BLOCK as string[],
+    },
+    rateLimits: {
+      defaults: { ip: e.RATE_LIMIT_IP, subject: e.RATE_LIMIT_SUBJECT, publisher: e.RATE_LIMIT_PUBLISHER },
+      prefix: e.RATE_LIMIT_KEY_PREFIX,
+      commandTimeoutMs: e.RATE_LIMIT_COMMAND_TIMEOUT_MS,
+      trustedProxies: e.TRUSTED_PROXIES as string[],
     },
   };
 }

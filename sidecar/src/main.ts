@@ -1,6 +1,7 @@
 /**
  * Sidecar entry point: read and validate the environment (config.ts), build, listen on
- * SIDECAR_HOST:SIDECAR_PORT, print the URL, and shut down gracefully on SIGTERM/SIGINT
+ * SIDECAR_HOST:SIDECAR_PORT and — /metrics, /healthz only — ADMIN_HOST:ADMIN_PORT (admin.ts), print
+ * both URLs, and shut down gracefully on SIGTERM/SIGINT
  * (stop accepting, finish in-flight requests, close the upstream pool and Redis).
  * Exit codes: 0 after a clean shutdown, 1 when start-up fails.
  */
@@ -12,7 +13,8 @@ try {
   const config = loadConfig();
   app = await buildSidecar(config);
   const url = await app.listen({ host: config.host, port: config.port });
-  process.stdout.write(`sidecar listening on ${url}\n`);
+  const adminUrl = await app.admin.listen();
+  process.stdout.write(`sidecar listening on ${url} (admin: ${adminUrl}/metrics)\n`);
 } catch (err) {
   process.stderr.write(`sidecar failed to start: ${(err as Error).stack ?? String(err)}\n`);
   process.exit(1);

@@ -18,6 +18,28 @@ export type SidecarMetrics = {
   tokenCache: Counter<'result'>;
   /** The API-call metering (metering/flusher.ts, stages/meter.ts). */
   metering: MeteringMetrics;
+  /** Upstream admission and body buffering (stages/forward.ts). */
+  upstream: UpstreamMetrics;
+  /** `sidecar_rate_limited_total{kind}`: requests refused with 429 by a rate limit (stages/rate-limit.ts), by key kind. */
+  rateLimited: Counter<'kind'>;
+  /** `sidecar_rate_limit_local_total{kind}`: requests counted in process because Redis failed or was too slow. */
+  rateLimitLocal: Counter<'kind'>;
+};
+
+/** What the forwarder reports (docs/CONTRACTS.md, "Upstream admission"). */
+export type UpstreamMetrics = {
+  /** `sidecar_upstream_waits_total{reason}`: requests that had to queue for a slot: `pool` (all in use), `subject_share` / `publisher_share` (their subject's / publisher's share in use). */
+  waits: Counter<'reason'>;
+  /** `sidecar_upstream_rejected_total{reason}`: 503s of admission: `queue_timeout` (no slot in time), `buffer_full` (no room to buffer the request body). */
+  rejected: Counter<'reason'>;
+  /** `sidecar_proxy_responses_total{mode}`: upstream responses `buffered` (read whole, slot freed before writing to the client) or `streamed`. */
+  responses: Counter<'mode'>;
+  /**
+   * Give the gauges their source, read at every scrape: `sidecar_upstream_slots_in_use`,
+   * `sidecar_upstream_slots_waiting` and `sidecar_proxy_buffered_bytes` (request and response body
+   * bytes held in memory).
+   */
+  observe(source: () => { slotsInUse: number; slotsWaiting: number; bufferedBytes: number }): void;
 };
 
 /** What the metering reports (docs/CONTRACTS.md, "Metering"). */
@@ -63,18 +85,35 @@ export function createMetrics(): SidecarMetrics {
     registers: [registry],
   });
   for (const r of ['hit', 'miss']) tokenCache.inc({ result: r }, 0);
-  return { registry, decisions, decision: (source, allowed) => children.get(`${source}:${allowed}`)!.inc(), tokenCache, metering: meteringMetrics(registry) };
+  const byKind = (name: string, help: string) => labelledCounter(registry, name, help, 'kind', ['ip', 'subject', 'publisher']) as Counter<'kind'>;
+  const rateLimited = byKind('sidecar_rate_limited_total', 'Requests refused with 429 by a rate limit, by key kind (ip, subject, publisher)');
+  const rateLimitLocal = byKind('sidecar_rate_limit_local_total', 'Requests counted against a rate limit in process because Redis failed or was too slow, by key kind');
+  return {
+    registry,
+    decisions,
+    decision: (source, allowed) => children.get(`${source}:${allowed}`)!.inc(),
+    tokenCache,
+    metering: meteringMetrics(registry),
+    upstream: upstreamMetrics(registry),
+    rateLimited,
+    rateLimitLocal,
+  };
 }
 
-function meteringMetrics(registry: Registry): MeteringMetrics {
-  const labelled = (name: string, help: string, label: string, values: string[]) => {
-    const c = new Counter({ name, help, labelNames: [label], registers: [registry] });
-    for (const v of values) c.inc({ [label]: v }, 0);
-    return c;
-  };
-  type Source = Parameters<MeteringMetrics['observe']>[0];
-  let source: Source = () => ({ lagSeconds: 0, unflushedCalls: 0, limitsAgeSeconds: -1 });
-  const gauge = (name: string, help: string, pick: (s: ReturnType<Source>) => number) =>
+/** A counter with one label whose `values` are all exported from the start (at 0). */
+function labelledCounter(registry: Registry, name: string, help: string, label: string, values: string[]): Counter {
+  const c = new Counter({ name, help, labelNames: [label], registers: [registry] });
+  for (const v of values) c.inc({ [label]: v }, 0);
+  return c;
+}
+
+/**
+ * Gauges read at every scrape from a source set later (`observe`): returns the gauge factory and
+ * the setter. `initial` answers until a source is given.
+ */
+function scrapedGauges<S>(registry: Registry, initial: S) {
+  let source: () => S = () => initial;
+  const gauge = (name: string, help: string, pick: (s: S) => number) =>
     new Gauge({
       name,
       help,
@@ -83,14 +122,32 @@ function meteringMetrics(registry: Registry): MeteringMetrics {
         this.set(pick(source()));
       },
     });
+  return { gauge, observe: (s: () => S) => void (source = s) };
+}
+
+function meteringMetrics(registry: Registry): MeteringMetrics {
+  const { gauge, observe } = scrapedGauges(registry, { lagSeconds: 0, unflushedCalls: 0, limitsAgeSeconds: -1 });
   gauge('sidecar_metering_flush_lag_seconds', 'Seconds since the last metering flush round that Redis confirmed in full', (s) => s.lagSeconds);
   gauge('sidecar_metering_unflushed_calls', 'API calls counted in process and not yet confirmed by Redis', (s) => s.unflushedCalls);
   gauge('sidecar_metering_limits_age_seconds', 'Seconds since the published API-call limits were last read (-1: never)', (s) => s.limitsAgeSeconds);
   return {
-    flushes: labelled('sidecar_metering_flushes_total', 'Metering flush rounds by result (ok = Redis confirmed every batch)', 'result', ['ok', 'failed']),
-    limitReloads: labelled('sidecar_metering_limit_reloads_total', 'Reads of the published API-call limits by result', 'result', ['ok', 'failed']),
-    overLimit: labelled('sidecar_metering_over_limit_total', "Calls over their publisher's monthly API-call limit (blocked = 429, warned = passed with a header)", 'outcome', ['blocked', 'warned']),
+    flushes: labelledCounter(registry, 'sidecar_metering_flushes_total', 'Metering flush rounds by result (ok = Redis confirmed every batch)', 'result', ['ok', 'failed']),
+    limitReloads: labelledCounter(registry, 'sidecar_metering_limit_reloads_total', 'Reads of the published API-call limits by result', 'result', ['ok', 'failed']),
+    overLimit: labelledCounter(registry, 'sidecar_metering_over_limit_total', "Calls over their publisher's monthly API-call limit (blocked = 429, warned = passed with a header)", 'outcome', ['blocked', 'warned']),
     dropped: new Counter({ name: 'sidecar_metering_dropped_total', help: 'API calls not counted because the in-process metering bound was reached', registers: [registry] }),
-    observe: (s) => void (source = s),
+    observe,
+  };
+}
+
+function upstreamMetrics(registry: Registry): UpstreamMetrics {
+  const { gauge, observe } = scrapedGauges(registry, { slotsInUse: 0, slotsWaiting: 0, bufferedBytes: 0 });
+  gauge('sidecar_upstream_slots_in_use', 'Upstream connection slots held by proxied requests', (s) => s.slotsInUse);
+  gauge('sidecar_upstream_slots_waiting', 'Proxied requests waiting for an upstream connection slot', (s) => s.slotsWaiting);
+  gauge('sidecar_proxy_buffered_bytes', 'Request and response body bytes the proxy holds in memory', (s) => s.bufferedBytes);
+  return {
+    waits: labelledCounter(registry, 'sidecar_upstream_waits_total', 'Proxied requests that queued for an upstream slot, by what they waited for', 'reason', ['pool', 'subject_share', 'publisher_share']),
+    rejected: labelledCounter(registry, 'sidecar_upstream_rejected_total', 'Proxied requests answered 503 by admission (queue_timeout = no slot in time, buffer_full = no room for the body)', 'reason', ['queue_timeout', 'buffer_full']),
+    responses: labelledCounter(registry, 'sidecar_proxy_responses_total', 'Upstream responses by how they were relayed (buffered = read whole, slot freed first; streamed)', 'mode', ['buffered', 'streamed']),
+    observe,
   };
 }

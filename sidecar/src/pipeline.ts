@@ -1,7 +1,8 @@
 /**
  * The request pipeline (docs/CONTRACTS.md, README "Architecture"): one ordered walk through
  * small stages, each in its own module —
- * canonical-path → header checks → route rule → authenticate → session → publisher context → authorize → meter → mutate headers
+ * canonical-path → header checks → route rule → rate limit (ip) → authenticate → session → rate limit (subject)
+ * → publisher context → authorize → rate limit (publisher) → meter → mutate headers
  * (→ forward, done by the caller: the proxy route forwards, `/ext-authz` answers instead).
  * A stage stops the walk by throwing a ProblemError; nothing reaches the upstream before
  * every earlier stage passed.
@@ -18,6 +19,7 @@ import { resolvePublisherContext } from './stages/publisher-context.ts';
 import { sessionStage } from './stages/session.ts';
 import type { SessionRevocations } from './identity/session-revocations.ts';
 import { routeStage, type RouteMatch, type RouteMatcher } from './stages/route.ts';
+import { rateLimitStage, type RateLimits } from './stages/rate-limit.ts';
 
 /** What the pipeline needs, built once per process (app.ts). */
 export type PipelineDeps = {
@@ -27,6 +29,7 @@ export type PipelineDeps = {
   signer: AssertionSigner;
   revocations: SessionRevocations;
   metering: MeteringDeps;
+  rateLimits: RateLimits;
 };
 
 /** One request as the pipeline sees it. */
@@ -66,13 +69,15 @@ export type PipelineResult = {
 /**
  * Run the stages up to and including mutate-headers.
  * @returns the result, whose `upstreamHeaders` are ready to forward.
- * @throws ProblemError from the first stage that rejects (400/401/403/404/503 …).
+ * @throws ProblemError from the first stage that rejects (400/401/403/404/429/503 …).
  */
 export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Promise<PipelineResult> {
   const { path, query } = checkCanonicalPath(input.rawTarget);
   checkRequestHeaders(input.rawHeaders);
   const match = routeStage(deps.routes, input.method, path);
   const { rule } = match;
+  const setHeader = input.setResponseHeader;
+  let limited = await rateLimitStage(deps.rateLimits, match, { kind: 'ip', peer: input.clientIp, headers: input.headers }, undefined, setHeader);
 
   let identity: Identity | undefined;
   let publisherId: string | undefined;
@@ -80,12 +85,15 @@ export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Pro
   if (!rule.public) {
     identity = await authenticateStage(deps.authenticators, { headers: input.headers });
     sessionStage(deps.revocations, identity);
+    limited = await rateLimitStage(deps.rateLimits, match, { kind: 'subject', identity }, limited, setHeader);
     // Authenticated-only rules carry no publisher context (CONTRACTS.md, "Route rules").
     if (!rule.authenticated) {
       const ctx = resolvePublisherContext(input.headers);
       for (const [k, v] of Object.entries(ctx.responseHeaders)) input.setResponseHeader(k, v);
       publisherId = ctx.publisherId;
       decision = await authorizeStage(deps.cache, match, identity, publisherId);
+      // after authorization: only a publisher's own members spend its budget
+      await rateLimitStage(deps.rateLimits, match, { kind: 'publisher', contextPublisher: publisherId }, limited, setHeader);
       meterStage(deps.metering, match, identity, publisherId, input.setResponseHeader);
     }
   }
@@ -100,6 +108,7 @@ export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Pro
         requestId: input.requestId,
         method: input.method,
         path: input.htuPrefix + path,
+        query, // htq: the raw query, the same for the upstream (proxy) and the original request (ext_authz)
       })
     : undefined;
   const host = typeof input.headers.host === 'string' ? input.headers.host : undefined;
@@ -110,6 +119,7 @@ export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Pro
     clientIp: input.clientIp,
     proto: input.proto,
     host,
+    forward: rule.forward_headers,
   });
   return { path, query, match, identity, publisherId, decision, assertion, upstreamHeaders };
 }

@@ -20,7 +20,8 @@ export type ProblemKind =
   | 'payload-too-large'
   | 'internal'
   | 'publisher-read-only'
-  | 'api-call-limit-exceeded';
+  | 'api-call-limit-exceeded'
+  | 'too-many-requests';
 
 /** Base of every problem `type` URI. */
 export const PROBLEM_TYPE_BASE = 'https://errors.music-publishing.example/';
@@ -41,6 +42,7 @@ const TITLES: Record<ProblemKind, string> = {
   internal: 'Internal error',
   'publisher-read-only': 'Publisher is read-only',
   'api-call-limit-exceeded': 'Monthly API-call limit exceeded',
+  'too-many-requests': 'Too many requests',
 };
 
 /** A problem body (RFC 9457 §3) plus the project's `errors` list and the request id extension. */

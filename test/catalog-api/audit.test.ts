@@ -27,7 +27,7 @@ import { AUDIT_ACTIONS, AUDITED_FIELDS, type AuditAction } from '../../catalog-a
 import { CSV_COLUMNS, EXPORT_PAGE_SIZE } from '../../catalog-api/src/modules/audit/routes.ts';
 import { verifyAuditLog } from '../../catalog-api/src/modules/audit/verify.ts';
 import { createOrm } from '../../catalog-api/src/db/orm.ts';
-import { adminClient, assertion, buildTestApp, createTestDb, type TestApp, type TestDb } from './helpers.ts';
+import { adminClient, assertion, bindingOf, buildTestApp, createTestDb, type TestApp, type TestDb } from './helpers.ts';
 import { startMailCatcher, invitationTokenInMail, tokenInMail, type MailCatcher } from '../support/mail.ts';
 import { addMember, asAdmin, createTestUser, demoGroupDn, removeMember } from '../support/directory.ts';
 import { createDirectoryGateway } from '../../catalog-api/src/modules/directory/gateway.ts';
@@ -69,7 +69,7 @@ const anon = (method: InjectOptions['method'], url: string, payload?: unknown) =
 /** An authenticated route the way the sidecar calls it for this access token (its sid and amr). */
 async function withToken(accessToken: string, method: InjectOptions['method'], url: string, payload?: unknown): Promise<Res> {
   const claims = decodeJwt(accessToken);
-  const token = await assertion(ta.key, { sub: String(claims.sub), htm: String(method), htu: url.split('?')[0], extra: { sid: claims.sid as string, amr: claims.amr as string[] } });
+  const token = await assertion(ta.key, { sub: String(claims.sub), ...bindingOf(String(method), url), extra: { sid: claims.sid as string, amr: claims.amr as string[] } });
   return ta.app.inject({ method, url, headers: { 'x-identity-assertion': token, ...(payload !== undefined ? { 'content-type': 'application/json' } : {}) }, ...(payload !== undefined ? { payload: payload as object } : {}) });
 }
 const json = (r: Res) => r.json() as Record<string, any>;
@@ -739,6 +739,8 @@ t.test('RLS is the second wall: the same contexts as SQL on catalog_app', async 
     await c.connect();
     try {
       await c.query('begin');
+      // the context as the API opens it (migration 0011), then the claimed one forged with set_config: ignored
+      await c.query(`select app_begin_request($1, nullif($2, '')::uuid)`, [user, publisher]);
       await c.query(`select set_config('app.publisher_id', $1, true), set_config('app.user_id', $2, true), set_config('app.access_scope', $3, true)`, [publisher, user, scope]);
       const { rows } = await c.query(`select count(*)::int as n, count(*) filter (where publisher_id is distinct from nullif($1, '')::uuid)::int as foreign from audit_events`, [publisher]);
       await c.query('rollback');

@@ -246,11 +246,16 @@ t.test('RLS, not application code, is what hides the row: raw SQL in the request
   t.ok(all[0]!.n > 0, 'A sees its own works');
   t.equal(all[0]!.foreign, 0, 'and none of anyone else’s, with no WHERE clause at all');
   const settings = await withRequestTransaction(suite.ta.orm, { userId: CREATOR1, publisherId: SONGTRUST }, (tx) =>
-    tx.sql<{ p: string; u: string; s: string }>(`select current_setting('app.publisher_id') as p, current_setting('app.user_id') as u, current_setting('app.access_scope') as s`),
+    tx.sql<{ p: string; u: string; s: string }>(`select app_current_publisher() as p, app_current_user() as u, app_current_scope() as s`),
   );
-  t.same(settings[0], { p: SONGTRUST, u: CREATOR1, s: 'own' }, 'context set in the transaction');
-  const outside = await suite.ta.orm.em.fork().getConnection().execute(`select current_setting('app.publisher_id', true) as p`);
-  t.ok(!outside[0]?.p, 'and gone after it (set_config(…, true) is transaction-local)');
+  t.same(settings[0], { p: SONGTRUST, u: CREATOR1, s: 'own' }, 'context set in the transaction (app_begin_request, migration 0011)');
+  const outside = await suite.ta.orm.em.fork().getConnection().execute(`select app_current_publisher() as p`);
+  t.ok(!outside[0]?.p, 'and gone after it (recorded for that transaction only)');
+  await t.rejects(
+    withRequestTransaction(suite.ta.orm, { userId: CREATOR1, publisherId: SONGTRUST }, (tx) => tx.sql(`select * from app_begin_request($1, $2)`, [ADMIN, DMP])),
+    { code: '42501' },
+    'a handler cannot open a second context in its transaction',
+  );
 });
 
 t.test('creator scope: sees and changes only own rows; always owns what they create', async (t) => {

@@ -13,7 +13,7 @@ import { syncDirectories } from '../../catalog-api/src/modules/directory/sync.ts
 import { DirectoryConfig } from '../../catalog-api/src/modules/directory/directory-config.entity.ts';
 import { RevocationPublisher } from '../../catalog-api/src/modules/auth/revocations.ts';
 import { guidFromBytes, guidToBytes } from '../../catalog-api/src/modules/directory/guid.ts';
-import { assertion, useSuite } from './helpers.ts';
+import { assertion, bindingOf, useSuite } from './helpers.ts';
 import { addMember, asAdmin, createTestUser, demoGroupDn, removeMember, resetDirectory, setAttribute, UAC } from '../support/directory.ts';
 import { freePort } from '../support/http.ts';
 import { Redis } from 'ioredis';
@@ -34,7 +34,7 @@ const asUser = async (sub: string, method: string, url: string, payload?: unknow
   suite.ta.app.inject({
     method: method as 'GET',
     url,
-    headers: { 'x-identity-assertion': await assertion(suite.ta.key, { sub, htm: method, htu: url }), ...(payload ? { 'content-type': 'application/json' } : {}) },
+    headers: { 'x-identity-assertion': await assertion(suite.ta.key, { sub, ...bindingOf(method, url) }), ...(payload ? { 'content-type': 'application/json' } : {}) },
     ...(payload ? { payload: payload as object } : {}),
   });
 

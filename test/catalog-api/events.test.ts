@@ -40,7 +40,7 @@ let orm: Orm;
 t.before(async () => {
   db = await createTestDb('events');
   su = await adminClient(db);
-  orm = await createOrm(testConfig(db));
+  orm = await createOrm(testConfig(db), 'jobs');
 });
 t.teardown(async () => {
   for (const q of queues) await deleteTestQueue(sqs, q);
@@ -78,7 +78,7 @@ const relayOn = (queueUrl: string, env: Record<string, string> = {}, endpoint?: 
 };
 const runCli = (args: string[], env: Record<string, string> = {}) =>
   new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, DATABASE_URL: db.appUrl, ...env } });
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, DATABASE_URL: db.appUrl, JOBS_DATABASE_URL: db.jobsUrl, ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -115,7 +115,7 @@ t.test('the standalone relay SIGKILLed mid-batch and restarted: every event exac
     `select id::text as seq, event_id::text, group_key from domain_events where published_at is null order by id`,
   )).rows;
   t.ok(expected.length > 1000, `the seed left ${expected.length} events to publish`);
-  const env = { ...sqsEnv(), SQS_QUEUE_URL: queue, DATABASE_URL: db.appUrl, EVENTS_BATCH_SIZE: '100', EVENTS_INTERVAL_MS: '200' };
+  const env = { ...sqsEnv(), SQS_QUEUE_URL: queue, DATABASE_URL: db.appUrl, JOBS_DATABASE_URL: db.jobsUrl, EVENTS_BATCH_SIZE: '100', EVENTS_INTERVAL_MS: '200' };
   const logs: string[] = [];
   const start = (): ChildProcess => {
     const child = spawn(process.execPath, [CLI, 'run'], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -339,7 +339,7 @@ t.test('the lag metric on /metrics (the plugins on a bare Fastify), and NaN when
   t.match(await scrape(), { lag: 0, pending: 0, published: 1 }, 'published: lag back to 0, counted by the relay of this process');
   t.same(await receiveAll(sqs, queue).then((g) => g.map((e) => e.object_id)), [w.id]);
 
-  const broken = await createOrm(testConfig(db, { DATABASE_URL: db.appUrl.replace(/:\d+\//, ':1/') }));
+  const broken = await createOrm(testConfig(db, { JOBS_DATABASE_URL: db.jobsUrl.replace(/:\d+\//, ':1/') }), 'jobs');
   t.teardown(() => broken.close(true));
   const registry = new Registry();
   const warnings: string[] = [];

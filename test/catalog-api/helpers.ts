@@ -6,7 +6,7 @@
  */
 import pg from 'pg';
 import { Redis } from 'ioredis';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { SignJWT, calculateJwkThumbprint, createLocalJWKSet, exportJWK, generateKeyPair, type JWK, type JWTPayload, type CryptoKey } from 'jose';
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
 import type { Test } from 'tap';
@@ -59,6 +59,10 @@ export type AssertionOptions = {
   htm?: string;
   /** `htu` claim: the request path without the query string (omitted when undefined) */
   htu?: string;
+  /** `htq` claim: base64url SHA-256 of the raw query string ({@link queryHashOf}; omitted when undefined) */
+  htq?: string;
+  /** `jti` claim (default: a fresh UUID; null omits it) */
+  jti?: string | null;
   iss?: string;
   aud?: string;
   expiresIn?: string | number;
@@ -74,29 +78,39 @@ export async function assertion(key: SigningKey, o: AssertionOptions): Promise<s
   if (o.publisherId) claims.publisher_id = o.publisherId;
   if (o.htm !== undefined) claims.htm = o.htm;
   if (o.htu !== undefined) claims.htu = o.htu;
-  return new SignJWT(claims)
+  if (o.htq !== undefined) claims.htq = o.htq;
+  const jwt = new SignJWT(claims)
     .setProtectedHeader({ alg: 'ES256', kid: k.kid, typ: o.typ ?? 'JWT' })
     .setIssuer(o.iss ?? ISSUER)
     .setAudience(o.aud ?? AUDIENCE)
     .setSubject(o.sub)
     .setIssuedAt()
-    .setExpirationTime(o.expiresIn ?? '60s')
-    .setJti(randomUUID())
-    .sign(k.privateKey);
+    .setExpirationTime(o.expiresIn ?? '60s');
+  if (o.jti !== null) jwt.setJti(o.jti ?? randomUUID());
+  return jwt.sign(k.privateKey);
+}
+
+/** `htq` of a raw query string (without '?'): base64url of its SHA-256 — written here independently of the services. */
+export function queryHashOf(query: string): string {
+  return createHash('sha256').update(query).digest('base64url');
 }
 
 /**
  * The request binding the sidecar puts in an assertion (docs/CONTRACTS.md, "Identity assertion"):
- * `htm` = the method in upper case, `htu` = the path without the query string.
+ * `htm` = the method in upper case, `htu` = the path without the query string, `htq` = the hash of
+ * the raw query string after the first '?' ('' when there is none).
  */
-export function bindingOf(method: string | undefined, url: string): { htm: string; htu: string } {
-  return { htm: (method ?? 'GET').toUpperCase(), htu: url.split('?', 1)[0]! };
+export function bindingOf(method: string | undefined, url: string): { htm: string; htu: string; htq: string } {
+  const q = url.indexOf('?');
+  return { htm: (method ?? 'GET').toUpperCase(), htu: q === -1 ? url : url.slice(0, q), htq: queryHashOf(q === -1 ? '' : url.slice(q + 1)) };
 }
 
-/** Configuration for tests: the throw-away database (both roles), no relay unless a sink is injected, no metering jobs. */
+/** Configuration for tests: the throw-away database (app, sign-in and jobs roles), no relay unless a sink is injected, no metering jobs. */
 export function testConfig(db: TestDb, env: Record<string, string> = {}): CatalogConfig {
   // no background metering jobs unless a suite asks: they would roll up (and clear) a running dev stack's Redis counts
-  return loadConfig({ DATABASE_URL: db.appUrl, AUTH_DATABASE_URL: db.authUrl, LOG_LEVEL: 'silent', OUTBOX_RELAY: 'false', METERING_ROLLUP_INTERVAL_MS: '0', METERING_MEASURE_INTERVAL_MS: '0', ...env });
+  // the test command's Redis (its database index too: the suites read the same one)
+  const redis: Record<string, string> = process.env.REDIS_URL ? { REDIS_URL: process.env.REDIS_URL } : {};
+  return loadConfig({ ...redis, DATABASE_URL: db.appUrl, AUTH_DATABASE_URL: db.authUrl, JOBS_DATABASE_URL: db.jobsUrl, LOG_LEVEL: 'silent', OUTBOX_RELAY: 'false', METERING_ROLLUP_INTERVAL_MS: '0', METERING_MEASURE_INTERVAL_MS: '0', ...env });
 }
 
 /** The app under test plus helpers to call it as a seeded user. */
@@ -105,6 +119,8 @@ export type TestApp = {
   orm: Orm;
   /** the sign-in service's pool (`catalog_auth`) */
   authOrm: Orm;
+  /** the relays' and jobs' pool (`catalog_jobs`) */
+  jobsOrm: Orm;
   key: SigningKey;
   /** inject a request as `sub` in `publisherId`'s context (null = no publisher context) */
   as: (sub: string, publisherId: string | null, opts: InjectOptions) => Promise<LightMyRequestResponse>;
@@ -120,12 +136,14 @@ export async function buildTestApp(db: TestDb, deps: CatalogDeps = {}, env: Reco
   const config = testConfig(db, env);
   const orm = await createOrm(config);
   const authOrm = await createOrm(config, 'auth');
-  const app = await buildCatalogApi(config, { getKey: createLocalJWKSet({ keys: [key.jwk] }), orm, authOrm, logger: false, relationshipSink: null, ...deps });
+  const jobsOrm = await createOrm(config, 'jobs');
+  const app = await buildCatalogApi(config, { getKey: createLocalJWKSet({ keys: [key.jwk] }), orm, authOrm, jobsOrm, logger: false, relationshipSink: null, ...deps });
   await app.ready();
   return {
     app,
     orm,
     authOrm,
+    jobsOrm,
     key,
     as: async (sub, publisherId, opts) => {
       if (typeof opts.url !== 'string') throw new TypeError('TestApp.as: give opts.url as a string');
@@ -136,6 +154,7 @@ export async function buildTestApp(db: TestDb, deps: CatalogDeps = {}, env: Reco
       await app.close();
       await orm.close(true);
       await authOrm.close(true);
+      await jobsOrm.close(true);
     },
   };
 }

@@ -11,12 +11,12 @@ import { randomUUID } from 'node:crypto';
 import { SignJWT, UnsecuredJWT, base64url } from 'jose';
 import { PUBLISHERS, USERS } from '../../migrations/seed/demo.ts';
 import { buildCatalogApi } from '../../catalog-api/src/app.ts';
-import { assertion, bindingOf, buildTestApp, createTestDb, makeKey, testConfig, AUDIENCE, ISSUER, type TestApp, type TestDb } from './helpers.ts';
+import { assertion, bindingOf, buildTestApp, createTestDb, makeKey, queryHashOf, testConfig, AUDIENCE, ISSUER, type TestApp, type TestDb } from './helpers.ts';
 
 const admin = USERS.find((u) => u.email === 'admin@dmp.example')!;
 const dmp = PUBLISHERS.find((p) => p.slug === 'dmp')!.id;
 /** The request binding of `get` below (GET /api/v1/works?limit=1). */
-const W = { htm: 'GET', htu: '/api/v1/works' };
+const W = { htm: 'GET', htu: '/api/v1/works', htq: queryHashOf('limit=1') };
 
 let db: TestDb;
 let ta: TestApp;
@@ -45,8 +45,8 @@ t.test('a valid assertion is accepted', async (t) => {
   t.equal(res.json().items.length, 1);
 });
 
-t.test('request binding (htm/htu): the assertion is valid only for the method and path it was issued for', async (t) => {
-  const mint = (extra: { htm?: string; htu?: string }) => assertion(ta.key, { sub: admin.id, publisherId: dmp, ...extra });
+t.test('request binding (htm/htu/htq): the assertion is valid only for the method, path and query it was issued for', async (t) => {
+  const mint = (extra: { htm?: string; htu?: string; htq?: string }) => assertion(ta.key, { sub: admin.id, publisherId: dmp, ...extra });
   expect401(t, await get(await mint({ htm: 'POST', htu: '/api/v1/works' })), 'other method', /method/i);
   expect401(t, await get(await mint({ htm: 'get', htu: '/api/v1/works' })), 'method not upper case', /method/i);
   expect401(t, await get(await mint({ htm: 'GET', htu: '/api/v1/songwriters' })), 'other path', /path/i);
@@ -57,7 +57,9 @@ t.test('request binding (htm/htu): the assertion is valid only for the method an
   expect401(t, await get(await mint({ htu: '/api/v1/works' })), 'no htm', /htm/);
   expect401(t, await get(await mint({ htm: 'GET' })), 'no htu', /htu/);
   expect401(t, await get(await assertion(ta.key, { sub: admin.id, publisherId: dmp, extra: { htm: ['GET'], htu: '/api/v1/works' } })), 'htm not a string', /htm/);
-  t.equal((await get(await mint({ htm: 'GET', htu: '/api/v1/works' }))).statusCode, 200, 'matching method and path (the query string is not bound)');
+  expect401(t, await get(await mint({ htm: 'GET', htu: '/api/v1/works' })), 'no htq', /htq/);
+  expect401(t, await get(await mint({ ...W, htq: queryHashOf('limit=2') })), 'another query', /query/i);
+  t.equal((await get(await mint(W))).statusCode, 200, 'matching method, path and query');
 
   // a write: the assertion for one work's PATCH cannot be used for another work, nor as a DELETE
   const [a, b] = await twoWorkIds();
@@ -70,7 +72,7 @@ t.test('request binding (htm/htu): the assertion is valid only for the method an
 });
 
 async function twoWorkIds(): Promise<string[]> {
-  const res = await ta.app.inject({ url: '/api/v1/works?limit=2', headers: { 'x-identity-assertion': await assertion(ta.key, { ...W, sub: admin.id, publisherId: dmp }) } });
+  const res = await ta.app.inject({ url: '/api/v1/works?limit=2', headers: { 'x-identity-assertion': await assertion(ta.key, { ...bindingOf('GET', '/api/v1/works?limit=2'), sub: admin.id, publisherId: dmp }) } });
   return res.json().items.map((w: { id: string }) => w.id);
 }
 

@@ -4,7 +4,7 @@
  * become `account_usage` / `api_client_usage` rows exactly — a second roll-up, a concurrent one or a
  * stale write never changes them —, late days and new flushes are picked up, the limits are
  * published for the sidecars, another process's lock makes a run skip, a Redis outage loses
- * nothing; storage and seats are measured per publisher; the functions are catalog_app's only.
+ * nothing; storage and seats are measured per publisher; the functions are catalog_jobs' only (migration 0011).
  */
 import t from 'tap';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -36,7 +36,7 @@ t.before(async () => {
   ta = await buildTestApp(db, {}, { REDIS_URL, METERING_KEY_PREFIX: prefix, METERING_ROLLUP_INTERVAL_MS: '0', METERING_MEASURE_INTERVAL_MS: '0' });
   su = await adminClient(db);
   redis = new Redis(REDIS_URL);
-  deps = { orm: ta.orm, authOrm: ta.authOrm, redis, prefix };
+  deps = { orm: ta.jobsOrm, authOrm: ta.authOrm, redis, prefix };
 });
 t.teardown(async () => {
   redis?.disconnect();
@@ -102,7 +102,7 @@ t.test('concurrent roll-ups and stale writes never double count or lower a total
   t.ok(runs.some((r) => r !== null), 'one of them ran');
   t.same(await usageRow(SONGTRUST, today), { api_calls: 11, storage_bytes: null, seats_used: null });
   // a writer that read Redis earlier (a smaller total) cannot lower it
-  await inTx(db.appUrl, null, (c) => c.query(`select metering_set_api_calls($1, $2, 4, '{}', '{}')`, [SONGTRUST, today]), true);
+  await inTx(db.jobsUrl, null, (c) => c.query(`select metering_set_api_calls($1, $2, 4, '{}', '{}')`, [SONGTRUST, today]), true);
   t.same(await usageRow(SONGTRUST, today), { api_calls: 11, storage_bytes: null, seats_used: null });
 });
 
@@ -174,25 +174,28 @@ t.test('measurements: catalog storage and seats into today’s row', async (t) =
 });
 
 t.test("measuring leaves the caller's RLS context as it was", async (t) => {
-  const after = await inTx(db.appUrl, { publisher: SPIRIT, user: DMP_ADMIN, scope: 'own' }, async (c) => {
-    await c.query(`select metering_record_measurements($1, $2, 1)`, [DMP, '2020-01-01']);
-    return (await c.query(`select current_setting('app.publisher_id') as p, current_setting('app.access_scope') as s`)).rows[0];
-  });
-  t.same(after, { p: SPIRIT, s: 'own' });
+  const measureThenContext = async (c: pg.Client) => {
+    t.ok(Number((await c.query(`select metering_record_measurements($1, $2, 1) as b`, [DMP, '2020-01-01'])).rows[0].b) > 0, "DMP's storage measured");
+    return (await c.query(`select app_current_publisher() as p, app_current_user() as u, app_current_scope() as s`)).rows[0];
+  };
+  // the jobs' role has no context (migration 0011): none afterwards either
+  t.same(await inTx(db.jobsUrl, null, measureThenContext), { p: null, u: null, s: null }, 'catalog_jobs: still none');
+  // a recorded context (the owner may open one) is put back
+  t.same(await inTx(db.ownerUrl, { publisher: SPIRIT, user: DMP_ADMIN, scope: '' }, measureThenContext), { p: SPIRIT, u: DMP_ADMIN, s: null }, 'a request context: back as it was');
 });
 
-t.test('the metering functions are catalog_app’s only', async (t) => {
+t.test('the metering functions are catalog_jobs’ only', async (t) => {
   const rows = (
-    await su.query(`select p.proname, r.rolname from pg_proc p cross join (values ('catalog_app'), ('catalog_auth'), ('public')) r(rolname)
+    await su.query(`select p.proname, r.rolname from pg_proc p cross join (values ('catalog_app'), ('catalog_auth'), ('catalog_jobs'), ('public')) r(rolname)
       where p.proname like 'metering\\_%' and p.pronamespace = 'public'::regnamespace
         and (r.rolname = 'public' and exists (select 1 from aclexplode(p.proacl) a where a.grantee = 0 and a.privilege_type = 'EXECUTE')
              or r.rolname <> 'public' and has_function_privilege(r.rolname, p.oid, 'EXECUTE'))
       order by 1, 2`)
   ).rows;
   t.same(rows, [
-    { proname: 'metering_publishers', rolname: 'catalog_app' },
-    { proname: 'metering_record_measurements', rolname: 'catalog_app' },
-    { proname: 'metering_set_api_calls', rolname: 'catalog_app' },
+    { proname: 'metering_publishers', rolname: 'catalog_jobs' },
+    { proname: 'metering_record_measurements', rolname: 'catalog_jobs' },
+    { proname: 'metering_set_api_calls', rolname: 'catalog_jobs' },
   ]);
   await t.rejects(inTx(db.appUrl, null, (c) => c.query(`insert into account_usage (publisher_id, day, api_calls) values ($1, $2, 1)`, [DMP, '2020-01-02'])), /permission denied/, 'no direct write');
 });

@@ -49,7 +49,7 @@ t.test('splitIntoRuns: a tuple never repeats within a run; order is kept', async
 });
 
 t.test('a failing sink: nothing is marked delivered, attempts and last_error are recorded', async (t) => {
-  const orm = await createOrm(testConfig(db));
+  const orm = await createOrm(testConfig(db), 'jobs');
   t.teardown(() => orm.close(true));
   const sink = new RecordingSink();
   sink.failWith = new Error('OpenFGA is down');
@@ -65,7 +65,7 @@ t.test('a failing sink: nothing is marked delivered, attempts and last_error are
 });
 
 t.test('drain delivers everything in id order, in batches of ≤ 100, exactly once', async (t) => {
-  const orm = await createOrm(testConfig(db));
+  const orm = await createOrm(testConfig(db), 'jobs');
   t.teardown(() => orm.close(true));
   const expected = (await su.query<{ op: string; object: string; relation: string; subject: string }>(
     `select operation as op, object, relation, subject from authz_outbox where delivered_at is null order by id`,
@@ -95,7 +95,7 @@ t.test('drain delivers everything in id order, in batches of ≤ 100, exactly on
 });
 
 t.test('a tuple written, deleted and written again in one batch goes out in three ordered calls', async (t) => {
-  const orm = await createOrm(testConfig(db));
+  const orm = await createOrm(testConfig(db), 'jobs');
   t.teardown(() => orm.close(true));
   const ta = await buildTestApp(db, { relationshipSink: null });
   t.teardown(() => ta.close());
@@ -134,8 +134,8 @@ t.test('a mutating request delivers its relationships before it answers', async 
 });
 
 t.test('two relays (two processes) never deliver a row twice', async (t) => {
-  const a = await createOrm(testConfig(db));
-  const b = await createOrm(testConfig(db));
+  const a = await createOrm(testConfig(db), 'jobs');
+  const b = await createOrm(testConfig(db), 'jobs');
   t.teardown(async () => {
     await a.close(true);
     await b.close(true);

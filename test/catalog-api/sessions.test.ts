@@ -12,7 +12,7 @@ import { decodeJwt } from 'jose';
 import { DEMO_PASSWORD, DEMO_TOTP_SECRETS, publisherId, userId } from '../../migrations/seed/demo.ts';
 import { REVOKED_SESSIONS_KEY, SESSION_REVOKED_CHANNEL, decodeRevocation } from '../../policies/src/session-revocations.ts';
 import { totpCode } from '../../catalog-api/src/modules/auth/totp.ts';
-import { adminClient, assertion, buildTestApp, createTestDb, type TestApp, type TestDb } from './helpers.ts';
+import { adminClient, assertion, bindingOf, buildTestApp, createTestDb, type TestApp, type TestDb } from './helpers.ts';
 import { startMailCatcher, tokenInMail, type MailCatcher } from '../support/mail.ts';
 import type pg from 'pg';
 
@@ -55,8 +55,7 @@ async function as(accessToken: string, method: string, url: string, payload?: un
   const token = await assertion(ta.key, {
     sub: String(claims.sub),
     publisherId: publisher ?? null,
-    htm: method,
-    htu: url.split('?')[0],
+    ...bindingOf(method, url),
     extra: { sid: claims.sid as string, amr: claims.amr as string[] },
   });
   return ta.app.inject({
@@ -271,18 +270,18 @@ t.test("a publisher's MFA requirement: sign-in says so, its context refuses toke
   t.equal(r.statusCode, 403);
   t.equal(r.json().type, TYPE('mfa-required'));
   t.equal((await as(s.access_token, 'GET', '/api/v1/users/me')).statusCode, 200, 'enrolment stays possible (no publisher context)');
-  const withMfa = await assertion(ta.key, { sub: userId('viewer@dmp.example'), publisherId: DMP, htm: 'GET', htu: '/api/v1/works', extra: { amr: ['pwd', 'otp', 'mfa'] } });
+  const withMfa = await assertion(ta.key, { sub: userId('viewer@dmp.example'), publisherId: DMP, ...bindingOf('GET', '/api/v1/works?limit=1'), extra: { amr: ['pwd', 'otp', 'mfa'] } });
   t.equal((await ta.app.inject({ method: 'GET', url: '/api/v1/works?limit=1', headers: { 'x-identity-assertion': withMfa } })).statusCode, 200, 'with a second factor: allowed');
 });
 
 t.test("a publisher's auth policy applies to every request in its context", async (t) => {
   const sheer = publisherId('sheer');
   await su.query(`insert into user_publishers (publisher_id, user_id, role) values ($1, $2, 'viewer') on conflict do nothing`, [sheer, userId('multi@example.com')]);
-  const internal = await assertion(ta.key, { sub: userId('multi@example.com'), publisherId: sheer, htm: 'GET', htu: '/api/v1/works', extra: { amr: ['pwd'] } });
+  const internal = await assertion(ta.key, { sub: userId('multi@example.com'), publisherId: sheer, ...bindingOf('GET', '/api/v1/works'), extra: { amr: ['pwd'] } });
   const r = await ta.app.inject({ method: 'GET', url: '/api/v1/works', headers: { 'x-identity-assertion': internal } });
   t.equal(r.statusCode, 403, 'Sheer (policy ad) refuses an internal sign-in');
   t.equal(r.json().type, TYPE('auth-method-not-allowed'));
-  const viaDirectory = await assertion(ta.key, { sub: userId('multi@example.com'), publisherId: publisherId('spirit'), htm: 'GET', htu: '/api/v1/works', extra: { amr: ['ldap'] } });
+  const viaDirectory = await assertion(ta.key, { sub: userId('multi@example.com'), publisherId: publisherId('spirit'), ...bindingOf('GET', '/api/v1/works'), extra: { amr: ['ldap'] } });
   t.equal((await ta.app.inject({ method: 'GET', url: '/api/v1/works', headers: { 'x-identity-assertion': viaDirectory } })).statusCode, 403, 'Spirit (policy internal) refuses a directory sign-in');
 });
 

@@ -41,7 +41,7 @@ let redis: Redis;
 t.before(async () => {
   db = await createTestDb('e2emetering');
   // the stack (and every child it starts) works on this database
-  Object.assign(process.env, { DATABASE_OWNER_URL: db.ownerUrl, DATABASE_URL: db.appUrl, AUTH_DATABASE_URL: db.authUrl });
+  Object.assign(process.env, { DATABASE_OWNER_URL: db.ownerUrl, DATABASE_URL: db.appUrl, AUTH_DATABASE_URL: db.authUrl, JOBS_DATABASE_URL: db.jobsUrl });
   stack = await startStack({
     sidecars: 2,
     env: { METERING_KEY_PREFIX: prefix, METERING_FLUSH_INTERVAL_MS: String(FLUSH_MS), METERING_LIMITS_RELOAD_MS: '200', METERING_ROLLUP_INTERVAL_MS: '0', METERING_MEASURE_INTERVAL_MS: '0' },

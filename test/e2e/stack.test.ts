@@ -60,8 +60,8 @@ t.test('the catalog API trusts only a valid identity assertion', async (t) => {
     audience: 'catalog-api',
     warn: (m) => t.fail(m),
   });
-  const assertion = (sub: string, publisherId: string, method: string, path: string) =>
-    signer.sign({ sub, publisherId, scope: 'catalog', requestId: randomUUID(), method, path });
+  const assertion = (sub: string, publisherId: string, method: string, path: string, query = '') =>
+    signer.sign({ sub, publisherId, scope: 'catalog', requestId: randomUUID(), method, path, query });
 
   // A DMP admin asks, in DMP's context, for a Songtrust work: RLS hides it.
   const songtrustWorks = await get(stack.sidecars[0]!.url, '/api/v1/works?limit=1', 'sysadmin@example.com', PUBLISHER_IDS.songtrust);
@@ -70,23 +70,28 @@ t.test('the catalog API trusts only a valid identity assertion', async (t) => {
     headers: { 'x-identity-assertion': await assertion(userId('admin@dmp.example'), PUBLISHER_IDS.dmp, 'GET', `/api/v1/works/${foreignId}`) },
   });
   t.equal(res.status, 404, "publisher A's assertion cannot read B's row");
-  const listAssertion = await assertion(userId('admin@dmp.example'), PUBLISHER_IDS.dmp, 'GET', '/api/v1/works');
+  const listAssertion = await assertion(userId('admin@dmp.example'), PUBLISHER_IDS.dmp, 'GET', '/api/v1/works', 'limit=1');
   const own = await fetch(`${api}/api/v1/works?limit=1`, { headers: { 'x-identity-assertion': listAssertion } });
   t.equal(own.status, 200, 'an assertion for the list reads its own publisher');
   const replay = await fetch(`${api}/api/v1/songwriters?limit=1`, { headers: { 'x-identity-assertion': listAssertion } });
   t.equal(replay.status, 401, 'the same assertion replayed against another route is refused');
+  const again = await fetch(`${api}/api/v1/works?limit=1`, { headers: { 'x-identity-assertion': listAssertion } });
+  t.equal(again.status, 401, 'and against the same request: each assertion is accepted once');
+  t.match(((await again.json()) as { detail: string }).detail, /already used/);
 });
 
 t.test('the second identical request is decided from the cache', async (t) => {
   const base = stack.sidecars[0]!.url;
   const path = `/api/v1/works?limit=1&probe=${randomUUID()}`;
   await get(base, path, 'editor@dmp.example', PUBLISHER_IDS.dmp);
-  const pdpBefore = await decisions(base, 'pdp');
-  const lruBefore = await decisions(base, 'lru');
+  const admin = stack.sidecars[0]!.adminUrl!; // /metrics is on the admin listener only
+  const pdpBefore = await decisions(admin, 'pdp');
+  const lruBefore = await decisions(admin, 'lru');
   const res = await get(base, path, 'editor@dmp.example', PUBLISHER_IDS.dmp);
   t.equal(res.status, 200);
-  t.equal(await decisions(base, 'pdp'), pdpBefore, 'no OpenFGA check');
-  t.equal(await decisions(base, 'lru'), lruBefore + 1, 'served from the in-process cache');
+  t.equal(await decisions(admin, 'pdp'), pdpBefore, 'no OpenFGA check');
+  t.equal(await decisions(admin, 'lru'), lruBefore + 1, 'served from the in-process cache');
+  t.equal((await fetch(`${base}/metrics`)).status, 404, 'the public port has no /metrics (no route rule)');
 });
 
 t.test('removing a membership denies the next request on every sidecar', async (t) => {

@@ -26,8 +26,11 @@ export function env(name: string): string {
   return value;
 }
 
-/** A child process of the stack, with its captured output for failure messages. */
-export type Proc = { child: ChildProcess; url: string; output: () => string; stop: () => Promise<void> };
+/**
+ * A child process of the stack, with its captured output for failure messages; a sidecar's
+ * `adminUrl` is its admin listener (/metrics, /healthz).
+ */
+export type Proc = { child: ChildProcess; url: string; adminUrl?: string; output: () => string; stop: () => Promise<void> };
 
 function startProcess(script: string, envVars: Record<string, string>, url: string, args: string[] = []): Proc {
   let out = '';
@@ -66,8 +69,8 @@ export type Stack = {
   sidecars: Proc[];
   /** the mail catcher's folder (one .eml per message) */
   mailDir: string;
-  /** Start one more sidecar process sharing Redis, OpenFGA and the upstream. */
-  addSidecar: () => Promise<Proc>;
+  /** Start one more sidecar process sharing Redis, OpenFGA and the upstream; `env` adds to or overrides its settings. */
+  addSidecar: (env?: Record<string, string>) => Promise<Proc>;
   stop: () => Promise<void>;
 };
 
@@ -79,6 +82,12 @@ let current: Stack | null = null;
  * @throws when a process does not become healthy within 30 s (its output is in the message).
  */
 export async function startStack(opts: { sidecars?: number; env?: Record<string, string> } = {}): Promise<Stack> {
+  // the relays' role (migration 0011); an environment made before it names none: catalog_jobs on the same database
+  if (!process.env.JOBS_DATABASE_URL) {
+    const jobs = new URL(env('DATABASE_URL'));
+    jobs.username = jobs.password = 'catalog_jobs';
+    process.env.JOBS_DATABASE_URL = jobs.toString();
+  }
   const signingKey = join(DATA_DIR, 'sidecar-signing-key.pem');
   await node(['scripts/keys.ts', 'init', DATA_DIR]);
   await migrateUp(env('DATABASE_OWNER_URL'));
@@ -106,23 +115,28 @@ export async function startStack(opts: { sidecars?: number; env?: Record<string,
     `http://127.0.0.1:${apiPort}`,
   );
   const sidecars: Proc[] = [];
-  const addSidecar = async (port?: number): Promise<Proc> => {
+  const addSidecar = async (port?: number, extraEnv: Record<string, string> = {}): Promise<Proc> => {
     const p = port ?? (await freePort());
+    const adminPort = await freePort();
     const proc = startProcess(
       'sidecar/src/main.ts',
       {
         SIDECAR_HOST: '127.0.0.1',
         SIDECAR_PORT: String(p),
+        ADMIN_PORT: String(adminPort),
         UPSTREAM_URL: api.url,
         SIDECAR_SIGNING_KEY_FILE: signingKey,
         JWT_ISSUER: issuer,
         JWT_JWKS_URL: `${api.url}/api/v1/auth/jwks.json`,
         ...opts.env,
+        ...extraEnv,
       },
       `http://127.0.0.1:${p}`,
     );
+    proc.adminUrl = `http://127.0.0.1:${adminPort}`;
     try {
       await waitHttp(`${proc.url}/healthz`, 30_000);
+      await waitHttp(`${proc.adminUrl}/healthz`, 30_000);
     } catch (err) {
       throw new Error(`${(err as Error).message}\n${proc.output()}`);
     }
@@ -141,7 +155,7 @@ export async function startStack(opts: { sidecars?: number; env?: Record<string,
     api,
     sidecars,
     mailDir,
-    addSidecar: () => addSidecar(),
+    addSidecar: (extraEnv) => addSidecar(undefined, extraEnv),
     stop: async () => {
       await Promise.all([...sidecars, api, mail].map((p) => p.stop()));
       current = null;

@@ -27,7 +27,7 @@ let sqs: SQSClient;
 let queue: string;
 t.before(async () => {
   db = await createTestDb('e2eaccounts');
-  Object.assign(process.env, { DATABASE_OWNER_URL: db.ownerUrl, DATABASE_URL: db.appUrl, AUTH_DATABASE_URL: db.authUrl });
+  Object.assign(process.env, { DATABASE_OWNER_URL: db.ownerUrl, DATABASE_URL: db.appUrl, AUTH_DATABASE_URL: db.authUrl, JOBS_DATABASE_URL: db.jobsUrl });
   // The demo seed's ~2,400 creation events would reach the queue first (FIFO per publisher): they
   // are history here, so mark them published before the stack's relay starts (its seed is then a no-op).
   await migrateUp(db.ownerUrl);

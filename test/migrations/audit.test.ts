@@ -147,12 +147,16 @@ t.test('concurrent transactions append to one chain without forking it', async (
 });
 
 t.test("catalog_app appends as the context user only, in its publisher's chain or the platform's", async (t) => {
+  // a request context needs real rows (app_begin_request, migration 0011): ACTOR an editor (no audit:read) of publisher A
+  await admin(`insert into publishers (id, name, slug) values ($1, 'Audit A', $2)`, [A, `audit-a-${A.slice(0, 8)}`]);
+  await admin(`insert into users (id, email, display_name) values ($1, $2, 'Audit actor')`, [ACTOR, `actor-${ACTOR.slice(0, 8)}@audit.example`]);
+  await admin(`insert into user_publishers (publisher_id, user_id, role) values ($1, $2, 'editor')`, [A, ACTOR]);
   const ctx = { publisher: A, user: ACTOR, scope: 'publisher' as const };
   await t.resolves(inTx(db.appUrl, ctx, (c) => append(c, A)), 'its own publisher, as itself');
   await t.resolves(inTx(db.appUrl, ctx, (c) => append(c, null)), 'the platform chain, as itself');
   await t.rejects(inTx(db.appUrl, ctx, (c) => append(c, A, { actor_id: randomUUID() })), { message: /row-level security/ }, 'another actor');
   await t.rejects(inTx(db.appUrl, ctx, (c) => append(c, B)), { message: /row-level security/ }, "another publisher's chain (not a system admin)");
-  await t.rejects(inTx(db.appUrl, { ...ctx, scope: '' }, (c) => append(c, A)), { message: /row-level security/ }, 'no membership (scope empty)');
+  await t.rejects(inTx(db.appUrl, { publisher: B, user: ACTOR, scope: '' }, (c) => append(c, B)), { message: /row-level security/ }, 'no membership (scope empty)');
   await t.rejects(inTx(db.appUrl, null, (c) => append(c, null)), { message: /row-level security/ }, 'no context at all');
   const seen = await inTx(db.appUrl, ctx, async (c) => (await c.query('select count(*) as n from audit_events')).rows[0].n);
   t.equal(Number(seen), 0, 'without audit:read nothing is visible');

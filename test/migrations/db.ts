@@ -1,7 +1,8 @@
 /**
  * Test helpers for the migration suites: throw-away databases prepared like scripts/services.sh
- * does (owned by catalog_owner, public schema owned by it, USAGE for catalog_app, pgcrypto), and
- * connections as the owner, the app role (with an RLS context) and the superuser.
+ * does (owned by catalog_owner, public schema owned by it, USAGE for catalog_app, catalog_auth and
+ * catalog_jobs, pgcrypto), and connections as the owner, the app role (with an RLS context set by
+ * `app_begin_request`, migration 0011), the relays' role and the superuser.
  * Superuser URL: `PG_ADMIN_URL` [postgres://postgres@127.0.0.1:5432/postgres].
  */
 import pg from 'pg';
@@ -19,8 +20,8 @@ export function withDb(url: string, db: string, user?: string): string {
   return u.toString();
 }
 
-/** A throw-away database and the URLs of its roles (owner, app, sign-in service, superuser). */
-export type TestDb = { name: string; ownerUrl: string; appUrl: string; authUrl: string; adminUrl: string; drop: () => Promise<void> };
+/** A throw-away database and the URLs of its roles (owner, app, sign-in service, relays and jobs, superuser). */
+export type TestDb = { name: string; ownerUrl: string; appUrl: string; authUrl: string; jobsUrl: string; adminUrl: string; drop: () => Promise<void> };
 
 /** Run one statement as the superuser on `url`. */
 export async function adminQuery<T extends pg.QueryResultRow = any>(url: string, sql: string, params: unknown[] = []): Promise<pg.QueryResult<T>> {
@@ -46,7 +47,7 @@ export async function createTestDb(tag: string, kind: 'migtest' | 'apitest' = 'm
   await adminQuery(
     adminUrl,
     `revoke all on schema public from public; alter schema public owner to catalog_owner;
-     grant usage on schema public to catalog_app, catalog_auth; create extension if not exists pgcrypto`,
+     grant usage on schema public to catalog_app, catalog_auth, catalog_jobs; create extension if not exists pgcrypto`,
   );
   return {
     name,
@@ -54,30 +55,43 @@ export async function createTestDb(tag: string, kind: 'migtest' | 'apitest' = 'm
     ownerUrl: withDb(ADMIN_URL, name, 'catalog_owner'),
     appUrl: withDb(ADMIN_URL, name, 'catalog_app'),
     authUrl: withDb(ADMIN_URL, name, 'catalog_auth'),
+    jobsUrl: withDb(ADMIN_URL, name, 'catalog_jobs'),
     drop: async () => {
       await adminQuery(ADMIN_URL, `drop database if exists "${name}" with (force)`);
     },
   };
 }
 
-/** RLS context of one transaction (empty strings = unset). */
-export type Ctx = { publisher?: string; user?: string; scope?: 'publisher' | 'own' | '' };
+/**
+ * RLS context of one transaction: the caller and the publisher (unset = none). `scope` is what
+ * `app_begin_request` must derive for them — it is checked, never set: nothing can set a scope.
+ */
+export type Ctx = { publisher?: string; user?: string; scope?: 'publisher' | 'own' | 'department' | 'platform' | '' };
 
 /**
- * Run `fn` inside a transaction on `url` whose first statement sets the RLS context (as the catalog
- * API does), then roll back (unless `commit`). Errors from `fn` propagate after the rollback.
+ * Open a request context as the catalog API does: `app_begin_request(user, publisher)` (migration 0011).
+ * @returns the scope it derived
+ * @throws when the function refuses (e.g. a second call in the transaction), or when `ctx.scope`
+ *         is given and the derived scope differs (a test that assumed the wrong scope)
+ */
+export async function beginRequest(c: pg.ClientBase, ctx: Ctx & { user: string }): Promise<string> {
+  const r = await c.query<{ access_scope: string }>(`select access_scope from app_begin_request($1::uuid, nullif($2, '')::uuid)`, [ctx.user, ctx.publisher ?? '']);
+  const scope = r.rows[0]?.access_scope ?? '';
+  if (ctx.scope !== undefined && ctx.scope !== scope) throw new Error(`beginRequest: ${ctx.user} at ${ctx.publisher ?? 'no publisher'} has scope '${scope}', not '${ctx.scope}'`);
+  return scope;
+}
+
+/**
+ * Run `fn` inside a transaction on `url` whose first statement opens the RLS context (as the catalog
+ * API does, {@link beginRequest}; without `ctx.user` there is none), then roll back (unless
+ * `commit`). Errors from `fn` propagate after the rollback.
  */
 export async function inTx<T>(url: string, ctx: Ctx | null, fn: (c: pg.Client) => Promise<T>, commit = false): Promise<T> {
   const c = new pg.Client({ connectionString: url });
   await c.connect();
   try {
     await c.query('begin');
-    if (ctx) {
-      await c.query(
-        `select set_config('app.publisher_id', $1, true), set_config('app.user_id', $2, true), set_config('app.access_scope', $3, true)`,
-        [ctx.publisher ?? '', ctx.user ?? '', ctx.scope ?? ''],
-      );
-    }
+    if (ctx?.user) await beginRequest(c, { ...ctx, user: ctx.user });
     const out = await fn(c);
     await c.query(commit ? 'commit' : 'rollback');
     return out;

@@ -200,10 +200,12 @@ t.test('the same transaction: a rolled-back change leaves no event, a committed 
   t.same(await eventsAfter(await maxId()), [], '… takes the events of its transaction with it');
 });
 
-t.test('privileges: catalog_app reaches the outbox only through the relay functions', async (t) => {
+t.test('privileges: catalog_app cannot reach the outbox; the relays\' role catalog_jobs only through the relay functions', async (t) => {
   const ctx = { publisher: DMP, user: EDITOR, scope: 'publisher' as const };
   const app = (sql: string) => inTx(db.appUrl, ctx, (c) => c.query(sql));
+  const jobs = (sql: string) => inTx(db.jobsUrl, null, (c) => c.query(sql));
   for (const table of ['domain_events', 'domain_event_dead_letters']) {
+    await t.rejects(jobs(`select * from ${table} limit 1`), /permission denied/, `${table}: no SELECT for catalog_jobs either (functions only)`);
     await t.rejects(app(`select * from ${table} limit 1`), /permission denied/, `${table}: no SELECT`);
     await t.rejects(app(`update ${table} set attempts = 0`), /permission denied/, `${table}: no UPDATE`);
     await t.rejects(app(`delete from ${table}`), /permission denied/, `${table}: no DELETE`);
@@ -211,13 +213,14 @@ t.test('privileges: catalog_app reaches the outbox only through the relay functi
   await t.rejects(app(`insert into domain_events (event_id, type, group_key, object_id, payload, occurred_at) values (gen_random_uuid(), 'work.created', 'x', gen_random_uuid(), '{}', now())`), /permission denied/, 'no INSERT (no forged events)');
   await t.rejects(app(`select domain_events_emit('work.created', 'x', null, gen_random_uuid(), '{}')`), /permission denied/, 'no direct emit');
   const fns = await q(`select p.proname, p.prosecdef, r.rolname, p.proconfig, has_function_privilege('catalog_app', p.oid, 'execute') as app,
-      has_function_privilege('catalog_auth', p.oid, 'execute') as auth
+      has_function_privilege('catalog_auth', p.oid, 'execute') as auth, has_function_privilege('catalog_jobs', p.oid, 'execute') as jobs
     from pg_proc p join pg_roles r on r.oid = p.proowner
     where p.pronamespace = 'public'::regnamespace and (p.proname like 'domain_event%') order by 1`);
-  t.same(fns.filter((f) => f.app).map((f) => f.proname), [
+  t.same(fns.filter((f) => f.jobs).map((f) => f.proname), [
     'domain_event_dead_letter_resolve', 'domain_event_dead_letters_open', 'domain_events_claim', 'domain_events_mark_failed',
     'domain_events_mark_published', 'domain_events_prune', 'domain_events_stats',
-  ], 'catalog_app executes exactly the relay and operator functions');
+  ], 'catalog_jobs executes exactly the relay and operator functions');
+  t.same(fns.filter((f) => f.app).map((f) => f.proname), [], 'catalog_app executes none (migration 0011)');
   t.same(fns.filter((f) => f.auth).map((f) => f.proname), [], 'catalog_auth executes none');
   for (const f of fns) {
     t.equal(f.rolname, 'catalog_owner', `${f.proname} owned by catalog_owner`);
@@ -231,8 +234,8 @@ t.test('privileges: catalog_app reaches the outbox only through the relay functi
 
 t.test('relay functions: claim order, backoff and dead letters hold back only their group, retry and discard', async (t) => {
   await q(`update domain_events set published_at = now() where published_at is null`);
-  const ctx = { publisher: DMP, user: EDITOR, scope: 'publisher' as const };
-  const app = <T>(fn: (c: pg.Client) => Promise<T>, commit = true) => inTx(db.appUrl, ctx, fn, commit);
+  // the relay's role (migration 0011): no request context
+  const app = <T>(fn: (c: pg.Client) => Promise<T>, commit = true) => inTx(db.jobsUrl, null, fn, commit);
   const work = async (pub: string, title: string) => {
     await q(`insert into works (publisher_id, title) values ($1, $2)`, [pub, title]);
     return maxId();
@@ -294,14 +297,13 @@ t.test('relay functions: claim order, backoff and dead letters hold back only th
 
 t.test('claim: one batch at a time (the advisory lock), 1..100 rows', async (t) => {
   await q(`insert into songwriters (publisher_id, last_name) select $1, 'Bulk ' || g from generate_series(1, 120) g`, [DMP]);
-  const ctx = { publisher: DMP, user: EDITOR, scope: 'publisher' as const };
-  await inTx(db.appUrl, ctx, async (c) => {
+  await inTx(db.jobsUrl, null, async (c) => {
     t.equal((await c.query(`select count(*)::int as n from domain_events_claim(0)`)).rows[0].n, 1, 'batch size is at least 1');
   });
-  await inTx(db.appUrl, ctx, async (c) => {
+  await inTx(db.jobsUrl, null, async (c) => {
     t.equal((await c.query(`select count(*)::int as n from domain_events_claim(100000)`)).rows[0].n, 100, 'and at most 100');
     await t.rejects(
-      inTx(db.appUrl, ctx, async (c2) => {
+      inTx(db.jobsUrl, null, async (c2) => {
         await c2.query(`set local lock_timeout = '200ms'`);
         await c2.query(`select count(*) from domain_events_claim(10)`);
       }),
@@ -312,8 +314,7 @@ t.test('claim: one batch at a time (the advisory lock), 1..100 rows', async (t) 
 });
 
 t.test('stats and prune', async (t) => {
-  const ctx = { publisher: DMP, user: EDITOR, scope: 'publisher' as const };
-  const stats = () => inTx(db.appUrl, ctx, async (c) => (await c.query(`select pending::int, lag_seconds, dead_letters::int from domain_events_stats()`)).rows[0]);
+  const stats = () => inTx(db.jobsUrl, null, async (c) => (await c.query(`select pending::int, lag_seconds, dead_letters::int from domain_events_stats()`)).rows[0]);
   const pending = (await one(`select count(*)::int as n from domain_events where published_at is null`)).n;
   const dead = (await one(`select count(*)::int as n from domain_event_dead_letters where resolved_at is null`)).n;
   await q(`update domain_events set occurred_at = now() - interval '1 hour' where id = (select min(id) from domain_events where published_at is null)`);
@@ -327,7 +328,7 @@ t.test('stats and prune', async (t) => {
   const old = (await one(`select count(*)::int as n from domain_events where id % 2 = 0`)).n;
   await q(`update domain_events set published_at = now() - interval '2 days' where id % 2 = 0`);
   const total = (await one(`select count(*)::int as n from domain_events`)).n;
-  const pruned = await inTx(db.appUrl, ctx, async (c) => (await c.query(`select domain_events_prune(86400) as n`)).rows[0].n, true);
+  const pruned = await inTx(db.jobsUrl, null, async (c) => (await c.query(`select domain_events_prune(86400) as n`)).rows[0].n, true);
   t.equal(pruned, old, 'published more than keep_seconds ago: pruned');
   t.equal((await one(`select count(*)::int as n from domain_events`)).n, total - old, 'the rest stays');
 });

@@ -33,13 +33,6 @@ const admin = async (sql: string, params: unknown[] = []) => (await adminQuery(d
 const app = <T>(ctx: Ctx | null, fn: (c: pg.Client) => Promise<T>) => inTx(db.appUrl, ctx, fn);
 const count = async (c: pg.Client, table: string, where = 'true') =>
   Number((await c.query(`select count(*) as n from ${table} where ${where}`)).rows[0].n);
-/** Replace the RLS context in the middle of a transaction (as `inTx` sets it first). */
-const setCtx = (c: pg.Client, ctx: Ctx) =>
-  c.query(`select set_config('app.publisher_id', $1, true), set_config('app.user_id', $2, true), set_config('app.access_scope', $3, true)`, [
-    ctx.publisher ?? '',
-    ctx.user ?? '',
-    ctx.scope ?? '',
-  ]);
 
 t.test('seed identifier generators', async (t) => {
   t.equal(makeIswc(34524680), 'T0345246801', 'T-034.524.680-1');
@@ -109,16 +102,22 @@ t.test('roles: catalog_app is NOSUPERUSER NOBYPASSRLS and owns nothing; FORCE RL
 });
 
 t.test('RLS: no context → zero rows in every table', async (t) => {
-  for (const ctx of [null, {}, { publisher: DMP }, { publisher: DMP, user: ADMIN }] as (Ctx | null)[]) {
+  // without a user there is no context at all (app_begin_request needs one)
+  for (const ctx of [null, {}, { publisher: DMP }] as (Ctx | null)[]) {
     await app(ctx, async (c) => {
-      for (const table of TABLES) {
-        const n = await count(c, table);
-        // with a user but no scope, a user sees their own user row, memberships and publishers
-        if (ctx && 'user' in ctx && ['users', 'user_publishers', 'publishers', 'tenants'].includes(table)) t.ok(n <= 1, `${table}: own rows only`);
-        else t.equal(n, table === 'publishers' || table === 'tenants' ? (ctx && 'publisher' in ctx ? 1 : 0) : 0, `${JSON.stringify(ctx)} ${table}`);
-      }
+      for (const table of TABLES) t.equal(await count(c, table), 0, `${JSON.stringify(ctx)} ${table}`);
     });
   }
+  // a user with no membership at the context publisher (scope empty) sees only their own user row,
+  // memberships and publishers (and the context publisher's row)
+  await app({ publisher: SPIRIT, user: ADMIN, scope: '' }, async (c) => {
+    for (const table of TABLES) {
+      if (table === 'users') t.same((await c.query('select id from users')).rows, [{ id: ADMIN }], 'users: own row only');
+      else if (table === 'user_publishers') t.same((await c.query('select publisher_id from user_publishers')).rows, [{ publisher_id: DMP }], 'user_publishers: own membership only');
+      else if (table === 'publishers' || table === 'tenants') t.same((await c.query(`select id from ${table} order by id`)).rows.map((r) => r.id), [DMP, SPIRIT].sort(), `${table}: own and the context one`);
+      else t.equal(await count(c, table), 0, `scope empty: ${table}`);
+    }
+  });
   // the owner is subject to FORCE RLS as well
   await inTx(db.ownerUrl, null, async (c) => t.equal(await count(c, 'works'), 0, 'owner without context sees nothing'));
 });
@@ -223,7 +222,7 @@ t.test('RLS: a users row is updatable only by that user, in its profile columns'
   await t.rejects(app({ user: MULTI }, (c) => c.query(`update users set id = $1 where id = $2`, [OWNER, MULTI])), /permission denied/);
 });
 
-t.test('outbox: the app role has no direct access; the relay functions claim and mark', async (t) => {
+t.test('outbox: the app role has no access at all; the relays\' role claims and marks through the functions', async (t) => {
   const pub = { publisher: DMP, user: ADMIN, scope: 'publisher' as const };
   await t.rejects(app(pub, (c) => c.query(`select * from authz_outbox limit 1`)), /permission denied/, 'no SELECT (every publisher\'s tuples)');
   await t.rejects(app(pub, (c) => c.query(`select count(*) from authz_outbox`)), /permission denied/, 'not even a count');
@@ -231,9 +230,12 @@ t.test('outbox: the app role has no direct access; the relay functions claim and
   await t.rejects(app(pub, (c) => c.query(`update authz_outbox set attempts = 0`)), /permission denied/, 'no UPDATE of attempts');
   await t.rejects(app(pub, (c) => c.query(`delete from authz_outbox`)), /permission denied/, 'no DELETE');
   await t.rejects(app(pub, (c) => c.query(`select authz_outbox_emit('write', 'system:platform', 'admin', 'user:x')`)), /permission denied/, 'no direct emit');
-  const executable = await admin(`select p.proname from pg_proc p where p.pronamespace = 'public'::regnamespace and p.proname like 'authz_outbox%'
-    and has_function_privilege('catalog_app', p.oid, 'execute') order by 1`);
-  t.same(executable.map((r) => r.proname), ['authz_outbox_claim', 'authz_outbox_mark'], 'catalog_app executes only the relay functions');
+  const executable = async (role: string) => (await admin(`select p.proname from pg_proc p where p.pronamespace = 'public'::regnamespace and p.proname like 'authz_outbox%'
+    and has_function_privilege($1, p.oid, 'execute') order by 1`, [role])).map((r) => r.proname);
+  t.same(await executable('catalog_app'), [], 'catalog_app executes none of them (0011: the relay runs as catalog_jobs)');
+  t.same(await executable('catalog_jobs'), ['authz_outbox_claim', 'authz_outbox_mark'], 'catalog_jobs executes only the relay functions');
+  await t.rejects(app(pub, (c) => c.query(`select * from authz_outbox_claim(1)`)), /permission denied/, 'catalog_app cannot claim');
+  await t.rejects(app(pub, (c) => c.query(`select authz_outbox_mark(array[1]::bigint[], null)`)), /permission denied/, 'nor mark');
   const publicAcl = await admin(`select p.proname from pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
     where p.pronamespace = 'public'::regnamespace and p.proname like 'authz_outbox%' and a.grantee = 0`);
   t.same(publicAcl, [], 'no function executable by PUBLIC');
@@ -241,11 +243,11 @@ t.test('outbox: the app role has no direct access; the relay functions claim and
   const pendingIds = async () => (await admin(`select id::text as id from authz_outbox where delivered_at is null order by authz_outbox.id`)).map((r) => r.id as string);
   const first = (await pendingIds()).slice(0, 3);
   t.equal(first.length, 3);
-  await inTx(db.appUrl, pub, async (c) => {
+  await inTx(db.jobsUrl, null, async (c) => {
     const claimed = (await c.query(`select id::text, operation, object, relation, subject, delivered_at from authz_outbox_claim(3)`)).rows;
     t.same(claimed.map((r) => r.id), first, 'claims the oldest pending rows in id order');
     // locks hold until the end of the caller's transaction: another claimer skips them
-    const other = await inTx(db.appUrl, pub, async (c2) => (await c2.query(`select id::text from authz_outbox_claim(3)`)).rows.map((r) => r.id));
+    const other = await inTx(db.jobsUrl, null, async (c2) => (await c2.query(`select id::text from authz_outbox_claim(3)`)).rows.map((r) => r.id));
     t.equal(other.filter((id) => first.includes(id)).length, 0, 'a concurrent claim skips locked rows');
     t.equal((await c.query(`select authz_outbox_mark($1::bigint[], $2) as n`, [[first[0]], 'boom'])).rows[0].n, 1, 'mark failed');
     t.equal((await c.query(`select authz_outbox_mark($1::bigint[], null) as n`, [first.slice(1)])).rows[0].n, 2, 'mark delivered');
@@ -257,7 +259,7 @@ t.test('outbox: the app role has no direct access; the relay functions claim and
     { id: first[1], delivered: true, attempts: 0, last_error: null },
     { id: first[2], delivered: true, attempts: 0, last_error: null },
   ]);
-  await app(pub, async (c) => {
+  await inTx(db.jobsUrl, null, async (c) => {
     t.equal((await c.query(`select count(*)::int as n from authz_outbox_claim(0)`)).rows[0].n, 1, 'batch size is at least 1');
     t.equal((await c.query(`select count(*)::int as n from authz_outbox_claim(100000)`)).rows[0].n, 100, 'and at most 100');
   });
@@ -324,11 +326,11 @@ t.test('outbox: membership insert/update/delete, work insert/owner change/soft d
   const pub = { publisher: SPIRIT, user: userId('owner@spirit.example'), scope: 'publisher' as const };
   const u = userId('viewer@dmp.example');
   let workId = '';
-  await inTx(db.appUrl, pub, async (c) => {
-    // enrolling a non-member needs a system admin; Spirit's admin then changes and removes it
-    await setCtx(c, { publisher: SPIRIT, user: userId('sysadmin@example.com'), scope: 'publisher' });
+  // enrolling a non-member needs a system admin; Spirit's admin then changes and removes it (one context per transaction)
+  await inTx(db.appUrl, { publisher: SPIRIT, user: userId('sysadmin@example.com'), scope: 'publisher' }, async (c) => {
     await c.query(`insert into user_publishers (publisher_id, user_id, role) values ($1, $2, 'viewer')`, [SPIRIT, u]);
-    await setCtx(c, pub);
+  }, true);
+  await inTx(db.appUrl, pub, async (c) => {
     await c.query(`update user_publishers set role = 'editor' where publisher_id = $1 and user_id = $2`, [SPIRIT, u]);
     await c.query(`delete from user_publishers where publisher_id = $1 and user_id = $2`, [SPIRIT, u]);
     workId = (await c.query(`insert into works (publisher_id, title) values ($1, 'Outbox') returning id`, [SPIRIT])).rows[0].id;
@@ -360,22 +362,21 @@ t.test('RLS: only publisher admins change or remove memberships; only system adm
   const MANAGER = userId('manager@dmp.example');
   const MULTI = userId('multi@example.com');
   const OUTSIDER = userId('creator1@songtrust.example');
-  const ctxOf = (publisher: string, user: string, scope: 'publisher' | 'own' = 'publisher') => ({ publisher, user, scope });
+  const ctxOf = (publisher: string, user: string, scope: 'publisher' | 'own' | '' = 'publisher') => ({ publisher, user, scope });
   const snapshot = async () => admin(`select publisher_id, user_id, role from user_publishers order by 1, 2`);
   const outboxMax = async () => Number((await admin(`select coalesce(max(id), 0) as m from authz_outbox`))[0].m);
   const before = await snapshot();
   const outboxBefore = await outboxMax();
 
-  // viewer, editor, manager of DMP (scope publisher, legitimately set), a creator (scope own), and an
-  // admin of DMP under Spirit's context: every write is refused
+  // viewer, editor, manager of DMP (scope publisher), a creator (scope own), and an admin of DMP
+  // under Spirit's context (scope empty): every write is refused (a forged scope: context.test.ts)
   const refused = [
     ['viewer', ctxOf(DMP, VIEWER)],
     ['editor', ctxOf(DMP, EDITOR)],
     ['manager', ctxOf(DMP, MANAGER)],
     ['multi (viewer of DMP)', ctxOf(DMP, MULTI)],
     ['creator', ctxOf(SONGTRUST, C1, 'own')],
-    ['creator (forged scope publisher)', ctxOf(SONGTRUST, C1)],
-    ['DMP admin in Spirit', ctxOf(SPIRIT, ADMIN)],
+    ['DMP admin in Spirit', ctxOf(SPIRIT, ADMIN, '')],
   ] as const;
   for (const [who, ctx] of refused) {
     const pub = ctx.publisher;
@@ -443,7 +444,7 @@ t.test('RLS: only publisher admins change or remove memberships; only system adm
   // a deleted or disabled admin is no admin
   await admin(`update users set status = 'disabled' where id = $1`, [ADMIN]);
   try {
-    await app(dmpAdmin, async (c) => {
+    await app({ ...dmpAdmin, scope: '' }, async (c) => {
       t.equal((await c.query(`update user_publishers set role = 'editor' where publisher_id = $1 and user_id = $2`, [DMP, VIEWER])).rowCount, 0, 'disabled admin: refused');
     });
   } finally {
@@ -466,7 +467,7 @@ t.test('RLS: only publisher admins change or remove memberships; only system adm
   await admin(`update users set status = 'disabled' where id = $1`, [SYS]);
   try {
     await t.rejects(
-      app(sys, (c) => c.query(`insert into user_publishers (publisher_id, user_id, role) values ($1, $2, 'viewer')`, [DMP, OUTSIDER])),
+      app({ ...sys, scope: '' }, (c) => c.query(`insert into user_publishers (publisher_id, user_id, role) values ($1, $2, 'viewer')`, [DMP, OUTSIDER])),
       /row-level security/,
       'a disabled system admin cannot enrol',
     );

@@ -55,12 +55,13 @@ t.test('valid rules of every kind parse', async (t) => {
       { method: 'GET', path: '/static/*', public: true },
       { method: 'GET', path: '/me', authenticated: true },
       { method: 'PUT', path: '/a/{x}/b/{y}', relation: 'can_update', object: 'work:{y}' },
-      { method: 'PUT', path: '/a/{x}', relation: 'can_update', object: 'publisher:{publisher}' },
+      { method: 'PUT', path: '/a/{x}', relation: 'can_update', object: 'publisher:{publisher}', forward_headers: ['x-http-method-override'] },
       { method: 'GET', path: '/platform/{x}', relation: 'admin', object: 'system:platform' },
     ]),
   );
   t.equal(rules.length, 7);
   t.equal(rules[6]!.object, 'system:platform', 'a fixed object (the platform itself)');
+  t.same(rules[5]!.forward_headers, ['x-http-method-override'], 'forward_headers kept');
   t.same(rules[0], ok);
 });
 
@@ -89,6 +90,9 @@ const invalid: [string, unknown, RegExp][] = [
   ['object with a half-template id', doc([{ ...ok, object: 'work:x{publisher}' }]), /routes\[0\].*must be a template <type>:\{param\} or a fixed object/],
   ['object param not in path', doc([{ ...ok, path: '/works/{id}', object: 'work:{workId}' }]), /routes\[0\].*\{workId\}, which is neither a path parameter nor \{publisher\}/],
   ['unknown key', doc([{ ...ok, cache: true }]), /routes\[0\].*cache/],
+  ['forward_headers naming an ordinary header', doc([{ ...ok, forward_headers: ['x-user-id'] }]), /routes\[0\].*forward_headers names only these \(lower case\): x-http-method-override/],
+  ['forward_headers in upper case', doc([{ ...ok, forward_headers: ['X-HTTP-Method-Override'] }]), /routes\[0\].*forward_headers names only these/],
+  ['forward_headers empty', doc([{ ...ok, forward_headers: [] }]), /routes\[0\].*forward_headers: name at least one header/],
   ['duplicate method + path', doc([ok, { method: 'POST', path: '/api/v1/works', public: true }, ok]), /routes\[2\] \(GET \/api\/v1\/works\): duplicate of routes\[0\]/],
   ['duplicate modulo param names', doc([{ ...ok, path: '/w/{a}', object: 'work:{a}' }, { ...ok, path: '/w/{b}', object: 'work:{b}' }]), /routes\[1\].*duplicate of routes\[0\]/],
 ];

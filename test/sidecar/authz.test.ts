@@ -6,7 +6,7 @@
  * /ext-authz gives the same decisions (Envoy path_prefix, nginx, Traefik).
  */
 import t from 'tap';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import { decisions, raw, startSidecar, useSidecarFixture, type Sidecar } from './helpers.ts';
 
@@ -22,6 +22,9 @@ const fx = useSidecarFixture(t, {
     { user: `publisher:${publisher}`, relation: 'publisher', object: `work:${work}` },
   ],
 });
+
+/** The `htq` claim expected for a raw query string (base64url SHA-256), computed independently of the sidecar. */
+const htq = (query: string) => createHash('sha256').update(query).digest('base64url');
 
 const call = async (s: Sidecar, userId: string, path = '/api/v1/works', extra: Record<string, string> = {}) =>
   raw(s.port, 'GET', path, { authorization: `Bearer ${await fx.issuer.token(userId)}`, 'x-publisher-id': publisher, ...extra });
@@ -83,13 +86,13 @@ t.test('hop-by-hop response headers of the upstream are stripped', async (t) => 
 });
 
 t.test('authenticated-only route: identity, no check, no publisher context', async (t) => {
-  const pdpBefore = await decisions(fx.sidecar.url, 'pdp');
+  const pdpBefore = await decisions(fx.sidecar.adminUrl, 'pdp');
   const res = await call(fx.sidecar, stranger, '/api/v1/users/me');
   t.equal(res.status, 200);
   const got = fx.upstream.received.at(-1)!;
   t.notOk(got.headers['x-publisher-id']);
   t.ok(got.headers['x-identity-assertion']);
-  t.equal(await decisions(fx.sidecar.url, 'pdp'), pdpBefore, 'no Check');
+  t.equal(await decisions(fx.sidecar.adminUrl, 'pdp'), pdpBefore, 'no Check');
 });
 
 t.test('deny → 403 problem+json, upstream saw nothing', async (t) => {
@@ -109,16 +112,16 @@ t.test('the second identical request is decided from the in-process cache', asyn
   const u = randomUUID();
   await fx.writer.write({ writes: [{ user: `user:${u}`, relation: 'editor', object: `publisher:${publisher}` }] });
   t.equal((await call(fx.sidecar, u, path)).status, 200);
-  const pdp = await decisions(fx.sidecar.url, 'pdp');
-  const lru = await decisions(fx.sidecar.url, 'lru', true);
+  const pdp = await decisions(fx.sidecar.adminUrl, 'pdp');
+  const lru = await decisions(fx.sidecar.adminUrl, 'lru', true);
   t.equal((await call(fx.sidecar, u, path)).status, 200);
-  t.equal(await decisions(fx.sidecar.url, 'pdp'), pdp, 'no OpenFGA Check');
-  t.equal(await decisions(fx.sidecar.url, 'lru', true), lru + 1, 'served from the LRU');
+  t.equal(await decisions(fx.sidecar.adminUrl, 'pdp'), pdp, 'no OpenFGA Check');
+  t.equal(await decisions(fx.sidecar.adminUrl, 'lru', true), lru + 1, 'served from the LRU');
   // The other instance has an empty LRU but shares Redis.
   const b = fx.sidecars[1]!;
-  const redisBefore = await decisions(b.url, 'redis', true);
+  const redisBefore = await decisions(b.adminUrl, 'redis', true);
   t.equal((await call(b, u, path)).status, 200);
-  t.equal(await decisions(b.url, 'redis', true), redisBefore + 1, 'second instance served from Redis');
+  t.equal(await decisions(b.adminUrl, 'redis', true), redisBefore + 1, 'second instance served from Redis');
 });
 
 t.test('revocation + epoch bump denies the next request on both instances', async (t) => {
@@ -214,7 +217,7 @@ t.test('/ext-authz Envoy path_prefix mode: the auth request method decides, head
   t.equal(noHeaders.status, 200, 'no original-method header needed in Envoy mode');
 });
 
-t.test('assertion htm/htu: proxy (with an upstream base path) and ext_authz (original path)', async (t) => {
+t.test('assertion htm/htu/htq: proxy (with an upstream base path) and ext_authz (original path and query)', async (t) => {
   const c = await startSidecar({ ...fx.env, UPSTREAM_URL: `${fx.upstream.url}/base/` });
   t.teardown(() => c.close());
   const res = await call(c, viewer, `/api/v1/works/${work}?fields=title`);
@@ -224,6 +227,7 @@ t.test('assertion htm/htu: proxy (with an upstream base path) and ext_authz (ori
   const proxied = await verifyAssertion(c, String(got.headers['x-identity-assertion']));
   t.equal(proxied.htm, 'GET');
   t.equal(proxied.htu, `/base/api/v1/works/${work}`, 'htu = exactly the path the upstream received, no query');
+  t.equal(proxied.htq, htq('fields=title'), 'htq = the hash of the query the upstream received');
 
   const token = await fx.issuer.token(viewer);
   const nginx = await raw(fx.sidecar.port, 'GET', '/ext-authz', { authorization: `Bearer ${token}`, 'x-publisher-id': publisher, 'x-original-uri': `/api/v1/works/${work}?a=1`, 'x-original-method': 'GET' });
@@ -231,11 +235,13 @@ t.test('assertion htm/htu: proxy (with an upstream base path) and ext_authz (ori
   const fromNginx = await verifyAssertion(fx.sidecar, String(nginx.headers['x-identity-assertion']));
   t.equal(fromNginx.htm, 'GET');
   t.equal(fromNginx.htu, `/api/v1/works/${work}`, 'ext_authz: the original request path');
+  t.equal(fromNginx.htq, htq('a=1'), 'ext_authz: the original query');
   const envoy = await raw(fx.sidecar.port, 'GET', '/ext-authz/api/v1/works?limit=5', { authorization: `Bearer ${token}`, 'x-publisher-id': publisher });
   t.equal(envoy.status, 200);
   const fromEnvoy = await verifyAssertion(fx.sidecar, String(envoy.headers['x-identity-assertion']));
   t.equal(fromEnvoy.htm, 'GET');
   t.equal(fromEnvoy.htu, '/api/v1/works', 'Envoy: the path after /ext-authz');
+  t.equal(fromEnvoy.htq, htq('limit=5'), 'Envoy: the query of the original request');
 
   const editor = randomUUID();
   await fx.writer.write({ writes: [{ user: `user:${editor}`, relation: 'editor', object: `publisher:${publisher}` }] });
@@ -244,4 +250,5 @@ t.test('assertion htm/htu: proxy (with an upstream base path) and ext_authz (ori
   const posted = await verifyAssertion(fx.sidecar, String(fx.upstream.received.at(-1)!.headers['x-identity-assertion']));
   t.equal(posted.htm, 'POST');
   t.equal(posted.htu, '/api/v1/works');
+  t.equal(posted.htq, htq(''), 'no query: the hash of the empty string');
 });

@@ -6,12 +6,20 @@
 import t, { type Test } from 'tap';
 import { randomUUID } from 'node:crypto';
 import { SignJWT, base64url } from 'jose';
-import { createIssuer, raw, startSidecar, useSidecarFixture } from './helpers.ts';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { TEST_ROUTES, createIssuer, raw, startSidecar, useSidecarFixture } from './helpers.ts';
 
 const user = randomUUID();
+const editor = randomUUID();
 const publisher = randomUUID();
 
-const fx = useSidecarFixture(t, { tuples: [{ user: `user:${user}`, relation: 'viewer', object: `publisher:${publisher}` }] });
+const fx = useSidecarFixture(t, {
+  tuples: [
+    { user: `user:${user}`, relation: 'viewer', object: `publisher:${publisher}` },
+    { user: `user:${editor}`, relation: 'editor', object: `publisher:${publisher}` },
+  ],
+});
 
 const problem = (t: Test, res: { status: number; headers: Record<string, unknown>; json(): any }, status: number, kind: string) => {
   t.equal(res.status, status, `status ${status}`);
@@ -169,7 +177,7 @@ t.test('own endpoints', async (t) => {
   t.equal(jwks.keys.length, 1);
   t.equal(jwks.keys[0].alg, 'ES256');
   t.notOk(jwks.keys[0].d, 'no private part');
-  const metrics = await raw(fx.sidecar.port, 'GET', '/metrics');
+  const metrics = await raw(fx.sidecar.adminPort, 'GET', '/metrics'); // the admin listener (admin-listener.test.ts)
   t.match(metrics.text, /sidecar_decisions_total\{source="pdp",allowed="true"\}/);
 });
 
@@ -191,9 +199,37 @@ t.test('remote JWKS unreachable → 503 (fail closed), not 401', async (t) => {
   t.equal(fx.upstream.received.length, before);
 });
 
+t.test('a route rule lets named meaning-changing headers through (forward_headers), for that rule only', async (t) => {
+  const routesFile = join(fx.tmp.dir, 'routes-forward-headers.yaml');
+  writeFileSync(
+    routesFile,
+    TEST_ROUTES.replace(
+      '  - { method: POST, path: /api/v1/works, relation: works_create, object: "publisher:{publisher}" }',
+      '  - { method: POST, path: /api/v1/works, relation: works_create, object: "publisher:{publisher}", forward_headers: [x-http-method-override] }',
+    ),
+  );
+  const s = await startSidecar({ ...fx.env, ROUTES_FILE: routesFile });
+  t.teardown(() => s.close());
+  const headers = { authorization: `Bearer ${await fx.issuer.token(editor)}`, 'x-publisher-id': publisher, 'x-http-method-override': 'PATCH', 'x-rewrite-url': '/api/v1/users' };
+  t.equal((await raw(s.port, 'POST', '/api/v1/works', { ...headers, 'content-type': 'application/json' }, Buffer.from('{}'))).status, 200, 'the write is allowed …');
+  const post = fx.upstream.received.at(-1)!;
+  t.equal(post.headers['x-http-method-override'], 'PATCH', '… the rule’s named header reaches the upstream');
+  t.notOk(post.headers['x-rewrite-url'], '… one it does not name does not');
+  t.equal((await raw(s.port, 'GET', '/api/v1/works', headers)).status, 200);
+  t.notOk(fx.upstream.received.at(-1)!.headers['x-http-method-override'], 'another rule forwards none');
+});
+
 t.test('headers that change a request’s meaning upstream are dropped; two Authorization fields → 400', async (t) => {
   const token = await fx.issuer.token(user);
-  const overrides = { 'x-http-method-override': 'DELETE', 'x-http-method': 'DELETE', 'x-method-override': 'DELETE', 'x-original-url': '/api/v1/users', 'x-rewrite-url': '/api/v1/users' };
+  const overrides = {
+    'x-http-method-override': 'DELETE',
+    'x-http-method': 'DELETE',
+    'x-method-override': 'DELETE',
+    'x-original-url': '/api/v1/users',
+    'x-rewrite-url': '/api/v1/users',
+    'x-original-uri': '/api/v1/users',
+    'x-original-method': 'DELETE',
+  };
   const ok = await raw(fx.sidecar.port, 'GET', '/api/v1/works', { authorization: `Bearer ${token}`, 'x-publisher-id': publisher, ...overrides });
   t.equal(ok.status, 200, 'the read is allowed …');
   const got = fx.upstream.received.at(-1)!;

@@ -16,11 +16,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { SignJWT, calculateJwkThumbprint, exportJWK, generateKeyPair, type CryptoKey } from 'jose';
 import { Redis } from 'ioredis';
 import { OpenFgaClient, type TupleKey } from '@openfga/sdk';
-import type { FastifyInstance } from 'fastify';
 import type { Test } from 'tap';
 import { deployModel } from '../../policies/src/model.ts';
 import { RelationshipWriter } from '../../policies/src/relationships.ts';
-import { buildSidecar } from '../../sidecar/src/app.ts';
+import { buildSidecar, type SidecarInstance } from '../../sidecar/src/app.ts';
 import { loadConfig } from '../../sidecar/src/config.ts';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
@@ -193,12 +192,15 @@ export function tempDir(): { dir: string; routesFile: string; cleanup(): void } 
   return { dir, routesFile, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** A sidecar built in-process and listening on an ephemeral loopback port. */
-export type Sidecar = { app: FastifyInstance; url: string; port: number; close(): Promise<void> };
+/**
+ * A sidecar built in-process and listening on an ephemeral loopback port, with its admin listener
+ * (/metrics, /healthz) on another one.
+ */
+export type Sidecar = { app: SidecarInstance; url: string; port: number; adminUrl: string; adminPort: number; close(): Promise<void> };
 
 /**
- * Build and start a sidecar. `env` entries override the defaults below (environment names of
- * docs/CONTRACTS.md).
+ * Build and start a sidecar and its admin listener. `env` entries override the defaults below
+ * (environment names of docs/CONTRACTS.md).
  */
 export async function startSidecar(env: Record<string, string>): Promise<Sidecar> {
   const config = loadConfig({
@@ -208,12 +210,14 @@ export async function startSidecar(env: Record<string, string>): Promise<Sidecar
     JWT_ISSUER: ISSUER,
     JWT_AUDIENCE: AUDIENCE,
     SIDECAR_PORT: '0',
+    ADMIN_PORT: '0',
     ...env,
   });
   const app = await buildSidecar(config);
   await app.listen({ host: '127.0.0.1', port: 0 });
   const port = (app.server.address() as { port: number }).port;
-  return { app, url: `http://127.0.0.1:${port}`, port, close: () => app.close() };
+  const adminUrl = await app.admin.listen();
+  return { app, url: `http://127.0.0.1:${port}`, port, adminUrl, adminPort: app.admin.port()!, close: () => app.close() };
 }
 
 // ---------------------------------------------------------------------------------------------

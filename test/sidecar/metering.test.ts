@@ -91,7 +91,7 @@ async function eventually<T>(read: () => Promise<T>, ok: (v: T) => boolean, ms =
 
 /** One sample of `name` (with every label in `labels`) from a sidecar's /metrics, or NaN. */
 async function metric(s: Sidecar, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = (await raw(s.port, 'GET', '/metrics')).text;
+  const text = (await raw(s.adminPort, 'GET', '/metrics')).text;
   const line = text.split('\n').find((l) => (l.startsWith(`${name}{`) || l.startsWith(`${name} `)) && Object.entries(labels).every(([k, v]) => l.includes(`${k}="${v}"`)));
   return line ? Number(line.split(' ').pop()) : NaN;
 }

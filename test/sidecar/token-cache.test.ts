@@ -47,7 +47,7 @@ const fx = useSidecarFixture(t, { tuples: [{ user: `user:${viewer}`, relation: '
 
 /** `sidecar_token_cache_total{result}` of a sidecar. */
 async function tokenCache(s: Sidecar, result: 'hit' | 'miss'): Promise<number> {
-  const text = await (await fetch(`${s.url}/metrics`)).text();
+  const text = await (await fetch(`${s.adminUrl}/metrics`)).text();
   return Number(new RegExp(`^sidecar_token_cache_total\\{result="${result}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? NaN);
 }
 const get = (s: Sidecar, token: string) => raw(s.port, 'GET', '/api/v1/works', { authorization: `Bearer ${token}`, 'x-publisher-id': publisher });

@@ -31,11 +31,14 @@ export async function waitHttp(url: string, timeoutMs = 20_000): Promise<void> {
 }
 
 /**
- * Sum of a sidecar's `sidecar_decisions_total` samples (Prometheus text from `${base}/metrics`)
- * with label `source` (`lru` | `redis` | `pdp`) and, when given, `allowed`.
+ * Sum of a sidecar's `sidecar_decisions_total` samples (Prometheus text from `${adminBase}/metrics`,
+ * the sidecar's admin listener) with label `source` (`lru` | `redis` | `pdp`) and, when given, `allowed`.
+ * @throws when the admin listener does not answer 200
  */
-export async function decisions(base: string, source: string, allowed?: boolean): Promise<number> {
-  const text = await (await fetch(`${base}/metrics`)).text();
+export async function decisions(adminBase: string, source: string, allowed?: boolean): Promise<number> {
+  const res = await fetch(`${adminBase}/metrics`);
+  if (res.status !== 200) throw new Error(`${adminBase}/metrics answered ${res.status} (is it the admin listener?)`);
+  const text = await res.text();
   return text
     .split('\n')
     .filter((l) => l.startsWith('sidecar_decisions_total{') && l.includes(`source="${source}"`) && (allowed === undefined || l.includes(`allowed="${allowed}"`)))

@@ -1,19 +1,19 @@
 /**
  * The request transaction: every /api/v1 request runs in exactly one database transaction whose
- * first statements set the RLS context (docs/CONTRACTS.md, "Database roles and RLS context"):
- *
- *   1. `select set_config('app.publisher_id', $1, true), set_config('app.user_id', $2, true)`
- *      — emitted by MikroORM right after BEGIN from `em.fork({ session: { variables } })`;
- *   2. one statement (raw SQL: it is `set_config`, not data access) that reads the caller's own
- *      `users` row and `user_publishers` row for (user, publisher) — visible under RLS because they
- *      are the context user's rows — the context publisher's status and sign-in settings, and the
- *      caller's permissions there (their system, custom or department role's `role_permissions`),
- *      and sets `app.access_scope` and `app.department_id` with `set_config(…, true)`:
- *      `publisher` for a system admin or a publisher-wide role, `own` for a creator, `department`
- *      for a membership scoped to a department, '' (sees nothing) without a membership or while the
- *      publisher is suspended or archived (system admins excepted). The caller's authentication
- *      methods (the assertion's `amr`) must satisfy the publisher's sign-in settings — else 403
- *      `auth-method-not-allowed` / `mfa-required` (system admins excepted).
+ * first statement sets the RLS context (docs/CONTRACTS.md, "Database roles and RLS context"):
+ * `select * from app_begin_request(user, publisher)` (migration 0011, SECURITY DEFINER). It records
+ * the context for this transaction in a table `catalog_app` cannot write — the policies read it
+ * through `app_current_user()`, `app_current_publisher()`, `app_current_scope()` and
+ * `app_current_department()`, never from `set_config` settings — and may run once per transaction
+ * (a second call raises), so SQL injected into a later statement cannot switch to another
+ * publisher. From the caller's own `users` row and `user_publishers` row for (user, publisher), the
+ * context publisher's status and sign-in settings, it derives the access scope — `publisher` for a
+ * system admin or a publisher-wide role, `own` for a creator, `department` for a membership scoped
+ * to a department, `platform` for a system admin without a publisher, '' (sees nothing) without a
+ * membership or while the publisher is suspended or archived (system admins excepted) — and returns
+ * the caller's permissions there (their system, custom or department role's `role_permissions`).
+ * The caller's authentication methods (the assertion's `amr`) must satisfy the publisher's sign-in
+ * settings — else 403 `auth-method-not-allowed` / `mfa-required` (system admins excepted).
  *
  * Everything the handler does afterwards sees only what RLS lets that context see; application code
  * never adds `publisher_id` filters to reads.
@@ -25,7 +25,7 @@ import { READ_ONLY_BLOCKED_PERMISSIONS } from '../../../policies/src/permissions
 
 import type { Role } from '../modules/users/membership.entity.ts';
 
-/** What `app.access_scope` is set to (`platform`: a system admin without a publisher context). */
+/** The access scope `app_begin_request` derives (`platform`: a system admin without a publisher context). */
 export type AccessScope = 'publisher' | 'own' | 'department' | 'platform' | '';
 
 /** The caller as the request transaction established it. */
@@ -97,41 +97,12 @@ export type RequestTxOptions = {
   meta?: RequestMeta;
 };
 
-const SCOPE_SQL = `
-  with me as (
-    select u.is_system_admin, u.status, u.kind, m.role, m.custom_role_id, m.department_id,
-           case when p.deleted_at is not null then 'archived' else p.status end as publisher_status,
-           p.settings ->> 'auth_policy' as auth_policy,
-           coalesce(p.settings -> 'require_mfa' = 'true'::jsonb, false) as require_mfa,
-           coalesce(app_publisher_read_only(p.id), false) as read_only
-    from users u
-    left join user_publishers m on m.user_id = u.id and m.publisher_id = nullif($2, '')::uuid
-    left join publishers p on p.id = nullif($2, '')::uuid
-    where u.id = $1::uuid and u.deleted_at is null
-  ), scoped as (
-    select me.*,
-           case when status is distinct from 'active' then ''
-                when $2 = '' and is_system_admin then 'platform'
-                when $2 = '' then ''
-                when is_system_admin then 'publisher'
-                when publisher_status is distinct from 'active' and publisher_status is distinct from 'trial' then ''
-                when role = 'creator' then 'own'
-                when role is not null and department_id is not null then 'department'
-                when role is not null then 'publisher'
-                else '' end as scope
-    from me
-  )
-  select is_system_admin, status, kind, role, custom_role_id, department_id, publisher_status, auth_policy, require_mfa, read_only,
-         set_config('app.access_scope', scope, true) as access_scope,
-         set_config('app.department_id', case when scope = 'department' then department_id::text else '' end, true) as scoped_department,
-         (select coalesce(array_agg(rp.permission order by rp.permission), '{}')
-            from role_permissions rp join roles r on r.id = rp.role_id
-           where scope <> ''
-             and ((is_system_admin and r.publisher_id is null and r.name = 'admin')
-               or (not is_system_admin and custom_role_id is not null and r.id = custom_role_id)
-               or (not is_system_admin and custom_role_id is null and r.publisher_id is null
-                   and r.name = case when department_id is null then role else 'department-' || role end))) as permissions
-  from scoped`;
+/**
+ * The first statement of every request transaction: migration 0011's `app_begin_request`, which
+ * records the context for this transaction only (once: a second call raises), derives the scope and
+ * department from the caller's rows and returns the rest of the context.
+ */
+const BEGIN_REQUEST_SQL = `select * from app_begin_request($1::uuid, nullif($2, '')::uuid)`;
 
 /**
  * Run `fn` in one transaction with the caller's RLS context set first (see the module comment).
@@ -145,9 +116,7 @@ export async function withRequestTransaction<T>(orm: Orm, caller: Caller, fn: (t
   const needsPublisher = (options.publisher ?? 'required') === 'required';
   if (needsPublisher && !caller.publisherId) throw problem.publisherContext();
   const publisherId = needsPublisher ? caller.publisherId! : '';
-  const em = orm.em.fork({
-    session: { variables: { 'app.publisher_id': publisherId, 'app.user_id': caller.userId } },
-  });
+  const em = orm.em.fork();
   return em.transactional(async (tem) => {
     const ctx = await establishScope(tem, caller.userId, publisherId);
     if (!ctx.userActive) throw problem.forbidden('Your account is unknown or disabled.');
@@ -180,10 +149,10 @@ function checkSignInPolicy(ctx: RequestContext, amr: readonly string[]): void {
 }
 
 /**
- * Second statement of the request transaction: look up the membership, set `app.access_scope` and
- * `app.department_id`, and collect the caller's permissions. Must run inside a transaction whose
- * `app.user_id`/`app.publisher_id` are set.
- * @returns the context (scope '' and `userActive` false when the user row is not visible)
+ * First statement of the request transaction: `app_begin_request` records the context and returns
+ * the membership, scope and permissions. Must be the transaction's first call of it.
+ * @returns the context (scope '' and `userActive` false for an unknown or deleted user)
+ * @throws the driver's error when the transaction already has a context (SQLSTATE 42501)
  */
 async function establishScope(em: EntityManager, userId: string, publisherId: string): Promise<RequestContext> {
   type Row = {
@@ -195,13 +164,13 @@ async function establishScope(em: EntityManager, userId: string, publisherId: st
     department_id: string | null;
     publisher_status: string | null;
     access_scope: AccessScope;
-    scoped_department: string;
+    scoped_department: string | null;
     auth_policy: string | null;
     require_mfa: boolean;
     read_only: boolean;
     permissions: string[];
   };
-  const [row] = await query<Row>(em, SCOPE_SQL, [userId, publisherId]);
+  const [row] = await query<Row>(em, BEGIN_REQUEST_SQL, [userId, publisherId]);
   const scope = row?.access_scope ?? '';
   return {
     userId,

@@ -12,7 +12,7 @@
  * - `consume [--type <type>] [--max <n>]`: receive and DELETE events from SQS_QUEUE_URL until it is
  *   empty (a downstream consumer's view; on the local queue nobody else consumes), printing the
  *   bodies of those of `type` (all without it) as JSON lines.
- * Environment: DATABASE_URL and the SQS_* / AWS_* / EVENTS_* settings (catalog-api/src/config.ts).
+ * Environment: JOBS_DATABASE_URL (the role catalog_jobs) and the SQS_* / AWS_* / EVENTS_* settings (catalog-api/src/config.ts).
  * Logs are JSON lines on stderr; results go to stdout.
  */
 import { Command } from 'commander';
@@ -36,8 +36,9 @@ function errFields(o: object): object {
   return e instanceof Error ? { ...o, err: { name: e.name, message: e.message } } : o;
 }
 
+/** Connect as the relays' role (`catalog_jobs`, JOBS_DATABASE_URL), run `fn`, disconnect. */
 async function withOrm<T>(fn: (orm: Orm) => Promise<T>): Promise<T> {
-  const orm = await createOrm(loadConfig());
+  const orm = await createOrm(loadConfig(), 'jobs');
   try {
     return await fn(orm);
   } finally {
@@ -48,7 +49,7 @@ async function withOrm<T>(fn: (orm: Orm) => Promise<T>): Promise<T> {
 /** Run the relay until a signal; resolves when it has stopped. */
 async function run(): Promise<void> {
   const config = loadConfig();
-  const orm = await createOrm(config);
+  const orm = await createOrm(config, 'jobs');
   const publisher = createEventPublisher(config, orm, { logger: log });
   publisher.start();
   log.info({ queue: config.SQS_QUEUE_URL }, 'domain events: relay running');

@@ -12,7 +12,7 @@ export const EVENTS_CHANNEL = 'domain_events';
 
 /** Options of {@link NotifyListener}. */
 export type NotifyListenerOptions = {
-  /** a postgres URL (the app role) */
+  /** a postgres URL (the relays' role catalog_jobs, JOBS_DATABASE_URL) */
   connectionString: string;
   onNotify: () => void;
   logger?: Logger;

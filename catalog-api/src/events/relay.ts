@@ -102,7 +102,7 @@ export class DomainEventRelay {
     this.#metrics = opts.metrics;
     this.#batchSize = opts.batchSize ?? 100;
     if (!(Number.isInteger(this.#batchSize) && this.#batchSize >= 1 && this.#batchSize <= 100)) throw new RangeError('batchSize must be 1..100');
-    this.#job = new PeriodicJob(() => this.#drainLoop(), opts.intervalMs ?? 1000);
+    this.#job = new PeriodicJob((signal) => this.#drainLoop(signal), opts.intervalMs ?? 1000);
     this.#lockTimeoutMs = opts.lockTimeoutMs ?? 5000;
     this.#maxAttempts = opts.maxAttempts ?? 10;
     this.#retryBaseMs = opts.retryBaseMs ?? 1000;
@@ -131,7 +131,7 @@ export class DomainEventRelay {
     return this.#job.run();
   }
 
-  async #drainLoop(): Promise<EventDrainResult> {
+  async #drainLoop(signal: AbortSignal): Promise<EventDrainResult> {
     const total: EventDrainResult = { published: 0, failed: 0, deadLettered: 0 };
     try {
       for (;;) {
@@ -141,7 +141,7 @@ export class DomainEventRelay {
         total.failed += r.failed;
         total.deadLettered += r.deadLettered;
         if (r.error) total.error = r.error;
-        if (r.halted || r.claimed < this.#batchSize) break;
+        if (signal.aborted || r.halted || r.claimed < this.#batchSize) break; // stopping: the rest waits for the next process
       }
       await this.#pruneNow();
     } catch (err) {

@@ -13,7 +13,7 @@ import { SqsEventSink, createSqsClient, type EventSink } from './sqs.ts';
 /** The settings a publisher reads. */
 export type PublisherConfig = Pick<
   CatalogConfig,
-  | 'DATABASE_URL'
+  | 'JOBS_DATABASE_URL'
   | 'SQS_ENDPOINT_URL'
   | 'SQS_QUEUE_URL'
   | 'SQS_PROTOCOL'
@@ -43,8 +43,9 @@ export type EventPublisher = {
 /**
  * Build (not start) a publisher for `config`.
  * @param opts.sink another sink instead of SQS_QUEUE_URL's (tests)
+ * @param orm  the relays' pool (JOBS_DATABASE_URL: `catalog_jobs` executes the relay's functions)
  * @param opts.listen false: no LISTEN connection (timer only)
- * @throws Error when SQS_QUEUE_URL is unset and no sink is given
+ * @throws Error when SQS_QUEUE_URL is unset and no sink is given, or JOBS_DATABASE_URL is unset and `listen` is not false
  */
 export function createEventPublisher(
   config: PublisherConfig,
@@ -69,7 +70,8 @@ export function createEventPublisher(
     maxMessageBytes: config.SQS_MAX_MESSAGE_BYTES,
     retentionS: config.EVENTS_RETENTION_S,
   });
-  const listener = opts.listen === false ? null : new NotifyListener({ connectionString: config.DATABASE_URL, onNotify: () => void relay.drain(), logger: opts.logger });
+  if (opts.listen !== false && !config.JOBS_DATABASE_URL) throw new Error('JOBS_DATABASE_URL is not set: the domain-event relay listens as the role catalog_jobs');
+  const listener = opts.listen === false ? null : new NotifyListener({ connectionString: config.JOBS_DATABASE_URL!, onNotify: () => void relay.drain(), logger: opts.logger });
   const usedSink = sink;
   return {
     relay,

@@ -3,20 +3,24 @@
  * a timer and on demand, one run at a time in this process. A call made while a run is in progress
  * queues exactly one more run after it (calls made meanwhile share that one), so whatever was
  * committed before a call is covered when its promise resolves. Runs across processes are each
- * job's own business (advisory locks, idempotent writes).
+ * job's own business (advisory locks, idempotent writes). A job that loops (the relays' drains)
+ * checks the signal it is given between its steps, so that {@link PeriodicJob.stop} (SIGTERM) waits
+ * for one step, not for a whole backlog.
  */
 export class PeriodicJob<T> {
-  readonly #job: () => Promise<T>;
+  readonly #job: (signal: AbortSignal) => Promise<T>;
+  readonly #stopping = new AbortController();
   readonly #intervalMs: number;
   #timer: NodeJS.Timeout | null = null;
   #tail: Promise<unknown> = Promise.resolve();
   #queued: Promise<T> | null = null;
 
   /**
-   * @param job one run; it should not throw (a rejection is passed to that run's callers only)
+   * @param job one run; it should not throw (a rejection is passed to that run's callers only);
+   *   `signal` is aborted once {@link stop} was called: a looping job ends after its current step
    * @param intervalMs timer period, ms; 0 = no timer (only {@link run})
    */
-  constructor(job: () => Promise<T>, intervalMs: number) {
+  constructor(job: (signal: AbortSignal) => Promise<T>, intervalMs: number) {
     this.#job = job;
     this.#intervalMs = intervalMs;
   }
@@ -28,8 +32,12 @@ export class PeriodicJob<T> {
     this.#timer.unref();
   }
 
-  /** Stop the timer and wait for the run in progress (and a queued one). Never throws. */
+  /**
+   * Stop the timer, tell the run in progress to end after its current step, and wait for it (and
+   * a queued one, which then does at most one step). Never throws.
+   */
   async stop(): Promise<void> {
+    this.#stopping.abort();
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = null;
     await this.#tail.catch(() => undefined);
@@ -42,7 +50,7 @@ export class PeriodicJob<T> {
       .catch(() => undefined)
       .then(() => {
         this.#queued = null;
-        return this.#job();
+        return this.#job(this.#stopping.signal);
       });
     this.#queued = next;
     this.#tail = next;

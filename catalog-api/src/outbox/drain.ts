@@ -16,7 +16,7 @@ import { createRelationshipWriter } from './writer.ts';
  * @throws configuration errors, and OpenFGA errors while resolving the store/model
  */
 export async function drainOutbox(config: CatalogConfig = loadConfig()): Promise<DrainResult> {
-  const orm = await createOrm(config);
+  const orm = await createOrm(config, 'jobs');
   const writer = await createRelationshipWriter(config).catch(async (err) => {
     await orm.close(true);
     throw err;

@@ -7,8 +7,9 @@
  *
  * - one batch = one transaction: `pg_advisory_xact_lock` (one delivering relay at a time across all
  *   processes, so batches reach OpenFGA in id order), then up to `batchSize` (≤ 100) rows claimed
- *   with `authz_outbox_claim` (`ORDER BY id FOR UPDATE SKIP LOCKED`; the app role has no privilege
- *   on the table itself, only on that function and `authz_outbox_mark`, migration 0004);
+ *   with `authz_outbox_claim` (`ORDER BY id FOR UPDATE SKIP LOCKED`; the relay runs as `catalog_jobs`
+ *   (JOBS_DATABASE_URL), which has no privilege on the table itself, only on that function and
+ *   `authz_outbox_mark` — migrations 0004, 0011; the app role has neither);
  * - a batch is cut into runs in which no tuple repeats (the writer refuses a tuple both written and
  *   deleted in one call; order between them matters), each run one `write` call, in order;
  * - rows of a delivered run get `delivered_at = now()`; on the first failing run, that run and every
@@ -99,7 +100,7 @@ export class OutboxRelay {
     this.#batchSize = opts.batchSize ?? 100;
     if (!(this.#batchSize >= 1 && this.#batchSize <= 100)) throw new RangeError('batchSize must be 1..100');
     this.#lockTimeoutMs = opts.lockTimeoutMs ?? 5000;
-    this.#job = new PeriodicJob(() => this.#drainLoop(), opts.intervalMs ?? 1000);
+    this.#job = new PeriodicJob((signal) => this.#drainLoop(signal), opts.intervalMs ?? 1000);
   }
 
   /** Start the timer (idempotent). The timer does not keep the process alive. */
@@ -122,7 +123,7 @@ export class OutboxRelay {
     return this.#job.run();
   }
 
-  async #drainLoop(): Promise<DrainResult> {
+  async #drainLoop(signal: AbortSignal): Promise<DrainResult> {
     const total: DrainResult = { delivered: 0, failed: 0 };
     try {
       for (;;) {
@@ -130,7 +131,7 @@ export class OutboxRelay {
         total.delivered += r.delivered;
         total.failed += r.failed;
         if (r.error) total.error = r.error;
-        if (r.failed > 0 || r.delivered + r.failed < this.#batchSize) break;
+        if (signal.aborted || r.failed > 0 || r.delivered + r.failed < this.#batchSize) break; // stopping: the rest waits for the next process
       }
     } catch (err) {
       total.error = errorText(err);

@@ -3,10 +3,20 @@
  * for the store and model that `deployModel` (policies/src/model.ts) finds or deploys by name.
  */
 import { Redis } from 'ioredis';
-import { deployModel, fgaClient } from '../../../policies/src/model.ts';
+import { OpenFgaClient } from '@openfga/sdk';
+import { deployModel } from '../../../policies/src/model.ts';
 import { RelationshipWriter } from '../../../policies/src/relationships.ts';
 import type { CatalogConfig } from '../config.ts';
 import type { RelationshipSink } from './relay.ts';
+
+/**
+ * One OpenFGA Write of the relay: per attempt (the SDK's axios timeout; its default is 10 s) and
+ * retries (the SDK backs off from 100 ms). A batch holds its database transaction while it writes,
+ * so an OpenFGA that does not answer must fail the batch well within
+ * `idle_in_transaction_session_timeout` (2 × DB_STATEMENT_TIMEOUT_MS): ≤ 2 × 2 s + the backoff.
+ */
+export const WRITE_TIMEOUT_MS = 2000;
+export const WRITE_RETRIES = 1;
 
 /** The sink plus what must be closed on shutdown. */
 export type RelationshipWriterHandle = { sink: RelationshipSink; storeId: string; modelId: string; close: () => Promise<void> };
@@ -26,7 +36,7 @@ export async function createRelationshipWriter(
   redis.on('error', () => {
     /* reported by the failing write; avoid unhandled 'error' events */
   });
-  const writer = new RelationshipWriter({ fga: fgaClient(config.OPENFGA_API_URL, storeId), redis, storeId, modelId });
+  const writer = new RelationshipWriter({ fga: new OpenFgaClient({ apiUrl: config.OPENFGA_API_URL, storeId, baseOptions: { timeout: WRITE_TIMEOUT_MS }, retryParams: { maxRetry: WRITE_RETRIES, minWaitInMs: 100 } }), redis, storeId, modelId });
   return {
     sink: writer,
     storeId,

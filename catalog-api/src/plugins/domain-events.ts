@@ -24,6 +24,7 @@ declare module 'fastify' {
 
 /** Options of {@link domainEventsPlugin}. */
 export type DomainEventsOptions = {
+  /** the relays' pool (`catalog_jobs`, JOBS_DATABASE_URL): the relay and the lag metric's `domain_events_stats()` */
   orm: Orm;
   config: PublisherConfig & Pick<CatalogConfig, 'EVENTS_RELAY'>;
 };

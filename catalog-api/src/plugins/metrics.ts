@@ -1,6 +1,9 @@
 /**
- * `GET /metrics` of the catalog API (Prometheus text format, public, outside the OpenAPI document;
- * reached on the API's own port — the sidecar answers its own /metrics): one prom-client Registry
+ * `GET /metrics` of the catalog API (Prometheus text format, no assertion needed, outside the OpenAPI
+ * document) on the API's own port, CATALOG_PORT — which is not a public port: only the sidecar (or
+ * the ext_authz proxy) reaches it, and no route rule forwards /metrics, so from outside it is a 404
+ * (docs/CONTRACTS.md, "Runtime and layout"; the sidecar serves its own on its admin listener). Scrape
+ * it next to the API, like the sidecar's ADMIN_PORT. One prom-client Registry
  * per instance, with the process default metrics, decorated as `app.metrics.registry` for other
  * plugins to register on (plugins/domain-events.ts: the event lag).
  */

@@ -16,7 +16,7 @@ import { OutboxRelay, type RelationshipSink } from '../outbox/relay.ts';
 declare module 'fastify' {
   interface FastifyInstance {
     outbox: {
-      /** Deliver every pending outbox row now; never throws (failures are retried later). */
+      /** Deliver every pending outbox row now, waiting at most OUTBOX_FLUSH_TIMEOUT_MS; never throws (failures are retried later). */
       flush(): Promise<void>;
     };
   }
@@ -24,8 +24,10 @@ declare module 'fastify' {
 
 /** Options of {@link outboxPlugin}. */
 export type OutboxOptions = {
+  /** the relays' pool (`catalog_jobs`, JOBS_DATABASE_URL: EXECUTE on the outbox functions) */
   orm: Orm;
-  config: Pick<CatalogConfig, 'OUTBOX_RELAY' | 'OUTBOX_BATCH_SIZE' | 'OUTBOX_INTERVAL_MS' | 'OPENFGA_API_URL' | 'OPENFGA_STORE_NAME' | 'REDIS_URL'>;
+  config: Pick<CatalogConfig, 'OUTBOX_RELAY' | 'OUTBOX_BATCH_SIZE' | 'OUTBOX_INTERVAL_MS' | 'OPENFGA_API_URL' | 'OPENFGA_STORE_NAME' | 'REDIS_URL'> &
+    Partial<Pick<CatalogConfig, 'OUTBOX_FLUSH_TIMEOUT_MS'>>;
   /** a sink instead of the OpenFGA writer; `null` = no relay */
   sink?: RelationshipSink | null;
 };
@@ -64,9 +66,16 @@ export const outboxPlugin = fp(
       }
       relay = new OutboxRelay({ orm: opts.orm, sink, logger: app.log, batchSize: opts.config.OUTBOX_BATCH_SIZE, intervalMs: opts.config.OUTBOX_INTERVAL_MS });
     }
+    // A request waits for its tuples at most OUTBOX_FLUSH_TIMEOUT_MS: OpenFGA slow or away must not
+    // hold a committed write's answer (test/faults/openfga.test.ts); the drain goes on, and what it
+    // cannot deliver stays pending for the timer.
+    const flushTimeoutMs = opts.config.OUTBOX_FLUSH_TIMEOUT_MS ?? 2000;
     app.decorate('outbox', {
       flush: async () => {
-        if (relay) await relay.drain();
+        if (!relay) return;
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([relay.drain(), new Promise<void>((r) => (timer = setTimeout(r, flushTimeoutMs)))]);
+        clearTimeout(timer);
       },
     });
     app.addHook('onReady', async () => relay?.start());

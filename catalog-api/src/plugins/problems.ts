@@ -21,6 +21,28 @@ function fieldOf(instancePath: string, context: string | undefined): string {
   return out || context || '';
 }
 
+/** Socket errors of a dependency that cannot be reached (Node's `code`). */
+const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+/** What `pg` / `pg-pool` say when a connection is lost, cannot be made in time, or is unusable. */
+const PG_CONNECTION_LOST = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Client was closed and is not queryable)/;
+
+/**
+ * The database (or another dependency) is unreachable: 503 `upstream-unavailable` with
+ * `Retry-After: 1`; a statement the client gave up waiting for (`pg` query_timeout, db/orm.ts) is
+ * 503 `upstream-timeout`. SQLSTATE class 08 (connection exception), 57P01–57P03 (shutdown, cannot
+ * connect now) and 53300 (too many connections) count as unreachable.
+ * @returns the problem, or null when `e` is no such error
+ */
+function unreachable(e: { code?: string; message?: string }): ProblemError | null {
+  const retry = { 'retry-after': '1' };
+  if (e.message === 'Query read timeout') return new ProblemError(503, 'upstream-timeout', 'The database did not answer in time.', undefined, retry);
+  const code = typeof e.code === 'string' ? e.code : '';
+  if (UNREACHABLE_CODES.has(code) || code.startsWith('08') || ['57P01', '57P02', '57P03', '53300'].includes(code) || PG_CONNECTION_LOST.test(e.message ?? '')) {
+    return new ProblemError(503, 'upstream-unavailable', 'A service the API depends on is unavailable; try again later.', undefined, retry);
+  }
+  return null;
+}
+
 /**
  * Translate any thrown value into the problem to send.
  * @returns a ProblemError (unchanged when it already is one)
@@ -43,6 +65,8 @@ export function toProblem(err: unknown): { problem: ProblemError; unexpected: bo
   if (e.code === '23514' && e.constraint === 'user_publishers_keep_admin') {
     return { problem: new ProblemError(409, 'last-admin', 'A publisher must keep at least one admin: promote another member first.'), unexpected: false };
   }
+  const down = unreachable(e);
+  if (down) return { problem: down, unexpected: false };
   switch (e.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return { problem: new ProblemError(413, 'payload-too-large', 'The request body exceeds 1 MiB.'), unexpected: false };

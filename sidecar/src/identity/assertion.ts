@@ -6,19 +6,33 @@
  * and authentication methods), `request_id`, `iat`, `exp` = iat + 60 s, `jti`,
  * and the request it is bound to (after RFC 9449 §4.2's DPoP claims): `htm` = the HTTP method in
  * upper case, `htu` = the request path without the query string, exactly as the upstream receives
- * it (for ext_authz: the original request's path). The catalog API rejects an assertion whose
- * `htm`/`htu` differ from the request it arrived with, so it cannot be replayed on another route.
+ * it (for ext_authz: the original request's path), `htq` = base64url(SHA-256(the raw query string
+ * without '?', '' when there is none)) — a hash rather than the query itself, so the assertion stays
+ * small however long the query and copies none of its values. The catalog API rejects an assertion
+ * whose `htm`/`htu`/`htq` differ from the request it arrived with, so it cannot be replayed on another
+ * route or with another query, and accepts each `jti` once.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { SignJWT, calculateJwkThumbprint, exportJWK, generateKeyPair, importPKCS8, type JWK, type CryptoKey } from 'jose';
 
 /** Lifetime of an assertion in seconds. */
 export const ASSERTION_TTL_SECONDS = 60;
 
 /**
+ * `htq` of a raw query string (docs/CONTRACTS.md, "Identity assertion"): base64url (no padding) of
+ * the SHA-256 of its bytes, taken as they are — no decoding, no reordering.
+ * @param query the request target after the first '?', without it ('' when there is no query)
+ * @returns 43 characters
+ */
+export function queryHash(query: string): string {
+  return createHash('sha256').update(query, 'latin1').digest('base64url');
+}
+
+/**
  * What goes into one assertion. `method` becomes `htm` (upper-cased here); `path` becomes `htu`
- * and must be the path only (no `?query`) as the upstream will see it.
+ * and must be the path only (no `?query`) as the upstream will see it; `query` becomes `htq`
+ * ({@link queryHash}) and is the raw query string without '?' ('' for none).
  */
 export type AssertionClaims = {
   sub: string;
@@ -31,6 +45,7 @@ export type AssertionClaims = {
   requestId: string;
   method: string;
   path: string;
+  query: string;
 };
 
 /** Signs assertions and publishes the public key set. */
@@ -74,7 +89,7 @@ export async function createAssertionSigner(opts: {
     kid,
     async sign(c) {
       if (c.path.includes('?')) throw new Error('assertion htu must not contain a query string');
-      const claims: Record<string, unknown> = { scope: c.scope, request_id: c.requestId, htm: c.method.toUpperCase(), htu: c.path };
+      const claims: Record<string, unknown> = { scope: c.scope, request_id: c.requestId, htm: c.method.toUpperCase(), htu: c.path, htq: queryHash(c.query) };
       if (c.publisherId) claims.publisher_id = c.publisherId;
       if (c.sid) claims.sid = c.sid;
       if (c.amr && c.amr.length) claims.amr = c.amr;

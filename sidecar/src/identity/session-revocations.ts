@@ -12,6 +12,12 @@
  * (a revocation made meanwhile is enforced at most that much later); after that {@link check}
  * answers `unknown` and the stage refuses session-bound tokens with 503 until the view is fresh
  * again (fail closed).
+ *
+ * A partition (the network drops packets, nobody resets the connection) leaves the subscriber
+ * "connected" and silent, so the view cannot tell it from a quiet channel: a PING on the subscriber
+ * every `heartbeatMs` proves the channel alive (Redis answers in order, so every message published
+ * before the PING has arrived). An answer missing for `heartbeatMs` counts as a drop dated back to
+ * the last answered PING, and the subscriber reconnects (test/faults/redis.test.ts).
  */
 import type { Redis } from 'ioredis';
 import { REVOKED_SESSIONS_KEY, SESSION_REVOKED_CHANNEL, decodeRevocation } from '../../../policies/src/session-revocations.ts';
@@ -41,6 +47,8 @@ export type SessionRevocationsOptions = {
   subscriber: Redis;
   maxStalenessMs: number;
   resyncMs: number;
+  /** how often the subscriber is pinged, and how long an answer may take (default maxStalenessMs / 4, within 50…1000) */
+  heartbeatMs?: number;
   log: Log;
 };
 
@@ -101,15 +109,38 @@ export function createSessionRevocations(o: SessionRevocationsOptions): SessionR
   o.subscriber.on('ready', () => {
     if (!closed) readyPass = subscribeAndRead();
   });
-  const dropped = () => {
+  /** The push channel is gone; the view was last known complete at `at`. */
+  const dropped = (at = now()) => {
     if (subscribed) {
-      lostAt = now();
+      lostAt = at;
       o.log.warn({}, 'session revocations: push channel lost; the view goes stale');
     }
     subscribed = false;
   };
-  o.subscriber.on('close', dropped); // ioredis emits 'close' before every 'end' too
+  o.subscriber.on('close', () => dropped()); // ioredis emits 'close' before every 'end' too
   o.subscriber.on('error', () => undefined);
+
+  const heartbeatMs = o.heartbeatMs ?? Math.max(50, Math.min(1000, Math.floor(o.maxStalenessMs / 4)));
+  let beat: NodeJS.Timeout | null = null;
+  let beating = false;
+  let lastAnswered = 0; // when the last answered PING was sent
+  const heartbeat = async () => {
+    if (!subscribed || beating || closed) return;
+    beating = true;
+    const sent = now();
+    let timeout: NodeJS.Timeout | undefined;
+    const answered = await Promise.race([
+      o.subscriber.ping().then(() => true, () => false),
+      new Promise<false>((r) => (timeout = setTimeout(() => r(false), heartbeatMs))),
+    ]);
+    clearTimeout(timeout);
+    beating = false;
+    if (answered) lastAnswered = sent;
+    if (answered || !subscribed || closed) return;
+    // silent beyond the heartbeat: complete only as of the last answered PING (or the subscription)
+    dropped(Math.max(lastAnswered, subscribedAt));
+    o.subscriber.disconnect(true);
+  };
 
   return {
     check(sid) {
@@ -128,10 +159,13 @@ export function createSessionRevocations(o: SessionRevocationsOptions): SessionR
       await (readyPass ?? resync());
       timer = setInterval(() => void resync(), o.resyncMs);
       timer.unref();
+      beat = setInterval(() => void heartbeat(), heartbeatMs);
+      beat.unref();
     },
     async close() {
       closed = true;
       if (timer) clearInterval(timer);
+      if (beat) clearInterval(beat);
       o.subscriber.disconnect();
     },
   };

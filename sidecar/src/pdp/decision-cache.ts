@@ -11,10 +11,17 @@
  * Redis is only a cache: when it fails (down, slow beyond `commandTimeout`, offline queue disabled)
  * the epochs are unknown, so the decision is made by the PDP directly, bypassing the LRU too (a
  * revocation could not be seen). The outage is logged once, and its end once.
+ *
+ * When Redis answers again after an outage (a failed command, or the connection dropped), the
+ * epochs it holds cannot be trusted: a writer that changed a tuple in OpenFGA during the outage
+ * could not bump them (policies/src/relationships.ts retries, but only later). So before the first
+ * cached decision after an outage the LRU is cleared and the global epoch is bumped (every cached
+ * decision, in every process, is then missed once): no decision cached before the outage is served
+ * after it (test/faults/redis.test.ts).
  */
 import { LRUCache } from 'lru-cache';
 import type { Redis } from 'ioredis';
-import { decisionKey, epochKeys } from '../../../policies/src/epochs.ts';
+import { decisionKey, epochKeys, globalEpochKey } from '../../../policies/src/epochs.ts';
 import type { CheckQuery, Pdp } from './openfga.ts';
 import type { DecisionSource, SidecarMetrics } from '../metrics.ts';
 
@@ -54,13 +61,24 @@ export function createDecisionCache(opts: {
   const { redis, pdp, storeId, modelId, ttlMs, metrics, log } = opts;
   const lru = new LRUCache<string, boolean>({ max: Math.max(1, opts.maxEntries), ttl: Math.max(1, ttlMs) });
   let down = false;
+  /** Set by every outage; cleared once the LRU is emptied and the global epoch bumped after it. */
+  let untrusted = false;
   const redisFailed = (err: unknown, op: string) => {
     if (!down) log.warn({ err: { message: (err as Error).message }, op }, 'redis unavailable: deciding without the decision cache');
     down = true;
+    untrusted = true;
   };
   const redisOk = () => {
     if (down) log.info({}, 'redis available again: decision cache re-enabled');
     down = false;
+  };
+  // A dropped connection is an outage even when no decision was asked for meanwhile.
+  redis.on('reconnecting', () => (untrusted = true));
+  /** After an outage: forget the LRU and move every process to new keys (one INCR). @throws Redis errors */
+  const distrustOldEntries = async () => {
+    lru.clear();
+    await redis.incr(globalEpochKey(storeId));
+    untrusted = false;
   };
   const record = (allowed: boolean, source: DecisionSource): Decision => {
     metrics.decision(source, allowed);
@@ -76,6 +94,7 @@ export function createDecisionCache(opts: {
       if (ttlMs <= 0) return record(await pdp.check(q), 'pdp');
       let epochs: (string | null)[];
       try {
+        if (untrusted) await distrustOldEntries();
         epochs = await redis.mget(...epochKeys(storeId, q.user, q.object));
         redisOk();
       } catch (err) {

@@ -210,14 +210,22 @@ export function createJwtAuthenticator(opts: JwtAuthenticatorOptions): Authentic
   const cache = createTokenCache<Identity>({ maxTtlMs: opts.cacheTtlMs ?? 60_000, maxEntries: opts.cacheMaxEntries ?? 10_000 });
   const onCache = opts.onCache ?? (() => undefined);
 
-  /** The key the issuer's JWKS gives now for a cached token's header, or undefined when it gives none. */
+  /**
+   * The key the issuer's JWKS gives now for a cached token's header, or undefined when it gives none
+   * (no or several matching keys: verified in full below).
+   * @throws ProblemError 503 when the JWKS cannot be fetched: at once, not after a second fetch by
+   *   the full verification (which would double the wait: test/faults/jwks.test.ts)
+   */
   const currentKey = async (source: KeySource | undefined, header: { alg: string; kid?: string }): Promise<unknown> => {
     try {
       if (!source) return undefined;
       const keys = source.keys();
       return await (keys instanceof Promise ? await keys : keys)(header, undefined as never);
-    } catch {
-      return undefined; // no/several matching keys, JWKS unreachable: verify in full below
+    } catch (err) {
+      if (err instanceof ProblemError) throw err; // discovery unavailable
+      const code = (err as { code?: string }).code;
+      if (err instanceof joseErrors.JOSEError && code && TOKEN_ERROR_CODES.has(code)) return undefined;
+      throw keysUnavailable(err);
     }
   };
 

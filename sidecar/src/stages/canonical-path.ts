@@ -9,7 +9,8 @@
  * - in the path: empty segments (`//`), dot segments `.`/`..` (RFC 3986 §5.2.4), `;` path
  *   parameters, and percent-encodings of `/` `\` `.` (`%2F %5C %2E`, any case), of control
  *   characters, and of any other unreserved character (RFC 3986 §2.3: such URIs are equivalent to
- *   the decoded form, so the encoded one is not canonical), plus malformed `%` escapes.
+ *   the decoded form, so the encoded one is not canonical), plus malformed `%` escapes and
+ *   encoded octets that are not UTF-8 (overlong forms such as `%C0%AF`, surrogates, stray bytes).
  *
  * Matching afterwards is case-sensitive and byte-exact, so `/API/V1/WORKS` simply matches no rule.
  */
@@ -56,6 +57,13 @@ export function checkCanonicalPath(rawUrl: string | undefined): CanonicalTarget 
     if (code === 0x2e) return reject('an encoded "."');
     if (code < 0x20 || code === 0x7f) return reject('an encoded control character');
     if (UNRESERVED.test(String.fromCharCode(code))) return reject('an encoded unreserved character');
+  }
+  // RFC 3986 §2.5 / RFC 3629: encoded octets are UTF-8; overlong forms (%C0%AF = "/" to a lax
+  // decoder), surrogates and stray bytes are not, and readers disagree on what they mean.
+  try {
+    decodeURIComponent(path);
+  } catch {
+    return reject('a percent-encoding that is not UTF-8 (e.g. an overlong form)');
   }
   for (const m of query.matchAll(PCT)) if (!m[1]) return reject('a malformed percent-encoding in the query');
   return { path, query };

@@ -12,10 +12,11 @@
  *    and client-supplied X-Forwarded-* / Forwarded (the sidecar is the edge and sets them);
  *    and the fields some frameworks read as another method or path than the one authorized
  *    ({@link MEANING_CHANGING_HEADERS}: X-HTTP-Method-Override and kin, X-Original-URL,
- *    X-Rewrite-URL), so the upstream acts on exactly the request the route rule decided;
+ *    X-Rewrite-URL, X-Original-URI/-Method), so the upstream acts on exactly the request the route rule decided;
  * 3. add `X-Identity-Assertion`, `X-Request-Id`, `X-Publisher-Id`, `X-Forwarded-For/-Proto/-Host`.
  */
 import { randomUUID } from 'node:crypto';
+import { MEANING_CHANGING_HEADERS } from '../../../policies/src/routes.ts';
 
 /** Hop-by-hop fields (RFC 9110 §7.6.1, plus the legacy Keep-Alive/Proxy-Connection). */
 export const HOP_BY_HOP = new Set([
@@ -40,12 +41,7 @@ export const IDENTITY_HEADERS = new Set([
   'authorization',
 ]);
 
-/**
- * Fields that make some upstream frameworks (Express method-override, Symfony, IIS URL Rewrite,
- * Spring's HiddenHttpMethodFilter kin) treat the request as another method or path than the one
- * the sidecar authorized: never forwarded.
- */
-export const MEANING_CHANGING_HEADERS = new Set(['x-http-method-override', 'x-http-method', 'x-method-override', 'x-original-url', 'x-rewrite-url']);
+export { MEANING_CHANGING_HEADERS };
 
 const ALSO_REPLACED = new Set(['x-publisher-id', 'x-tenant-id', 'x-request-id', 'host', 'expect', 'forwarded', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'x-real-ip']);
 
@@ -92,16 +88,19 @@ export function requestIdFrom(headers: HeaderMap): string {
  * @param inbound the client's headers.
  * @param add.assertion the signed identity assertion (omitted for public routes);
  *   add.requestId; add.publisherId normalised context (omitted when none);
- *   add.clientIp the TCP peer; add.proto `http`/`https`; add.host the client's Host.
+ *   add.clientIp the TCP peer; add.proto `http`/`https`; add.host the client's Host;
+ *   add.forward the route rule's `forward_headers` (meaning-changing fields it lets through).
  * @returns a fresh header map safe to send upstream.
  */
 export function mutateHeaders(
   inbound: HeaderMap,
-  add: { assertion?: string; requestId: string; publisherId?: string; clientIp?: string; proto: string; host?: string },
+  add: { assertion?: string; requestId: string; publisherId?: string; clientIp?: string; proto: string; host?: string; forward?: readonly string[] },
 ): HeaderMap {
   const out: HeaderMap = {};
   for (const [name, v] of Object.entries(stripHopByHop(inbound))) {
-    if (IDENTITY_HEADERS.has(name) || name.startsWith('x-auth-') || name === 'x-auth' || ALSO_REPLACED.has(name) || MEANING_CHANGING_HEADERS.has(name)) continue;
+    // every client X-Forwarded-* (not only -For/-Proto/-Host: -Prefix and -Path move an app's base path, -Uri/-Method are forwardAuth's)
+    if (IDENTITY_HEADERS.has(name) || name.startsWith('x-auth-') || name === 'x-auth' || ALSO_REPLACED.has(name) || name.startsWith('x-forwarded-')) continue;
+    if (MEANING_CHANGING_HEADERS.has(name) && !add.forward?.includes(name)) continue;
     out[name] = v;
   }
   if (add.assertion) out['x-identity-assertion'] = add.assertion;

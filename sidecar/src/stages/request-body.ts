@@ -1,17 +1,22 @@
 /**
- * The proxied request body, guarded: the client's stream is piped (`stream.pipeline`, so an error
- * on either side reaches the other and the callback — never an unhandled 'error' event) through a
- * byte-counting Transform that undici reads. The guard fails the body when
- * - it grows past `limitBytes` (PROXY_BODY_LIMIT_BYTES; chunked bodies, which have no
- *   Content-Length to check up front) → {@link BodyTooLarge};
- * - it is not completely received within `deadlineMs` (the rest of REQUEST_TIMEOUT_MS: slow-loris
- *   uploads) → {@link BodyDeadline};
- * - the client aborts or the connection breaks → {@link BodyIncomplete}.
- * On failure the counter is destroyed (undici then aborts the upstream request) and `onError`
- * runs once. The client's stream itself is only detached, not destroyed, so the caller can still
- * answer (413/408 with `Connection: close`).
+ * The proxied request body, received completely into memory BEFORE an upstream connection is
+ * taken (issue 9 §1: a slowly sent body must not hold an upstream slot). The body is bounded by
+ * PROXY_BODY_LIMIT_BYTES, and every byte held counts against the process-wide budget
+ * PROXY_BUFFER_TOTAL_BYTES and its owner's shares of it (shares.ts), so many large or slow uploads
+ * cannot exhaust memory either. Receiving fails with
+ * - {@link BodyTooLarge}: past `limitBytes` (chunked bodies, which have no Content-Length to check
+ *   up front; forward.ts checks a declared one before calling);
+ * - {@link BodyDeadline}: not completely received within `deadlineMs` (the rest of
+ *   REQUEST_TIMEOUT_MS: slow-loris uploads);
+ * - {@link BufferFull}: the bytes do not fit the budget or the owner's share of it (a declared
+ *   Content-Length is checked before reading anything);
+ * - {@link BodyIncomplete}: the client aborted or the connection broke;
+ * - `signal.reason`: the caller aborted.
+ * On failure the bytes held are given back and the client's stream is only paused, not destroyed,
+ * so the caller can still answer (413/408/503 with `Connection: close`).
  */
-import { Transform, pipeline, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
+import type { ShareLedger, ShareOwner } from './shares.ts';
 
 /** The body grew past the limit. */
 export class BodyTooLarge extends Error {
@@ -37,64 +42,98 @@ export class BodyIncomplete extends Error {
   }
 }
 
-/** A guarded body: hand `stream` to the upstream client; `abort` stops it on the caller's failures. */
-export type GuardedBody = {
-  stream: Readable;
-  /** Destroy the counter with `err` (no-op when the body already failed or completed and was read). */
-  abort(err: Error): void;
-  /** True once the whole body was received from the client. */
-  complete(): boolean;
+/** Holding more body bytes would exceed PROXY_BUFFER_TOTAL_BYTES or the owner's share of it. */
+export class BufferFull extends Error {
+  constructor(what: string) {
+    super(`no room to buffer ${what}`);
+    this.name = 'BufferFull';
+  }
+}
+
+/** A body received in full; its bytes count against the budget until `release()`. */
+export type ReceivedBody = {
+  data: Buffer;
+  /** Give the bytes back to the budget (idempotent); call once the upstream no longer needs `data`. */
+  release(): void;
+};
+
+/** Options of {@link receiveBody}. Sizes in bytes, durations in ms. */
+export type ReceiveBodyOptions = {
+  /** The largest body accepted (PROXY_BODY_LIMIT_BYTES). */
+  limitBytes: number;
+  /** The client's Content-Length when it sent one (checked against the budget before reading). */
+  declaredBytes?: number;
+  /** Time (ms, from now) by which the body must be complete; ≤ 0 = already passed; undefined = none. */
+  deadlineMs?: number;
+  /** The process-wide byte budget (PROXY_BUFFER_TOTAL_BYTES with the shares). */
+  budget: ShareLedger;
+  /** Whose shares of the budget the bytes count against. */
+  owner: ShareOwner;
+  /** Aborting it stops receiving at once (rejects with `signal.reason`). */
+  signal: AbortSignal;
 };
 
 /**
- * Guard `source`.
- * @param opts.limitBytes the largest body accepted (bytes).
- * @param opts.deadlineMs time (ms, from now) by which the body must be completely received;
- *   ≤ 0 = already passed (fails at once); undefined = no deadline.
- * @param opts.onError called once with BodyTooLarge / BodyDeadline / BodyIncomplete, or the error
- *   passed to `abort`.
+ * Read `source` to its end into one Buffer.
+ * @returns the body and the release of its bytes.
+ * @throws BodyTooLarge / BodyDeadline / BufferFull / BodyIncomplete / `signal.reason` (see the
+ *   module comment); nothing stays reserved when it throws.
  */
-export function guardBody(
-  source: Readable,
-  opts: { limitBytes: number; deadlineMs?: number; onError: (err: Error) => void },
-): GuardedBody {
-  let seen = 0;
-  let received = false;
-  let aborted = false;
-  const counter = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      seen += chunk.length;
-      if (seen > opts.limitBytes) cb(new BodyTooLarge(opts.limitBytes));
-      else cb(null, chunk);
-    },
+export function receiveBody(source: Readable, opts: ReceiveBodyOptions): Promise<ReceivedBody> {
+  const { budget, owner, signal } = opts;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  if (opts.declaredBytes !== undefined && budget.blocker(owner, opts.declaredBytes) !== undefined) {
+    return Promise.reject(new BufferFull(`a request body of ${opts.declaredBytes} bytes`));
+  }
+  return new Promise<ReceivedBody>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let held = 0;
+    let settled = false;
+    const giveBack = () => {
+      budget.remove(owner, held);
+      held = 0;
+    };
+    const settle = (err: Error | undefined) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+      source.off('data', onData);
+      source.off('end', onEnd);
+      source.off('error', onError);
+      source.off('close', onClose);
+      if (err) {
+        source.pause(); // stop reading; the socket stays for the answer (which says Connection: close)
+        giveBack();
+        chunks.length = 0;
+        reject(err);
+        return;
+      }
+      const data = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, held);
+      chunks.length = 0;
+      resolve({ data, release: giveBack });
+    };
+    const onData = (chunk: Buffer) => {
+      if (held + chunk.length > opts.limitBytes) return settle(new BodyTooLarge(opts.limitBytes));
+      if (budget.blocker(owner, chunk.length) !== undefined) return settle(new BufferFull(`${held + chunk.length} bytes of a request body`));
+      budget.add(owner, chunk.length);
+      held += chunk.length;
+      chunks.push(chunk);
+    };
+    const onEnd = () => settle(undefined);
+    const onError = (err: Error) => settle(new BodyIncomplete(err));
+    const onClose = () => settle(new BodyIncomplete(new Error('the client closed the connection')));
+    const onAbort = () => settle(signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason)));
+
+    const deadline = opts.deadlineMs === undefined ? undefined : Math.max(0, opts.deadlineMs);
+    const timer = deadline === undefined ? undefined : setTimeout(() => settle(new BodyDeadline(deadline)), deadline);
+    timer?.unref();
+    signal.addEventListener('abort', onAbort, { once: true });
+    source.on('data', onData);
+    source.once('end', onEnd);
+    source.once('error', onError);
+    source.once('close', onClose);
+    if (source.readableEnded) settle(undefined); // an empty body already read to its end
+    else if (source.destroyed) onClose(); // the client left before we started reading
   });
-  // The pipeline reports every error to its callback; this keeps a late destroy (e.g. by undici
-  // after the pipeline settled) from ever becoming an unhandled 'error' that ends the process.
-  counter.on('error', () => undefined);
-
-  const deadline = opts.deadlineMs === undefined ? undefined : Math.max(0, opts.deadlineMs);
-  const timer = deadline === undefined ? undefined : setTimeout(() => counter.destroy(new BodyDeadline(deadline)), deadline);
-  timer?.unref();
-
-  // destroyOnReturn: false — when the counter fails, stop reading the client without destroying
-  // its stream (that would reset the socket before the 413/408 answer could be written).
-  pipeline(source.iterator({ destroyOnReturn: false }), counter, (err) => {
-    clearTimeout(timer);
-    if (!err) {
-      received = true;
-      return;
-    }
-    const known = err instanceof BodyTooLarge || err instanceof BodyDeadline || err instanceof BodyIncomplete;
-    opts.onError(known || aborted ? err : new BodyIncomplete(err));
-  });
-
-  return {
-    stream: counter,
-    abort(err) {
-      if (counter.destroyed) return;
-      aborted = true;
-      counter.destroy(err);
-    },
-    complete: () => received,
-  };
 }

@@ -58,7 +58,7 @@ export async function createAuthModule(config: CatalogConfig, parts: AuthModuleP
     intervalMs: config.REVOCATION_PUBLISH_INTERVAL_MS,
     log: parts.log,
   });
-  const mailer = parts.mailer ?? createMailer({ smtpUrl: config.SMTP_URL, from: config.MAIL_FROM, log: parts.log });
+  const mailer = parts.mailer ?? createMailer({ smtpUrl: config.SMTP_URL, from: config.MAIL_FROM, log: parts.log, timeoutMs: config.SMTP_TIMEOUT_MS });
   const deps: AuthDeps = {
     orm: parts.orm,
     keys,

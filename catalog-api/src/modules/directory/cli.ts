@@ -32,7 +32,7 @@ program
   .action(async (publisher?: string) => {
     const config = loadConfig();
     const authOrm = await createOrm(config, 'auth');
-    const orm = await createOrm(config);
+    const orm = await createOrm(config, 'jobs'); // the outbox relay's role
     const redis = createRedis(config);
     const writer = await createRelationshipWriter(config);
     try {

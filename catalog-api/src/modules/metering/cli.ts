@@ -3,7 +3,7 @@
  * `rollup`: Redis counts → `account_usage` / `api_client_usage`, limits → Redis; `measure`: seats
  * and storage → today's rows. Exit code 0; 1 when it failed; 3 when another process holds the
  * job's lock (nothing done — that process is doing it).
- * Environment: DATABASE_URL, AUTH_DATABASE_URL, REDIS_URL, METERING_KEY_PREFIX (catalog-api/src/config.ts).
+ * Environment: JOBS_DATABASE_URL, AUTH_DATABASE_URL, REDIS_URL, METERING_KEY_PREFIX (catalog-api/src/config.ts).
  */
 import { once } from 'node:events';
 import { Command } from 'commander';
@@ -15,7 +15,7 @@ import { measure, rollUp, type MeteringDeps } from './rollup.ts';
 /** Connect, run `job`, disconnect. */
 async function withDeps<T>(job: (deps: MeteringDeps) => Promise<T>): Promise<T> {
   const config = loadConfig();
-  const orm = await createOrm(config);
+  const orm = await createOrm(config, 'jobs');
   const authOrm = await createOrm(config, 'auth');
   const redis = createRedis(config);
   try {

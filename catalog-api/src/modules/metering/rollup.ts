@@ -21,7 +21,7 @@ import { seatsOf } from '../users/members.service.ts';
 
 /** What the roll-up needs. */
 export type MeteringDeps = {
-  /** the app pool (`catalog_app`: EXECUTE on the metering functions) */
+  /** the relays' and jobs' pool (`catalog_jobs`, JOBS_DATABASE_URL: EXECUTE on the metering functions) */
   orm: Orm;
   /** the sign-in service's pool (seats: every membership and invitation) */
   authOrm: Orm;
