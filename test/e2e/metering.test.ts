@@ -197,7 +197,19 @@ t.test('the monthly limit: block → 429 with Retry-After, warn → the header, 
   await su.query(`update plans set api_calls_per_month = 3 where id in ('starter', 'custom')`);
   await su.query(`update accounts set plan_type = 'custom' where publisher_id = $1`, [warned]); // custom: warn
   await metering('rollup'); // publishes the limits
-  await sleep(600); // the sidecars re-read them every 200 ms
+  // the sidecars re-read them every 200 ms: wait until the one this test calls has read them since
+  // (a loaded machine may take longer than a fixed pause)
+  const published = Date.now();
+  {
+    const sidecar = stack.sidecars[0]!;
+    const age = async () => {
+      const text = await (await fetch(`${sidecar.adminUrl}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith('sidecar_metering_limits_age_seconds '));
+      return line ? Number(line.split(' ')[1]) : Infinity;
+    };
+    const seen = await until(age, (a) => a >= 0 && Date.now() - a * 1000 > published + 250); // a read that ended 250 ms after: begun after
+    t.ok(seen >= 0 && Date.now() - seen * 1000 > published, 'the sidecar read the published limits');
+  }
 
   const base = stack.sidecars[0]!.url;
   for (let i = 1; i <= 3; i++) {
