@@ -321,7 +321,7 @@ export async function buildSidecar(config: SidecarConfig): Promise<SidecarInstan
           // The whole request must be received within REQUEST_TIMEOUT_MS of its start.
           bodyDeadlineMs: config.server.requestTimeoutMs - reply.elapsedTime,
           // Whose shares of the upstream slots and the buffer it uses (anonymous: the client's address).
-          owner: { subject: result.identity?.subject ?? `ip:${rateLimits.clientAddress(request.socket.remoteAddress, request.headers)}`, publisher: result.publisherId },
+          owner: { subject: result.identity?.subject ?? `ip:${result.clientIp}`, publisher: result.publisherId },
         },
         reply,
       );

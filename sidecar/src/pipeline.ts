@@ -47,6 +47,7 @@ export type PipelineInput = {
   /** Node's raw header list (name, value, …): repeated fields Node folds or drops are visible here. */
   rawHeaders: readonly string[];
   requestId: string;
+  /** The client's address: the TCP peer, or the client a trusted proxy names (TRUSTED_PROXIES). */
   clientIp?: string;
   proto: string;
   /** Called for response headers a stage wants on the answer whatever happens (e.g. Deprecation). */
@@ -64,6 +65,8 @@ export type PipelineResult = {
   assertion?: string;
   /** The headers to send upstream (mutate-headers output). */
   upstreamHeaders: HeaderMap;
+  /** The client's address (the input's `clientIp`). */
+  clientIp?: string;
 };
 
 /**
@@ -77,7 +80,7 @@ export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Pro
   const match = routeStage(deps.routes, input.method, path);
   const { rule } = match;
   const setHeader = input.setResponseHeader;
-  let limited = await rateLimitStage(deps.rateLimits, match, { kind: 'ip', peer: input.clientIp, headers: input.headers }, undefined, setHeader);
+  let limited = await rateLimitStage(deps.rateLimits, match, { kind: 'ip', address: input.clientIp }, undefined, setHeader);
 
   let identity: Identity | undefined;
   let publisherId: string | undefined;
@@ -121,5 +124,5 @@ export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Pro
     host,
     forward: rule.forward_headers,
   });
-  return { path, query, match, identity, publisherId, decision, assertion, upstreamHeaders };
+  return { path, query, match, identity, publisherId, decision, assertion, upstreamHeaders, clientIp: input.clientIp };
 }

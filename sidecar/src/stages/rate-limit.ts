@@ -90,7 +90,7 @@ export type RateLimitVerdict = { limit: number; remaining: number; resetMs: numb
 
 /** What the stage limits: the client IP, the authenticated subject, or the publisher. */
 export type RateLimitTarget =
-  | { kind: 'ip'; peer: string | undefined; headers: Record<string, string | string[] | undefined> }
+  | { kind: 'ip'; /** the client's address as {@link RateLimits.clientAddress} resolved it */ address: string | undefined }
   | { kind: 'subject'; identity: Identity }
   | { kind: 'publisher'; contextPublisher: string | undefined };
 
@@ -221,7 +221,7 @@ function publisherOf(match: RouteMatch, contextPublisher: string | undefined): s
 function keyValue(limits: RateLimits, target: RateLimitTarget): string | undefined {
   switch (target.kind) {
     case 'ip':
-      return ipKey(limits.clientAddress(target.peer, target.headers));
+      return ipKey(target.address);
     case 'subject':
       // issuer + subject: two issuers' subjects never share a budget; a digest keeps any byte of a
       // foreign issuer's `sub` (a brace: the hash tag) out of the key
