@@ -199,8 +199,8 @@ begin
   end if;
 end $rewrite$;`;
 
-/** The scope rule and permissions of the request (was catalog-api/src/db/context.ts SCOPE_SQL). */
-const BEGIN_REQUEST = `
+/** The scope rule and permissions of the request (was catalog-api/src/db/context.ts SCOPE_SQL); 0012 amends it. */
+export const BEGIN_REQUEST = `
 create function app_begin_request(p_user uuid, p_publisher uuid default null)
 returns table (is_system_admin boolean, status text, kind text, role text, custom_role_id uuid, department_id uuid,
                publisher_status text, auth_policy text, require_mfa boolean, read_only boolean,
