@@ -126,6 +126,14 @@ ensure_nginx() {
   echo "$bin"
 }
 
+# ensure_chromium: Debian's Chromium (test/e2e/explorer.test.ts drives the access explorer in it
+# with playwright-core; no browser download) installed once; prints the binary's path.
+ensure_chromium() {
+  local bin=/usr/bin/chromium
+  [ -x "$bin" ] || apt_install chromium >&2
+  echo "$bin"
+}
+
 # ensure_key_files: the issuer's key-encryption key and the sidecar's signing key under $DATA,
 # created once (ISSUER_KEK_FILE names the first).
 ensure_key_files() {

@@ -26,7 +26,7 @@ for port in "$CATALOG_PORT" "$SIDECAR_PORT" "$ADMIN_PORT" $([ "$OWN_SMTP" = 1 ] 
 done
 
 ensure_key_files
-log "authorization model"; node policies/src/cli.ts deploy
+log "authorization model"; node policies/src/cli.ts deploy --accept-changes   # shadow report shown; a running stack switches within 1 s
 log "migrations"; node migrations/migrate.ts up
 # A demo database set up by another checkout (or before .data/ was deleted) holds keys and TOTP
 # secrets sealed under another key-encryption key, and that checkout's directory settings: sign-in
@@ -65,6 +65,8 @@ cat <<MSG
 
   Sidecar (PEP):  $S      catalog API behind it: $UPSTREAM_URL
   API docs:       $S/docs        issuer: $S/.well-known/openid-configuration
+  Explorer:       $S/explorer/   the access explorer for security admins: sign in as
+                  sysadmin@example.com, or owner@spirit.example (a publisher admin); password below
   Metrics:        http://127.0.0.1:$ADMIN_PORT/metrics (the sidecar's admin listener, loopback only)
                   $UPSTREAM_URL/metrics (the catalog API's own port, not public)
   Mail:           every message the stack sends is stored in $DATA/mail/ (one .eml each)

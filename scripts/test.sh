@@ -16,6 +16,9 @@ export OPENFGA_BIN PATH="$CACHE/bin:$PATH"
 NGINX_BIN="$(ensure_nginx)"
 ENVOY_VALIDATE_BIN="$(ensure_envoy_validate_bin)"
 export NGINX_BIN ENVOY_VALIDATE_BIN
+# The access explorer's browser test (test/e2e/explorer.test.ts): Debian's Chromium.
+CHROMIUM_BIN="$(ensure_chromium)"
+export CHROMIUM_BIN
 
 log "type-check (tsc)"
 node node_modules/typescript/bin/tsc -p tsconfig.json

@@ -38,6 +38,9 @@ import { auditRoutes } from './modules/audit/routes.ts';
 import { accountsRoutes } from './modules/accounts/routes.ts';
 import { trialSweepPlugin } from './modules/accounts/trial-sweep.ts';
 import { meteringPlugin } from './modules/metering/plugin.ts';
+import { explorerPlugin } from './modules/explorer/plugin.ts';
+import { authzRoutes } from './modules/authz/routes.ts';
+import { createAuthzFga } from './modules/authz/fga.ts';
 
 /** Injectable collaborators (tests); production builds them from the configuration. */
 export type CatalogDeps = {
@@ -151,6 +154,9 @@ export async function buildCatalogApi(config: CatalogConfig, deps: CatalogDeps =
   await app.register(accountsRoutes, adminDeps);
   await app.register(trialSweepPlugin, { authOrm, intervalMs: config.TRIAL_SWEEP_INTERVAL_MS, flushOutbox: routeDeps.flushOutbox });
   await app.register(meteringPlugin, { orm: jobsOrm, authOrm, redis, prefix: config.METERING_KEY_PREFIX, rollupIntervalMs: config.METERING_ROLLUP_INTERVAL_MS, measureIntervalMs: config.METERING_MEASURE_INTERVAL_MS });
+  // the security admin's endpoints (/api/v1/authz): explain, who-can, what-can, access, decisions, models
+  await app.register(authzRoutes, { ...routeDeps, authOrm, fga: createAuthzFga({ apiUrl: config.OPENFGA_API_URL, storeName: config.OPENFGA_STORE_NAME, redis }), storeName: config.OPENFGA_STORE_NAME });
+  await app.register(explorerPlugin); // the access explorer's static page under /explorer/
 
   app.addHook('onReady', async () => auth.start());
   return app;

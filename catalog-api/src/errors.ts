@@ -42,7 +42,9 @@ export type ProblemKind =
   | 'last-admin'
   // accounts (docs/CONTRACTS.md, "Accounts and usage")
   | 'publisher-read-only'
-  | 'seats-in-use';
+  | 'seats-in-use'
+  // authorization administration (docs/CONTRACTS.md, "Authorization administration")
+  | 'shadow-changes';
 
 const TITLES: Record<ProblemKind, string> = {
   'bad-request': 'Bad request',
@@ -76,6 +78,7 @@ const TITLES: Record<ProblemKind, string> = {
   'last-admin': 'A publisher keeps at least one admin',
   'publisher-read-only': 'Publisher is read-only',
   'seats-in-use': 'More seats in use than the plan allows',
+  'shadow-changes': 'The candidate model changes recent decisions',
 };
 
 /** One offending input: `field` is a dotted path (`songwriters[1].role`), `reason` says why. */

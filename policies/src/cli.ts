@@ -3,20 +3,34 @@
  *   validate              the model parses and every route rule names a relation of the model
  *   test                  `fga model test` on policies/tests/*.fga.yaml
  *   diff [--exit-code]    the store's newest model vs the local one (DSL lines)
- *   deploy                write the local model when its content changed; prints store + model id
+ *   deploy [--accept-changes] [--skip-shadow]   shadow run first (refused when decisions change),
+ *                         then write the local model when its content changed, migrate tuples
+ *                         (policies/migrations/) and publish it; prints the report, store + model id
+ *   shadow [--model file] [--sample N] [--from-file decisions.jsonl]   replay recent decisions
+ *                         against the model in a scratch store; prints what changes
  *   models                list the store's model ids (newest first) with their creation time
  *   rollback <modelId>    write an older model's content again as the newest model
+ *   explain <user> <permission> <object> | who-can <permission> <object> |
+ *   what-can <user> <permission> <type>   explain and inspect decisions (policies/src/explain-cli.ts)
+ *   active [--publish]    the active model id (Redis key, else the newest) and whether it is the newest
+ * deploy and rollback publish the new active model (policies/src/active-model.ts): running sidecars
+ * and catalog APIs switch to it within 1 s, without a restart.
  * Options: --api-url (OPENFGA_API_URL, default http://127.0.0.1:8080), --store-name
- * (OPENFGA_STORE_NAME, default music-publishing) — docs/CONTRACTS.md, "Environment".
+ * (OPENFGA_STORE_NAME, default music-publishing), --redis-url (REDIS_URL, default
+ * redis://127.0.0.1:6379/0) — docs/CONTRACTS.md, "Environment".
  * Exit code 0 on success, 1 on failure (message on stderr).
  */
 import { Command } from 'commander';
-import { transformer } from '@openfga/syntax-transformer';
-import { DEFAULT_MODEL_FILE, type ModelJson, canonicalModel, deployModel, fgaClient, loadModel, modelContent, readLatestModel, resolveStore } from './model.ts';
+import { DEFAULT_MODEL_FILE, canonicalModel, fgaClient, loadModel, modelContent, readLatestModel, resolveStore, toDsl } from './model.ts';
 import { DEFAULT_ROUTES_FILE, loadRouteRules, validateRoutesAgainstModel } from './routes.ts';
 import { findTestFiles, runModelTests } from './fga-cli.ts';
 import { lineDiff } from './diff.ts';
 import { ulidTime } from './ulid.ts';
+import { addExplainCommands } from './explain-cli.ts';
+import { type ShadowCliOptions, deployCommand, shadowCommand } from './shadow-cli.ts';
+import { DEFAULT_SHADOW_SAMPLE } from './shadow.ts';
+import { DEFAULT_MIGRATIONS_DIR } from './model-migrations.ts';
+import { activeModelKey, announceActiveModel, publishActiveModel, readActiveModel, withRedis } from './active-model.ts';
 
 type Conn = { apiUrl: string; storeName: string };
 
@@ -26,19 +40,27 @@ function withConn(cmd: Command): Command {
     .option('--store-name <name>', 'OpenFGA store name', process.env.OPENFGA_STORE_NAME || 'music-publishing');
 }
 
-/**
- * DSL text of a model with each type's relations in name order: OpenFGA returns relations as a map
- * sorted by name, so both sides of a diff must use the same order to show only real changes.
- */
-function toDsl(model: ModelJson): string {
-  const sorted = (r: Record<string, unknown> | undefined) =>
-    r && Object.fromEntries(Object.keys(r).sort().map((k) => [k, r[k]]));
-  const type_definitions = model.type_definitions.map((t) => ({
-    ...t,
-    relations: sorted(t.relations) as typeof t.relations,
-    metadata: t.metadata && { ...t.metadata, relations: sorted(t.metadata.relations) as typeof t.metadata.relations },
-  }));
-  return transformer.transformJSONToDSL({ ...model, type_definitions });
+/** Add `--redis-url` (where the active model is published). */
+function withRedisUrl(cmd: Command): Command {
+  return cmd.option('--redis-url <url>', 'Redis of the sidecars (active model key + channel)', process.env.REDIS_URL || 'redis://127.0.0.1:6379/0');
+}
+
+/** Publish `modelId` as the active model when needed (see `announceActiveModel`) and say so. */
+async function announce(redisUrl: string, storeId: string, modelId: string, written: boolean): Promise<void> {
+  const published = await withRedis(redisUrl, (redis) => announceActiveModel(redis, storeId, modelId, written)).catch((err: Error) => {
+    throw new Error(`model ${modelId} is in OpenFGA but could not be published as the active model (${err.message}); run \`npm run policies -- active --publish\` once Redis answers`, { cause: err });
+  });
+  console.log(published ? `active model ${modelId} published (${activeModelKey(storeId)}): running sidecars switch within 1 s` : `active model ${modelId} (already published)`);
+}
+
+/** Add the options of `shadow` and `deploy` (policies/src/shadow-cli.ts). */
+function withShadowOptions(cmd: Command): Command {
+  return cmd
+    .option('--model <file>', 'model DSL file', DEFAULT_MODEL_FILE)
+    .option('--sample <n>', `most recent decisions replayed (default ${DEFAULT_SHADOW_SAMPLE})`)
+    .option('--from-file <file>', 'decisions to replay, one JSON record a line, instead of the Redis decision stream')
+    .option('--migrations <dir>', 'model migration files', DEFAULT_MIGRATIONS_DIR)
+    .option('--budget <ms>', 'time budget of the replay in ms (default 60000)');
 }
 
 /** Build the CLI program (exported for tests). Actions throw; {@link main} turns that into exit 1. */
@@ -88,14 +110,15 @@ export function buildProgram(): Command {
       if (opts.exitCode) process.exitCode = 1;
     });
 
-  withConn(program.command('deploy'))
-    .description('write the local model unless the newest deployed model has the same content')
-    .option('--model <file>', 'model DSL file', DEFAULT_MODEL_FILE)
-    .action(async (opts: Conn & { model: string }) => {
-      const res = await deployModel({ apiUrl: opts.apiUrl, storeName: opts.storeName, modelFile: opts.model });
-      console.log(`store ${opts.storeName} ${res.storeId}`);
-      console.log(`model ${res.modelId} (${res.written ? 'written' : 'unchanged'})`);
-    });
+  withShadowOptions(withRedisUrl(withConn(program.command('deploy'))))
+    .description('shadow-test the local model on recent decisions, then write it (unless unchanged), migrate tuples and publish it')
+    .option('--accept-changes', 'deploy even when the shadow run changes decisions')
+    .option('--skip-shadow', 'no shadow run (bootstrap of a platform without recorded traffic)')
+    .action(async (opts: ShadowCliOptions & { acceptChanges?: boolean; skipShadow?: boolean }) => deployCommand(opts));
+
+  withShadowOptions(withRedisUrl(withConn(program.command('shadow'))))
+    .description('replay recent decisions against the local model in a scratch store and report what changes')
+    .action(async (opts: ShadowCliOptions) => shadowCommand(opts));
 
   withConn(program.command('models'))
     .description("list the store's models, newest first")
@@ -115,10 +138,10 @@ export function buildProgram(): Command {
       if (first) console.log('(no models)');
     });
 
-  withConn(program.command('rollback'))
+  withRedisUrl(withConn(program.command('rollback')))
     .description("write an older model's content as the newest model (OpenFGA has no activate API)")
     .argument('<modelId>', 'the model id to restore')
-    .action(async (modelId: string, opts: Conn) => {
+    .action(async (modelId: string, opts: Conn & { redisUrl: string }) => {
       const storeId = await resolveStore(opts.apiUrl, opts.storeName);
       const fga = fgaClient(opts.apiUrl, storeId);
       const old = (await fga.readAuthorizationModel({ authorizationModelId: modelId })).authorization_model;
@@ -126,11 +149,34 @@ export function buildProgram(): Command {
       const latest = await readLatestModel(opts.apiUrl, storeId);
       if (latest && canonicalModel(latest) === canonicalModel(old)) {
         console.log(`model ${latest.id} (newest) already has the content of ${modelId}; nothing written`);
+        await announce(opts.redisUrl, storeId, latest.id, false);
         return;
       }
       const res = await fga.writeAuthorizationModel(modelContent(old));
       console.log(`model ${res.authorization_model_id} (content of ${modelId}, now the newest)`);
+      await announce(opts.redisUrl, storeId, res.authorization_model_id, true);
     });
+
+  withRedisUrl(withConn(program.command('active')))
+    .description('show the active model id (the Redis key, else the newest model) and whether it is the newest')
+    .option('--publish', 'publish the newest model as the active one (repairs a stale or missing key)')
+    .action(async (opts: Conn & { redisUrl: string; publish?: boolean }) => {
+      const storeId = await resolveStore(opts.apiUrl, opts.storeName);
+      const newest = await readLatestModel(opts.apiUrl, storeId);
+      if (!newest) throw new Error(`store ${storeId} has no model: run \`npm run policies -- deploy\``);
+      if (opts.publish) {
+        await withRedis(opts.redisUrl, (redis) => publishActiveModel(redis, storeId, newest.id));
+        console.log(`active model ${newest.id} (newest) published (${activeModelKey(storeId)})`);
+        return;
+      }
+      const keyed = await withRedis(opts.redisUrl, (redis) => readActiveModel(redis, storeId));
+      const active = keyed ?? newest.id;
+      const source = keyed ? activeModelKey(storeId) : 'no key in Redis: the newest model';
+      console.log(`active model ${active} (${active === newest.id ? 'the newest' : `NOT the newest, which is ${newest.id}: run \`npm run policies -- active --publish\``}; from ${source})`);
+      if (active !== newest.id) process.exitCode = 1;
+    });
+
+  addExplainCommands(program, withConn);
 
   return program;
 }

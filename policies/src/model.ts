@@ -32,24 +32,35 @@ export type ModelJson = {
  *   checks of `@openfga/syntax-transformer`'s `validateDSL` (undefined relations/types, cycles …).
  */
 export function loadModel(file: string = DEFAULT_MODEL_FILE): ModelJson {
-  const dsl = readFileSync(file, 'utf8');
+  return parseModel(readFileSync(file, 'utf8'), file);
+}
+
+/**
+ * Parse and validate OpenFGA DSL text (schema 1.1), as {@link loadModel} does for a file.
+ * @param source names the text in the error message (a file path, `request body`).
+ * @throws Error `<source>: invalid OpenFGA model: …` for a syntax error or a failed semantic check.
+ */
+export function parseModel(dsl: string, source: string): ModelJson {
   try {
     validator.validateDSL(dsl);
     const m = transformer.transformDSLToJSONObject(dsl);
     return { schema_version: m.schema_version, type_definitions: m.type_definitions, conditions: m.conditions ?? {} };
   } catch (err) {
-    throw new Error(`${file}: invalid OpenFGA model: ${(err as Error).message}`, { cause: err });
+    throw new Error(`${source}: invalid OpenFGA model: ${(err as Error).message}`, { cause: err });
   }
 }
 
-/** Recursively sort keys and drop `null`, `undefined` and `''` (the server fills unset fields with them). */
+/**
+ * Recursively sort keys and drop `null`, `undefined`, `''` and empty arrays (the server fills unset
+ * fields with them, e.g. a condition's parameter comes back with `generic_types: []`).
+ */
 function normalise(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(normalise);
   if (value !== null && typeof value === 'object') {
     const out: Record<string, unknown> = {};
     for (const key of Object.keys(value).sort()) {
       const v = (value as Record<string, unknown>)[key];
-      if (v === null || v === undefined || v === '') continue;
+      if (v === null || v === undefined || v === '' || (Array.isArray(v) && v.length === 0)) continue;
       out[key] = normalise(v);
     }
     return out;
@@ -158,4 +169,22 @@ export async function deployModel(opts: {
   const storeId = await resolveStore(opts.apiUrl, opts.storeName, { create: true });
   const { modelId, written } = await writeModelIfChanged(opts.apiUrl, storeId, model);
   return { storeId, modelId, written };
+}
+
+/**
+ * DSL text of a model with each type's relations in name order: OpenFGA returns relations as a map
+ * sorted by name, so both sides of a diff must use the same order to show only real changes
+ * (`@openfga/syntax-transformer` `transformJSONToDSL`). Used by `npm run policies -- diff` and the
+ * catalog API's model endpoints.
+ * @throws Error from the transformer when the JSON is not a valid model
+ */
+export function toDsl(model: ModelJson): string {
+  const sorted = (r: Record<string, unknown> | undefined) =>
+    r && Object.fromEntries(Object.keys(r).sort().map((k) => [k, r[k]]));
+  const type_definitions = model.type_definitions.map((t) => ({
+    ...t,
+    relations: sorted(t.relations) as typeof t.relations,
+    metadata: t.metadata && { ...t.metadata, relations: sorted(t.metadata.relations) as typeof t.metadata.relations },
+  }));
+  return transformer.transformJSONToDSL({ ...model, type_definitions });
 }

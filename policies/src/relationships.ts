@@ -16,6 +16,7 @@ import {
 } from '@openfga/sdk';
 import type { Redis, Cluster } from 'ioredis';
 import { epochKeysToBump } from './epochs.ts';
+import type { ModelRef } from './active-model.ts';
 
 /** OpenFGA's limit of tuple changes (writes + deletes) in one Write request. */
 export const MAX_TUPLES_PER_WRITE = 100;
@@ -29,19 +30,26 @@ const tupleId = (t: { user: string; relation: string; object: string }) => `${t.
 /**
  * Applies relationship changes for one OpenFGA store and model.
  * Construct once per process with `{fga, redis, storeId, modelId}`; `redis: null` means no decision
- * cache is deployed (then there is nothing to invalidate).
+ * cache is deployed (then there is nothing to invalidate). `modelId` is a fixed id or a
+ * {@link ModelRef} (the active-model watcher, policies/src/active-model.ts) read at every request,
+ * so writes follow a deployed model without a restart.
  */
 export class RelationshipWriter {
   readonly fga: OpenFgaClient;
   readonly redis: Redis | Cluster | null;
   readonly storeId: string;
-  readonly modelId: string;
+  readonly #model: ModelRef;
 
-  constructor(opts: { fga: OpenFgaClient; redis: Redis | Cluster | null; storeId: string; modelId: string }) {
+  constructor(opts: { fga: OpenFgaClient; redis: Redis | Cluster | null; storeId: string; modelId: string | ModelRef }) {
     this.fga = opts.fga;
     this.redis = opts.redis;
     this.storeId = opts.storeId;
-    this.modelId = opts.modelId;
+    this.#model = typeof opts.modelId === 'string' ? { current: opts.modelId } : opts.modelId;
+  }
+
+  /** The authorization model id writes are validated against now. */
+  get modelId(): string {
+    return this.#model.current;
   }
 
   /**

@@ -24,6 +24,7 @@ import {
   type DepartmentRole,
   type SystemRole,
 } from '../src/permissions.ts';
+import { EXPIRY_CONDITION, OFFICE_NETWORK_CONDITION, OFF_NETWORK_RELATION, officeNetworkMatcher, type CheckContext } from '../src/conditions.ts';
 
 export const OUTPUT = resolve(import.meta.dirname, 'model.fga.yaml');
 
@@ -38,6 +39,14 @@ const PUBLISHERS = ['own', 'other', 'frozen', 'lapsed'] as const;
 type Publisher = (typeof PUBLISHERS)[number];
 const SUSPENDED: ReadonlySet<Publisher> = new Set(['frozen']);
 const READ_ONLY: ReadonlySet<Publisher> = new Set(['lapsed']);
+/** Office networks: `other` restricts its staff to these (IPv4 and IPv6); the others are unrestricted (no tuple). */
+const OFFICE_NETWORKS: Partial<Record<Publisher, readonly string[]>> = { other: ['192.0.2.0/24', '198.51.100.0/26', '2001:db8:10::/48'] };
+
+/** When and from where the checks ask (the condition context): by default before every grant's end, inside `other`'s offices. */
+const NOW = '2026-06-01T12:00:00.000Z';
+/** The end of the scenario's time-bounded grants: a week after NOW (an external auditor's week). */
+const GRANT_END = '2026-06-08T12:00:00.000Z';
+const DEFAULT_CONTEXT: CheckContext = { current_time: NOW, client_ip: '192.0.2.10' };
 
 /** The custom role of the scenario: a catalog clerk at `own` (reads and creates works only). */
 const CLERK = { publisher: 'own' as Publisher, name: 'catalog-clerk', permissions: ['works:read', 'works:create'] };
@@ -49,7 +58,7 @@ const DEPARTMENTS: { key: string; publisher: Publisher }[] = [
 const departmentOf = (p: Publisher) => DEPARTMENTS.find((d) => d.publisher === p)?.key;
 
 /** A test user: memberships per publisher (a system role, the custom role, or a department role). */
-type Membership = { role: SystemRole } | { custom: true } | { department: DepartmentRole };
+type Membership = ({ role: SystemRole } | { custom: true } | { department: DepartmentRole }) & { expiresAt?: string };
 type TestUser = { id: string; memberships: Partial<Record<Publisher, Membership>>; systemAdmin?: boolean; disabled?: boolean };
 const USERS: TestUser[] = [
   { id: 'admin', memberships: { own: { role: 'admin' } } },
@@ -76,6 +85,10 @@ const USERS: TestUser[] = [
   { id: 'lapsed-editor', memberships: { lapsed: { role: 'editor' } } },
   { id: 'lapsed-creator', memberships: { lapsed: { role: 'creator' } } },
   { id: 'lapsed-dept-editor', memberships: { lapsed: { department: 'editor' } } },
+  // time-bounded memberships (their tuples carry non_expired_grant)
+  { id: 'auditor', memberships: { own: { role: 'viewer', expiresAt: GRANT_END } } },
+  { id: 'temp-dept-editor', memberships: { own: { department: 'editor', expiresAt: GRANT_END } } },
+  { id: 'temp-clerk', memberships: { own: { custom: true, expiresAt: GRANT_END } } },
 ];
 
 /** Rows per catalog type: publisher, owner, department. */
@@ -94,21 +107,33 @@ const ROWS: { key: string; publisher: Publisher; owner?: string; department?: st
 ];
 
 // ------------------------------------------------------------------ the policy, stated directly
-/** What the user can do at all: disabled users nothing; a suspended publisher's members nothing (system admins excepted). */
-function standing(u: TestUser, p: Publisher): 'none' | 'system-admin' | 'member' {
+/**
+ * What the user can do at all: disabled users nothing; a suspended publisher's members nothing, nor
+ * a restricted publisher's members outside its office networks (system admins excepted from both).
+ */
+function standing(u: TestUser, p: Publisher, ctx: CheckContext): 'none' | 'system-admin' | 'member' {
   if (u.disabled) return 'none';
   if (u.systemAdmin) return 'system-admin';
+  const networks = OFFICE_NETWORKS[p];
+  if (networks && !officeNetworkMatcher(networks).contains(ctx.client_ip)) return 'none';
   return SUSPENDED.has(p) ? 'none' : 'member';
+}
+
+/** The membership at `p` while it lasts: a time-bounded one ends at its end (exclusive). */
+function membership(u: TestUser, p: Publisher, ctx: CheckContext): Membership | undefined {
+  const m = u.memberships[p];
+  if (m?.expiresAt && !(Date.parse(ctx.current_time) < Date.parse(m.expiresAt))) return undefined;
+  return m;
 }
 
 /** A read-only publisher's members lose the blocked permissions (system admins keep them). */
 const unfrozen = (p: Publisher, perms: readonly string[]) => (READ_ONLY.has(p) ? perms.filter((x) => !READ_ONLY_BLOCKED_PERMISSIONS.includes(x)) : perms);
 
 /** The permissions `u` holds at `p` publisher-wide. */
-function publisherWide(u: TestUser, p: Publisher): readonly string[] {
-  const s = standing(u, p);
+function publisherWide(u: TestUser, p: Publisher, ctx: CheckContext): readonly string[] {
+  const s = standing(u, p, ctx);
   if (s === 'system-admin') return PERMISSION_NAMES;
-  const m = u.memberships[p];
+  const m = membership(u, p, ctx);
   if (s === 'none' || !m) return [];
   if ('custom' in m) return p === CLERK.publisher ? CLERK.permissions : [];
   if ('role' in m) return m.role === 'creator' ? [] : unfrozen(p, SYSTEM_ROLE_PERMISSIONS[m.role]);
@@ -116,28 +141,29 @@ function publisherWide(u: TestUser, p: Publisher): readonly string[] {
 }
 
 /** The permissions `u` holds at `p` on some rows only (creators: own rows; department members: the department's rows). */
-function rowScoped(u: TestUser, p: Publisher): readonly string[] {
-  const m = u.memberships[p];
-  if (standing(u, p) !== 'member' || !m) return [];
+function rowScoped(u: TestUser, p: Publisher, ctx: CheckContext): readonly string[] {
+  const m = membership(u, p, ctx);
+  if (standing(u, p, ctx) !== 'member' || !m) return [];
   if ('role' in m && m.role === 'creator') return unfrozen(p, SYSTEM_ROLE_PERMISSIONS.creator);
   if ('department' in m) return unfrozen(p, DEPARTMENT_ROLE_PERMISSIONS[m.department]);
   return [];
 }
 
 /** The permission relation on the publisher: held in any scope. */
-const expectPermission = (u: TestUser, p: Publisher, perm: string) => publisherWide(u, p).includes(perm) || rowScoped(u, p).includes(perm);
+const expectPermission = (u: TestUser, p: Publisher, perm: string, ctx: CheckContext) =>
+  publisherWide(u, p, ctx).includes(perm) || rowScoped(u, p, ctx).includes(perm);
 
-function expectRow(u: TestUser, row: (typeof ROWS)[number], resource: Resource, perm: RowPermission): boolean {
+function expectRow(u: TestUser, row: (typeof ROWS)[number], resource: Resource, perm: RowPermission, ctx: CheckContext): boolean {
   const permission = `${resource}:${ROW_PERMISSIONS[perm]}`;
-  if (publisherWide(u, row.publisher).includes(permission)) return true;
-  if (!rowScoped(u, row.publisher).includes(permission) || perm === 'can_delete') return false;
+  if (publisherWide(u, row.publisher, ctx).includes(permission)) return true;
+  if (!rowScoped(u, row.publisher, ctx).includes(permission) || perm === 'can_delete') return false;
   const m = u.memberships[row.publisher]!;
   if ('role' in m) return row.owner === u.id; // a creator: the rows they own
   return row.department !== undefined && row.department === departmentOf(row.publisher); // a department member: the department's rows
 }
 
 // ------------------------------------------------------------------ the tuples the catalog writes
-type Tuple = { user: string; relation: string; object: string };
+type Tuple = { user: string; relation: string; object: string; condition?: { name: string; context: Record<string, unknown> } };
 
 function tuples(): Tuple[] {
   const out: Tuple[] = [];
@@ -145,6 +171,9 @@ function tuples(): Tuple[] {
   for (const p of PUBLISHERS) out.push({ user: 'system:platform', relation: 'system', object: `publisher:${p}` });
   for (const p of SUSPENDED) out.push({ user: 'user:*', relation: 'suspended', object: `publisher:${p}` });
   for (const p of READ_ONLY) out.push({ user: 'user:*', relation: 'read_only', object: `publisher:${p}` });
+  for (const [p, networks] of Object.entries(OFFICE_NETWORKS)) {
+    out.push({ user: 'user:*', relation: OFF_NETWORK_RELATION, object: `publisher:${p}`, condition: { name: OFFICE_NETWORK_CONDITION, context: { office_networks: networks } } });
+  }
   out.push({ user: `publisher:${CLERK.publisher}`, relation: 'publisher', object: role });
   for (const perm of CLERK.permissions) out.push({ user: `${role}#assignee`, relation: grantRelation(perm), object: `publisher:${CLERK.publisher}` });
   for (const d of DEPARTMENTS) {
@@ -157,9 +186,10 @@ function tuples(): Tuple[] {
     for (const p of PUBLISHERS) {
       const m = u.memberships[p];
       if (!m) continue;
-      if ('role' in m) out.push({ user: `user:${u.id}`, relation: m.role, object: `publisher:${p}` });
-      else if ('custom' in m) out.push({ user: `user:${u.id}`, relation: 'assignee', object: role });
-      else out.push({ user: `user:${u.id}`, relation: m.department, object: `department:${departmentOf(p)}` });
+      const condition = m.expiresAt ? { condition: { name: EXPIRY_CONDITION, context: { grant_expires_at: m.expiresAt } } } : {};
+      if ('role' in m) out.push({ user: `user:${u.id}`, relation: m.role, object: `publisher:${p}`, ...condition });
+      else if ('custom' in m) out.push({ user: `user:${u.id}`, relation: 'assignee', object: role, ...condition });
+      else out.push({ user: `user:${u.id}`, relation: m.department, object: `department:${departmentOf(p)}`, ...condition });
     }
   }
   for (const type of Object.values(ROW_TYPES)) {
@@ -173,47 +203,100 @@ function tuples(): Tuple[] {
 }
 
 const describeUser = (u: TestUser) => {
-  const parts = Object.entries(u.memberships).map(([p, m]) => ('role' in m ? `${m.role} of ${p}` : 'custom' in m ? `${CLERK.name} of ${p}` : `department ${m.department} at ${p}`));
+  const parts = Object.entries(u.memberships).map(
+    ([p, m]) => ('role' in m ? `${m.role} of ${p}` : 'custom' in m ? `${CLERK.name} of ${p}` : `department ${m.department} at ${p}`) + (m.expiresAt ? ` until ${m.expiresAt}` : ''),
+  );
   if (u.systemAdmin) parts.unshift('system admin');
   if (u.disabled) parts.push('disabled');
   return parts.join(', ') || 'member of no publisher';
 };
 
-/** The whole test document (plain data, ready for YAML). */
-export function buildTestDocument(): unknown {
-  const tests = USERS.map((u) => ({
-    name: `${u.id} (${describeUser(u)})`,
+/**
+ * The condition cases: the users the conditions concern, checked at other times and from other
+ * addresses than {@link DEFAULT_CONTEXT}, on the publishers that matter (and their rows).
+ */
+const CONDITION_CASES: { label: string; context: CheckContext; users: string[]; publishers: Publisher[]; listing?: boolean }[] = [
+  ...[
+    ['a second before the grant end', '2026-06-08T11:59:59.000Z'],
+    ['at the grant end', GRANT_END],
+    ['a day after the grant end', '2026-06-09T12:00:00.000Z'],
+  ].map(([label, time]) => ({
+    label: label!,
+    context: { ...DEFAULT_CONTEXT, current_time: time! },
+    users: ['auditor', 'temp-dept-editor', 'temp-clerk', 'viewer'],
+    publishers: ['own'] as Publisher[],
+    listing: time === GRANT_END,
+  })),
+  ...[
+    ['outside the office networks (IPv4)', '203.0.113.7', ['other-admin', 'other-creator', 'sysadmin', 'editor', 'outsider']],
+    ['outside the office networks (IPv6)', '2001:db8:11::1', ['other-admin', 'other-creator', 'sysadmin', 'editor']],
+    ['just past the second office network', '198.51.100.64', ['other-admin']],
+    ['inside the second office network', '198.51.100.63', ['other-admin']],
+    ['inside the IPv6 office network', '2001:db8:10:ffff::1', ['other-admin', 'other-creator']],
+  ].map(([label, ip, users]) => ({
+    label: label as string,
+    context: { ...DEFAULT_CONTEXT, client_ip: ip as string },
+    users: users as string[],
+    publishers: ['other', 'own'] as Publisher[],
+    listing: ip === '203.0.113.7',
+  })),
+];
+
+/**
+ * One test: every permission of `u` on `publishers` and every row of theirs, at `context`; with
+ * `listing`, ListObjects of every row type too (ListObjects is the slow part of the run, so the
+ * condition cases list in one time case and one network case only).
+ */
+function testFor(u: TestUser, context: CheckContext, publishers: readonly Publisher[], label?: string, listing = true) {
+  const rows = ROWS.filter((row) => publishers.includes(row.publisher));
+  const all = publishers.length === PUBLISHERS.length;
+  return {
+    name: `${u.id} (${describeUser(u)})${label ? ` — ${label}` : ''}`,
     check: [
-      ...PUBLISHERS.map((p) => ({
+      ...publishers.map((p) => ({
         user: `user:${u.id}`,
         object: `publisher:${p}`,
-        assertions: Object.fromEntries(PERMISSION_NAMES.map((perm) => [permissionRelation(perm), expectPermission(u, p, perm)])),
+        context,
+        assertions: Object.fromEntries(PERMISSION_NAMES.map((perm) => [permissionRelation(perm), expectPermission(u, p, perm, context)])),
       })),
-      {
-        user: `user:${u.id}`,
-        object: 'system:platform',
-        assertions: { can_administer: !!u.systemAdmin && !u.disabled },
-      },
+      ...(all ? [{ user: `user:${u.id}`, object: 'system:platform', context, assertions: { can_administer: !!u.systemAdmin && !u.disabled } }] : []),
       ...CATALOG_RESOURCES.flatMap((resource) =>
-        ROWS.map((row) => ({
+        rows.map((row) => ({
           user: `user:${u.id}`,
           object: `${ROW_TYPES[resource]}:${row.key}`,
-          assertions: Object.fromEntries(ROW_RELATIONS.map((perm) => [perm, expectRow(u, row, resource, perm)])),
+          context,
+          assertions: Object.fromEntries(ROW_RELATIONS.map((perm) => [perm, expectRow(u, row, resource, perm, context)])),
         })),
       ),
     ],
-    // Listing: a creator finds exactly their own rows, a department member the department's, staff all of the publisher's.
-    list_objects: CATALOG_RESOURCES.map((resource) => ({
-      user: `user:${u.id}`,
-      type: ROW_TYPES[resource],
-      assertions: Object.fromEntries(
-        ROW_RELATIONS.map((perm) => [
-          perm,
-          ROWS.filter((row) => expectRow(u, row, resource, perm)).map((row) => `${ROW_TYPES[resource]}:${row.key}`),
-        ]),
-      ),
-    })),
-  }));
+    // Listing (over every row, whatever the case's publishers): a creator finds exactly their own rows,
+    // a department member the department's, staff all of the publisher's.
+    ...(listing && {
+      list_objects: CATALOG_RESOURCES.map((resource) => ({
+        user: `user:${u.id}`,
+        type: ROW_TYPES[resource],
+        context,
+        assertions: Object.fromEntries(
+          ROW_RELATIONS.map((perm) => [perm, ROWS.filter((row) => expectRow(u, row, resource, perm, context)).map((row) => `${ROW_TYPES[resource]}:${row.key}`)]),
+        ),
+      })),
+    }),
+  };
+}
+
+/** The whole test document (plain data, ready for YAML). */
+export function buildTestDocument(): unknown {
+  const byId = new Map(USERS.map((u) => [u.id, u]));
+  const tests = [
+    ...USERS.map((u) => testFor(u, DEFAULT_CONTEXT, PUBLISHERS)),
+    ...CONDITION_CASES.flatMap((c) =>
+      c.users.map((id) => {
+        const u = byId.get(id);
+        if (!u) throw new Error(`condition case "${c.label}": no test user ${id}`);
+        return testFor(u, c.context, c.publishers, c.label, c.listing);
+      }),
+    ),
+  ];
   return {
     name: 'music-publishing authorization model (generated by policies/tests/generate.ts; do not edit)',
     model_file: '../model.fga',
@@ -222,9 +305,12 @@ export function buildTestDocument(): unknown {
   };
 }
 
-/** The YAML text of the generated test file. */
+/**
+ * The YAML text of the generated test file. Written with the YAML 1.1 schema so that timestamps in
+ * condition contexts are quoted: the CLI's Go YAML parser would read a bare one as a time, not a string.
+ */
 export function renderTests(): string {
-  return `# GENERATED by policies/tests/generate.ts from the permission catalogue — edit policies/src/permissions.ts\n# or the scenario there, then run \`node policies/tests/generate.ts\`. Run with \`npm run policies -- test\`.\n${stringify(buildTestDocument(), { lineWidth: 0 })}`;
+  return `# GENERATED by policies/tests/generate.ts from the permission catalogue — edit policies/src/permissions.ts\n# or the scenario there, then run \`node policies/tests/generate.ts\`. Run with \`npm run policies -- test\`.\n${stringify(buildTestDocument(), { lineWidth: 0, aliasDuplicateObjects: false, schema: 'yaml-1.1' })}`;
 }
 
 if (import.meta.main) {

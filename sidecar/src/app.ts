@@ -20,7 +20,8 @@
 import { STATUS_CODES } from 'node:http';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { Redis } from 'ioredis';
-import { deployModel, loadModel } from '../../policies/src/model.ts';
+import { modelContent } from '../../policies/src/model.ts';
+import { resolveActiveModel, watchActiveModel } from '../../policies/src/active-model.ts';
 import { loadRouteRules, loggedRequest, validateRoutesAgainstModel } from '../../policies/src/routes.ts';
 import type { SidecarConfig } from './config.ts';
 import { createAssertionSigner } from './identity/assertion.ts';
@@ -28,6 +29,7 @@ import { createMetrics } from './metrics.ts';
 import { createAdmin, type SidecarAdmin } from './admin.ts';
 import { createMeteringFlusher } from './metering/flusher.ts';
 import { createMeter } from './metering/meter.ts';
+import { createDecisionLog } from './decision-log.ts';
 import { createDecisionCache } from './pdp/decision-cache.ts';
 import { createOpenFgaPdp } from './pdp/openfga.ts';
 import { runPipeline, type PipelineDeps, type PipelineResult } from './pipeline.ts';
@@ -87,24 +89,28 @@ function fastFailRedis(url: string, commandTimeoutMs: number): Redis {
 }
 
 /**
- * Build the sidecar: deploy the policies' model (written only when changed) and pin its id, load
- * and validate the route rules against it, connect Redis (lazily; a down Redis degrades the
+ * Build the sidecar: find the store's active model (policies/src/active-model.ts: the id in Redis,
+ * else the newest; the local model is written only into an empty store) and follow it — a
+ * published change is used within MODEL_POLL_INTERVAL_MS without a restart — load and validate
+ * the route rules against it, connect Redis (lazily; a down Redis degrades the
  * decision cache, and session-bound tokens get 503 once the revocation view is older than its
  * bound), load the assertion signing key, set up the API-call metering (its flusher starts when
  * the server is ready), register all routes and build the admin listener. Listens on neither port.
  * @param config from `loadConfig()` (config.ts).
+ * @param opts.logStream where pino writes the log lines (default stdout).
  * @returns the Fastify instance with `admin` (admin.ts: `admin.listen()` binds ADMIN_HOST:ADMIN_PORT);
  *   `close()` also closes the admin listener, flushes the metering counters and closes the upstream
  *   pool and Redis.
  * @throws when OpenFGA is unreachable at start (the model cannot be pinned), the route rules are
  *   invalid or name relations missing from the model, or the signing key is unreadable.
  */
-export async function buildSidecar(config: SidecarConfig): Promise<SidecarInstance> {
+export async function buildSidecar(config: SidecarConfig, opts: { logStream?: { write(line: string): void } } = {}): Promise<SidecarInstance> {
   const app = Fastify({
     logger: {
       level: config.logLevel,
       // credential path segments (invitation tokens) never reach the logs
       serializers: { req: loggedRequest },
+      ...(opts.logStream ? { stream: opts.logStream } : {}), // tests read the lines
     },
     genReqId: (req) => requestIdFrom(req.headers),
     return503OnClosing: true,
@@ -144,26 +150,51 @@ export async function buildSidecar(config: SidecarConfig): Promise<SidecarInstan
   const log = app.log;
 
   // --- dependencies --------------------------------------------------------------------------
-  const { storeId, modelId, written } = await deployModel({
-    apiUrl: config.openfga.apiUrl,
-    storeName: config.openfga.storeName,
-    ...(config.openfga.modelFile ? { modelFile: config.openfga.modelFile } : {}),
-  });
-  log.info({ storeId, modelId, written }, 'authorization model pinned');
-  const rules = loadRouteRules(config.routesFile);
-  validateRoutesAgainstModel(rules, loadModel(config.openfga.modelFile));
-  const routes = compileRoutes(rules);
-
   const redis = fastFailRedis(config.redis.url, config.redis.commandTimeoutMs); // outages: reported by the decision cache / readyz
   await redis.connect().catch((err: Error) => log.warn({ err: { message: err.message } }, 'redis not reachable at start; deciding without the cache'));
+  // The active model (policies/src/active-model.ts): the id in Redis, else the store's newest;
+  // the local model file is written only into an empty store (a start never overwrites a deploy).
+  const active = await resolveActiveModel({
+    apiUrl: config.openfga.apiUrl,
+    storeName: config.openfga.storeName,
+    redis,
+    log,
+    ...(config.openfga.modelFile ? { modelFile: config.openfga.modelFile } : {}),
+  });
+  const { storeId } = active;
+  log.info({ storeId, modelId: active.modelId, source: active.source }, 'authorization model in use');
+  const rules = loadRouteRules(config.routesFile);
+  validateRoutesAgainstModel(rules, modelContent(active.model));
+  const routes = compileRoutes(rules);
   // A subscribed connection can do nothing else: the revocation push channel gets its own.
   const subscriber = new Redis(config.redis.url, { lazyConnect: true, connectTimeout: 1000, retryStrategy: (times) => Math.min(times * 200, 2000) });
   const revocations = createSessionRevocations({ redis, subscriber, ...config.revocations, log });
   await revocations.start();
 
   const metrics = createMetrics();
-  const pdp = createOpenFgaPdp({ apiUrl: config.openfga.apiUrl, storeId, modelId, timeoutMs: config.openfga.timeoutMs });
-  const cache = createDecisionCache({ redis, pdp, storeId, modelId, ttlMs: config.cache.ttlMs, maxEntries: config.cache.maxEntries, metrics, log });
+  // Hot model switch: pushed ids (own subscriber connection) and a poll every MODEL_POLL_INTERVAL_MS;
+  // a model the route rules do not fit is refused, the current one kept.
+  const modelSubscriber = new Redis(config.redis.url, { lazyConnect: true, connectTimeout: 1000, retryStrategy: (times) => Math.min(times * 200, 2000) });
+  const model = watchActiveModel({
+    redis,
+    subscriber: modelSubscriber,
+    apiUrl: config.openfga.apiUrl,
+    storeId,
+    initial: active.modelId,
+    check: (m) => validateRoutesAgainstModel(rules, modelContent(m)),
+    onChange: (id) => {
+      metrics.model.use(id);
+      metrics.model.switches.inc();
+    },
+    onRejected: () => metrics.model.rejected.inc(),
+    pollMs: config.openfga.modelPollMs,
+    timeoutMs: 2 * config.openfga.timeoutMs,
+    log,
+  });
+  metrics.model.use(active.modelId);
+  await model.start();
+  const pdp = createOpenFgaPdp({ apiUrl: config.openfga.apiUrl, storeId, modelId: model, timeoutMs: config.openfga.timeoutMs });
+  const cache = createDecisionCache({ redis, pdp, storeId, modelId: model, ttlMs: config.cache.ttlMs, maxEntries: config.cache.maxEntries, metrics, log });
   const signer = await createAssertionSigner({
     keyFile: config.assertion.signingKeyFile,
     issuer: config.assertion.issuer,
@@ -198,18 +229,26 @@ export async function buildSidecar(config: SidecarConfig): Promise<SidecarInstan
     onLimited: (kind) => metrics.rateLimited.labels(kind).inc(),
     onLocal: (kind) => metrics.rateLimitLocal.labels(kind).inc(),
   });
-  const deps: PipelineDeps = { routes, authenticators, cache, signer, revocations, metering, rateLimits };
+  // Decision log: ring buffer + log line + span per decision; its Redis stream on a connection of
+  // its own that fails fast (a slow append never delays a decision-cache read).
+  const decisionLogRedis = fastFailRedis(config.redis.url, config.metering.commandTimeoutMs); // outages: sidecar_decision_log_dropped_total
+  await decisionLogRedis.connect().catch(() => undefined);
+  const decisionLog = createDecisionLog({ ...config.decisionLog, log, redis: decisionLogRedis, storeId, modelId: () => model.current, metrics: metrics.decisionLog });
+  const deps: PipelineDeps = { routes, authenticators, cache, signer, revocations, metering, rateLimits, decisionLog, conditionTimeBucketMs: config.cache.conditionTimeBucketMs };
 
-  const admin = createAdmin({ registry: metrics.registry, host: config.admin.host, port: config.admin.port, log });
+  const admin = createAdmin({ registry: metrics.registry, host: config.admin.host, port: config.admin.port, log, decisions: (q) => decisionLog.recent(q) });
   app.decorate('admin', admin);
 
   app.addHook('onReady', async () => flusher.start());
+  app.addHook('onReady', async () => decisionLog.start());
   app.addHook('onClose', async () => {
     await admin.app.close(); // no scrape outlives the sidecar
     await flusher.close(); // after the last request: flush what it counted
+    await decisionLog.close(); // and append the last decisions
     await forwarder.close().catch(() => undefined);
     await pdp.close?.().catch(() => undefined);
     await revocations.close();
+    await model.close();
     redis.disconnect();
     rateLimitRedis.disconnect();
   });
@@ -280,10 +319,10 @@ export async function buildSidecar(config: SidecarConfig): Promise<SidecarInstan
       return reply
         .code(503)
         .type('application/problem+json')
-        .send({ ...problemBody(503, kind, `Not ready: ${failed.join(', ')} unavailable.`), checks });
+        .send({ ...problemBody(503, kind, `Not ready: ${failed.join(', ')} unavailable.`), checks, model_id: model.current });
     }
     // Redis is only a cache: without it decisions are still correct (just slower) → ready, degraded.
-    return { status: redisOk ? 'ok' : 'degraded', checks };
+    return { status: redisOk ? 'ok' : 'degraded', checks, model_id: model.current }; // the authorization model deciding now
   });
   app.get('/.well-known/jwks.json', async (_request, reply) => {
     reply.header('cache-control', 'public, max-age=300');

@@ -81,6 +81,8 @@ const envObject = z.object({
     OPENFGA_STORE_NAME: z.string().min(1).default('music-publishing'),
     /** Per-Check attempt timeout (ms); at most one retry (pdp/openfga.ts). */
     OPENFGA_TIMEOUT_MS: int(1000),
+    /** How often the active model id is re-read from Redis when a push was lost (ms; policies/src/active-model.ts). */
+    MODEL_POLL_INTERVAL_MS: positive(1000),
     REDIS_URL: z.string().default('redis://127.0.0.1:6379/0'),
     /** ioredis commandTimeout (ms): a slow Redis counts as down for that request. */
     REDIS_COMMAND_TIMEOUT_MS: int(250),
@@ -94,6 +96,12 @@ const envObject = z.object({
     ROUTES_FILE: z.string().default('policies/routes.yaml'),
     DECISION_CACHE_TTL_MS: int(30_000),
     DECISION_CACHE_MAX_ENTRIES: int(10_000),
+    /**
+     * The request time's bucket (ms) in the Checks' condition context: cached decisions are keyed
+     * by client IP and bucket, and a grant that ends is honoured at most this long after its end
+     * (pdp/condition-context.ts).
+     */
+    CONDITION_TIME_BUCKET_MS: positive(30_000),
     /** Upstream (undici) timeouts in ms; body limit of proxied requests in bytes (10 MiB). */
     UPSTREAM_CONNECT_TIMEOUT_MS: int(2000),
     UPSTREAM_HEADERS_TIMEOUT_MS: int(30_000),
@@ -159,6 +167,16 @@ const envObject = z.object({
     RATE_LIMIT_PUBLISHER: rateLimitText.prefault('60000/min'),
     RATE_LIMIT_KEY_PREFIX: z.string().regex(/^[A-Za-z0-9:_-]{1,64}$/).default('rate-limit'),
     RATE_LIMIT_COMMAND_TIMEOUT_MS: positive(25),
+    /**
+     * Decision log (decision-log.ts; docs/CONTRACTS.md, "Decision log"): the probability (0..1) that
+     * an allowed decision is recorded (denies always are), the in-process ring buffer's size
+     * (records, served by the admin listener's /decisions), how often records are appended to the
+     * Redis stream (ms) and the stream's cap (entries, XADD MAXLEN ~).
+     */
+    DECISION_LOG_ALLOW_SAMPLE: z.coerce.number().min(0).max(1).default(1),
+    DECISION_LOG_BUFFER: positive(10_000),
+    DECISION_LOG_FLUSH_MS: positive(1000),
+    DECISION_LOG_STREAM_MAXLEN: positive(10_000),
     TRUSTED_PROXIES: csv
       .default([])
       .pipe(z.array(z.string().refine((s) => isIP(s.split('/')[0]!) !== 0 && /^[^/]+(\/\d{1,3})?$/.test(s), { error: 'each entry must be an IP address or a CIDR block' }))),
@@ -225,10 +243,10 @@ function toConfig(e: z.output<typeof envObject>, issuers: TrustedIssuer[]) {
       cacheMaxEntries: e.JWT_CACHE_MAX_ENTRIES,
     },
     revocations: { maxStalenessMs: e.REVOCATION_MAX_STALENESS_MS, resyncMs: e.REVOCATION_RESYNC_INTERVAL_MS },
-    openfga: { apiUrl: e.OPENFGA_API_URL, storeName: e.OPENFGA_STORE_NAME, timeoutMs: e.OPENFGA_TIMEOUT_MS, modelFile: undefined as string | undefined },
+    openfga: { apiUrl: e.OPENFGA_API_URL, storeName: e.OPENFGA_STORE_NAME, timeoutMs: e.OPENFGA_TIMEOUT_MS, modelFile: undefined as string | undefined, modelPollMs: e.MODEL_POLL_INTERVAL_MS },
     redis: { url: e.REDIS_URL, commandTimeoutMs: e.REDIS_COMMAND_TIMEOUT_MS },
     routesFile: e.ROUTES_FILE,
-    cache: { ttlMs: e.DECISION_CACHE_TTL_MS, maxEntries: e.DECISION_CACHE_MAX_ENTRIES },
+    cache: { ttlMs: e.DECISION_CACHE_TTL_MS, maxEntries: e.DECISION_CACHE_MAX_ENTRIES, conditionTimeBucketMs: e.CONDITION_TIME_BUCKET_MS },
     metering: {
       prefix: e.METERING_KEY_PREFIX,
       flushIntervalMs: e.METERING_FLUSH_INTERVAL_MS,
@@ -237,6 +255,7 @@ function toConfig(e: z.output<typeof envObject>, issuers: TrustedIssuer[]) {
       maxKeys: e.METERING_MAX_KEYS,
       neverBlock: e.METERING_NEVER_BLOCK as string[],
     },
+    decisionLog: { allowSample: e.DECISION_LOG_ALLOW_SAMPLE, bufferSize: e.DECISION_LOG_BUFFER, flushMs: e.DECISION_LOG_FLUSH_MS, streamMaxLen: e.DECISION_LOG_STREAM_MAXLEN },
     rateLimits: {
       defaults: { ip: e.RATE_LIMIT_IP, subject: e.RATE_LIMIT_SUBJECT, publisher: e.RATE_LIMIT_PUBLISHER },
       prefix: e.RATE_LIMIT_KEY_PREFIX,

@@ -24,6 +24,28 @@ export type SidecarMetrics = {
   rateLimited: Counter<'kind'>;
   /** `sidecar_rate_limit_local_total{kind}`: requests counted in process because Redis failed or was too slow. */
   rateLimitLocal: Counter<'kind'>;
+  /** The decision log (decision-log.ts). */
+  decisionLog: DecisionLogMetrics;
+  /** The authorization model in use (policies/src/active-model.ts). */
+  model: ModelMetrics;
+};
+
+/** What the active-model watcher reports (docs/CONTRACTS.md, "Active model"). */
+export type ModelMetrics = {
+  /** Set `sidecar_authorization_model_info{model_id}` to 1 for `modelId` only (the previous id's series is removed). */
+  use(modelId: string): void;
+  /** `sidecar_authorization_model_switches_total`: switches to another model id since start. */
+  switches: Counter;
+  /** `sidecar_authorization_model_rejected_total`: published model ids refused (unknown to the store, or route rules naming a relation it lacks). */
+  rejected: Counter;
+};
+
+/** What the decision log reports (docs/CONTRACTS.md, "Decision log"). */
+export type DecisionLogMetrics = {
+  /** `sidecar_decision_log_records_total{sink}`: records written to each sink: `log` (the pino line), `buffer` (the ring), `stream` (confirmed by Redis), `span` (a recording OpenTelemetry span). */
+  records: Counter<'sink'>;
+  /** `sidecar_decision_log_dropped_total{reason}`: records that did not reach the stream: `redis` (the flush failed), `backlog` (more waiting than DECISION_LOG_STREAM_MAXLEN). */
+  dropped: Counter<'reason'>;
 };
 
 /** What the forwarder reports (docs/CONTRACTS.md, "Upstream admission"). */
@@ -97,6 +119,24 @@ export function createMetrics(): SidecarMetrics {
     upstream: upstreamMetrics(registry),
     rateLimited,
     rateLimitLocal,
+    decisionLog: {
+      records: labelledCounter(registry, 'sidecar_decision_log_records_total', 'Decision-log records by sink (log = pino line, buffer = in-process ring, stream = confirmed by Redis, span = OpenTelemetry span)', 'sink', ['log', 'buffer', 'stream', 'span']) as Counter<'sink'>,
+      dropped: labelledCounter(registry, 'sidecar_decision_log_dropped_total', 'Decision-log records that did not reach the Redis stream (redis = flush failed, backlog = too many waiting)', 'reason', ['redis', 'backlog']) as Counter<'reason'>,
+    },
+    model: modelMetrics(registry),
+  };
+}
+
+/** The authorization-model gauge and counters. */
+function modelMetrics(registry: Registry): ModelMetrics {
+  const info = new Gauge({ name: 'sidecar_authorization_model_info', help: 'The authorization model id this sidecar decides with (value 1)', labelNames: ['model_id'] as const, registers: [registry] });
+  return {
+    use: (modelId) => {
+      info.reset();
+      info.set({ model_id: modelId }, 1);
+    },
+    switches: new Counter({ name: 'sidecar_authorization_model_switches_total', help: 'Switches to another authorization model id without a restart', registers: [registry] }),
+    rejected: new Counter({ name: 'sidecar_authorization_model_rejected_total', help: 'Published authorization model ids refused (unknown to the store, or route rules name a relation the model lacks)', registers: [registry] }),
   };
 }
 

@@ -20,6 +20,7 @@ import { sessionStage } from './stages/session.ts';
 import type { SessionRevocations } from './identity/session-revocations.ts';
 import { routeStage, type RouteMatch, type RouteMatcher } from './stages/route.ts';
 import { rateLimitStage, type RateLimits } from './stages/rate-limit.ts';
+import type { DecisionLog } from './decision-log.ts';
 
 /** What the pipeline needs, built once per process (app.ts). */
 export type PipelineDeps = {
@@ -30,6 +31,10 @@ export type PipelineDeps = {
   revocations: SessionRevocations;
   metering: MeteringDeps;
   rateLimits: RateLimits;
+  /** CONDITION_TIME_BUCKET_MS: the request time's bucket in the Checks' condition context (pdp/condition-context.ts); default 30,000. */
+  conditionTimeBucketMs?: number;
+  /** Told of every rule's decision (decision-log.ts); none = not logged. */
+  decisionLog?: DecisionLog;
 };
 
 /** One request as the pipeline sees it. */
@@ -94,7 +99,12 @@ export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Pro
       const ctx = resolvePublisherContext(input.headers);
       for (const [k, v] of Object.entries(ctx.responseHeaders)) input.setResponseHeader(k, v);
       publisherId = ctx.publisherId;
-      decision = await authorizeStage(deps.cache, match, identity, publisherId);
+      const dlog = deps.decisionLog;
+      const ctxPublisher = publisherId;
+      decision = await authorizeStage(deps.cache, match, identity, publisherId, dlog && ((d) => dlog.observe({ ...d, requestId: input.requestId, publisherId: ctxPublisher, rule })), {
+        clientIp: input.clientIp,
+        timeBucketMs: deps.conditionTimeBucketMs,
+      });
       // after authorization: only a publisher's own members spend its budget
       await rateLimitStage(deps.rateLimits, match, { kind: 'publisher', contextPublisher: publisherId }, limited, setHeader);
       meterStage(deps.metering, match, identity, publisherId, input.setResponseHeader);

@@ -22,6 +22,7 @@ import type { InjectOptions, LightMyRequestResponse } from 'fastify';
 import type pg from 'pg';
 import { DEMO_PASSWORD, DEMO_TOTP_SECRETS } from '../../migrations/seed/demo.ts';
 import { loadRouteRules } from '../../policies/src/routes.ts';
+import { DEFAULT_MODEL_FILE, deployModel, fgaClient, findStore } from '../../policies/src/model.ts';
 import { totpCode } from '../../catalog-api/src/modules/auth/totp.ts';
 import { AUDIT_ACTIONS, AUDITED_FIELDS, type AuditAction } from '../../catalog-api/src/modules/audit/audit.service.ts';
 import { CSV_COLUMNS, EXPORT_PAGE_SIZE } from '../../catalog-api/src/modules/audit/routes.ts';
@@ -37,6 +38,9 @@ import { Redis } from 'ioredis';
 import { DMP, SONGTRUST, SPIRIT, SYSADMIN, DMP_ADMIN, DMP_MANAGER, DMP_EDITOR, DMP_VIEWER, SPIRIT_OWNER, MULTI, CREATOR1 } from '../support/demo-ids.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
+/** The OpenFGA store of the model routes' cases (modules/authz), deleted at the end. */
+const OPENFGA_API_URL = process.env.OPENFGA_API_URL || 'http://127.0.0.1:8080';
+const AUTHZ_STORE = `${process.env.OPENFGA_STORE_NAME || 'test'}-audit-${randomUUID().slice(0, 8)}`;
 
 let db: TestDb;
 let ta: TestApp;
@@ -45,10 +49,12 @@ let mail: MailCatcher;
 t.before(async () => {
   mail = await startMailCatcher();
   db = await createTestDb('audit');
-  ta = await buildTestApp(db, {}, { SMTP_URL: mail.url, SIGN_IN_RATE_LIMIT_PER_MINUTE: '100000' });
+  ta = await buildTestApp(db, {}, { SMTP_URL: mail.url, SIGN_IN_RATE_LIMIT_PER_MINUTE: '100000', OPENFGA_API_URL, OPENFGA_STORE_NAME: AUTHZ_STORE });
   su = await adminClient(db);
 });
 t.teardown(async () => {
+  const authzStore = await findStore(OPENFGA_API_URL, AUTHZ_STORE).catch(() => undefined);
+  if (authzStore) await fgaClient(OPENFGA_API_URL, authzStore).deleteStore().catch(() => undefined);
   await su?.end();
   await ta?.close();
   await db?.drop();
@@ -543,7 +549,42 @@ const CASES: Record<string, Case> = {
     request: () => api(SPIRIT_OWNER, 'PUT', `/api/v1/publishers/${SPIRIT}/account/plan`, { plan_type: 'enterprise', billing_cycle: 'annual' }),
     expect: () => ({ action: 'account.plan_changed', actor: SPIRIT_OWNER, publisher: SPIRIT, objectType: 'account', objectId: SPIRIT, before: { plan_type: 'professional', billing_cycle: 'monthly', seats: 50 }, after: { plan_type: 'enterprise', billing_cycle: 'annual', seats: 2000 } }),
   }),
+
+  // ---- the authorization model (modules/authz; system admins; the platform chain) -----------------
+  'POST /api/v1/authz/models/shadow': async () => {
+    await deployModel({ apiUrl: OPENFGA_API_URL, storeName: AUTHZ_STORE });
+    return { request: () => api(SYSADMIN, 'POST', '/api/v1/authz/models/shadow', { dsl: probeModel() }), expect: { none: 'a shadow run replays decisions in a scratch store; nothing live changes' } };
+  },
+  'POST /api/v1/authz/models/deploy': async () => {
+    await deployModel({ apiUrl: OPENFGA_API_URL, storeName: AUTHZ_STORE });
+    const active = json(ok(await api(SYSADMIN, 'GET', '/api/v1/authz/models'), 'models')).active;
+    return {
+      request: () => api(SYSADMIN, 'POST', '/api/v1/authz/models/deploy', { dsl: probeModel() }),
+      expect: (r) => ({ action: 'authz.model_deployed', actor: SYSADMIN, publisher: null, objectType: 'authz_model', objectId: null, before: null, after: { model_id: json(r).model_id, previous_model_id: active, written: true, changed_decisions: 0, accepted_changes: false } }),
+    };
+  },
+  'POST /api/v1/authz/models/{modelId}/rollback': rollbackCase,
+  // the rule of the route above: model ids are ULIDs, which `{param}` (UUIDs) does not match
+  'POST /api/v1/authz/models/*': rollbackCase,
 };
+
+/**
+ * The model file with one more relation on `system`: a content change that changes no decision
+ * (always the same one, so no deploy drops a relation an earlier case added).
+ */
+function probeModel(): string {
+  return readFileSync(DEFAULT_MODEL_FILE, 'utf8').replace(/(type system\n  relations\n)/, '$1    define audit_probe: [user]\n');
+}
+
+/** Roll back to the model file's content after a probe deploy. */
+async function rollbackCase(): ReturnType<Case> {
+  const { modelId: fileModel } = await deployModel({ apiUrl: OPENFGA_API_URL, storeName: AUTHZ_STORE });
+  const probe = json(ok(await api(SYSADMIN, 'POST', '/api/v1/authz/models/deploy', { dsl: probeModel() }), 'deploy a probe')).model_id;
+  return {
+    request: () => api(SYSADMIN, 'POST', `/api/v1/authz/models/${fileModel}/rollback`, {}),
+    expect: (r) => ({ action: 'authz.model_rolled_back', actor: SYSADMIN, publisher: null, objectType: 'authz_model', objectId: null, before: null, after: { model_id: json(r).model_id, previous_model_id: probe, written: true, restored_from: fileModel } }),
+  };
+}
 
 /** The write operations the API has: its OpenAPI document's, and policies/routes.yaml's. */
 function writeOperations(): string[] {

@@ -92,6 +92,9 @@ export async function startStack(opts: { sidecars?: number; env?: Record<string,
   await node(['scripts/keys.ts', 'init', DATA_DIR]);
   await migrateUp(env('DATABASE_OWNER_URL'));
   await seed(env('DATABASE_OWNER_URL'));
+  // As scripts/start.sh: the local model reaches the store through `policies deploy` (a process
+  // start never writes it into a store that has a model: policies/src/active-model.ts).
+  await node(['policies/src/cli.ts', 'deploy', '--skip-shadow']);
   await node(['catalog-api/src/outbox/drain.ts']);
 
   const [apiPort, firstSidecarPort, smtpPort] = [await freePort(), await freePort(), await freePort()];

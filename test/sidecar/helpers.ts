@@ -211,6 +211,9 @@ export async function startSidecar(env: Record<string, string>): Promise<Sidecar
     JWT_AUDIENCE: AUDIENCE,
     SIDECAR_PORT: '0',
     ADMIN_PORT: '0',
+    // the request time is part of the decision key (per bucket): an hour keeps the cache-hit
+    // assertions of the suites from meeting a bucket edge between two requests
+    CONDITION_TIME_BUCKET_MS: '3600000',
     ...env,
   });
   const app = await buildSidecar(config);

@@ -549,6 +549,90 @@ export type paths = {
      */
     get: operations["listAccounts"];
   };
+  "/api/v1/authz/explain": {
+    /**
+     * Explain whether a user holds a permission on an object, and why
+     * @description Allowed: the path from the user's tuple to the decision (e.g. editor of publisher:… → works_update_all → can_update on work:…); denied: the reasons. Decided with the active model and the condition context (`at`, `client_ip`). System admins: anything; a publisher's admins (audit:read): their members and their publisher's objects.
+     */
+    get: operations["explainDecision"];
+  };
+  "/api/v1/authz/who-can": {
+    /**
+     * Who holds a permission on an object
+     * @description OpenFGA ListUsers with the active model: the users (with email and name) and the usersets and wildcards that hold it; `truncated` when OpenFGA's result limit or deadline cut the answer. A publisher's admins see their members only.
+     */
+    get: operations["whoCan"];
+  };
+  "/api/v1/authz/what-can": {
+    /**
+     * Which objects of a type a user holds a permission on
+     * @description OpenFGA StreamedListObjects with the active model, at most 1000 objects (`truncated` when more were available or the deadline cut the stream). A publisher's admins: about their members, and only their publisher's objects are listed.
+     */
+    get: operations["whatCan"];
+  };
+  "/api/v1/authz/users": {
+    /**
+     * Find users by email prefix
+     * @description Case-insensitive email prefix, at most 20 users by email. A publisher's admins find their members only.
+     */
+    get: operations["searchAuthzUsers"];
+  };
+  "/api/v1/authz/users/{userId}/access": {
+    /**
+     * A user's publishers, roles and effective permissions
+     * @description The memberships (role, custom role, department, the publisher's status) and, per publisher, the permission relations the user holds now (OpenFGA BatchCheck of every permission with the active model). A publisher's admins: their members, and only the membership at their publisher.
+     */
+    get: operations["getUserAccess"];
+  };
+  "/api/v1/authz/decisions": {
+    /**
+     * Recent authorization decisions (the decision log)
+     * @description Every sidecar's recent decisions from the decision log, newest first; `since` = a decision id: only decisions logged after it (a live tail). A publisher's admins see their publisher's decisions only.
+     */
+    get: operations["listDecisions"];
+  };
+  "/api/v1/authz/models": {
+    /**
+     * The store's authorization models, newest first
+     * @description Every model of the OpenFGA store (its version history) and the active one (system admins).
+     */
+    get: operations["listAuthzModels"];
+  };
+  "/api/v1/authz/models/diff": {
+    /**
+     * The line diff of two models
+     * @description Both as DSL (relations in name order), `-` only in `from`, `+` only in `to` (system admins).
+     */
+    get: operations["diffAuthzModels"];
+  };
+  "/api/v1/authz/models/{modelId}": {
+    /**
+     * One authorization model as DSL
+     * @description The model with this id (a ULID) as OpenFGA DSL (system admins).
+     */
+    get: operations["getAuthzModel"];
+  };
+  "/api/v1/authz/models/shadow": {
+    /**
+     * Replay recent decisions against a candidate model
+     * @description A shadow run: the recent decisions of the decision log are checked against the active model and the candidate in a scratch store with the live tuples; the report lists every decision that would change, grouped by route rule and role. Nothing live changes (system admins).
+     */
+    post: operations["shadowAuthzModel"];
+  };
+  "/api/v1/authz/models/deploy": {
+    /**
+     * Deploy a model behind a shadow run
+     * @description Shadow run first: when recent decisions would change and `accept_changes` is not true, nothing is deployed and the answer is 409 `shadow-changes` with the report in `shadow`. Otherwise the model is written as the newest, its model migration applied, and it becomes the active model of every sidecar within a second (system admins; audited as authz.model_deployed).
+     */
+    post: operations["deployAuthzModel"];
+  };
+  "/api/v1/authz/models/{modelId}/rollback": {
+    /**
+     * Make an older model the active one again
+     * @description The old model's content is written again as the newest model (OpenFGA has no activate API) and becomes the active model of every sidecar within a second (system admins; audited as authz.model_rolled_back).
+     */
+    post: operations["rollbackAuthzModel"];
+  };
 };
 
 export type webhooks = Record<string, never>;
@@ -645,6 +729,8 @@ export type components = {
         name: string;
       } | null;
       department_id: string | null;
+      /** @description when the membership ends (null: no end) */
+      expires_at: string | null;
       email: string | null;
       display_name: string | null;
       /** @enum {string} */
@@ -789,6 +875,71 @@ export type components = {
       created_at: string;
       /** @description ISO 8601 timestamp */
       updated_at: string;
+    };
+    AuthzUser: {
+      /** Format: uuid */
+      id: string;
+      email: string | null;
+      display_name: string;
+    };
+    Explanation: {
+      allowed: boolean;
+      user: string;
+      relation: string;
+      object: string;
+      /** @description the authorization model that decided */
+      model_id: string;
+      /** @description allowed: the chain from the user's tuple to the decision */
+      path: {
+          object: string;
+          relation: string;
+          via: string;
+          text: string;
+        }[];
+      /** @description denied: the reasons */
+      denied_because?: string[];
+      /** @description what a bound (depth, OpenFGA calls) left unexplained */
+      truncated?: string;
+      /** @description the explanation as lines a person reads */
+      text: string;
+    };
+    DecisionRecord: {
+      id: string;
+      time: string;
+      request_id: string;
+      subject: string;
+      relation: string;
+      object: string;
+      publisher?: string;
+      rule: string;
+      allowed: boolean;
+      /** @enum {string} */
+      source: "lru" | "redis" | "pdp";
+      model_id: string;
+      latency_ms: number;
+      context?: {
+        [key: string]: unknown;
+      };
+    };
+    ShadowReport: {
+      candidate_model_id: string;
+      base_model_id: string;
+      replayed: number;
+      changed: {
+          decision: components["schemas"]["DecisionRecord"];
+          before: boolean;
+          after: boolean;
+          role?: string;
+        }[];
+      groups: {
+          rule: string;
+          role: string;
+          allowed_to_denied: number;
+          denied_to_allowed: number;
+        }[];
+      checks?: number;
+      skipped?: number;
+      truncated?: boolean;
     };
   };
   responses: never;
@@ -2173,6 +2324,11 @@ export type operations = {
              */
             auth_policy: "internal" | "ad" | "both";
             session_max_age_s: number | null;
+            /**
+             * @description members (system admins excepted) hold nothing here unless their request comes from one of these networks (CIDR blocks); empty = anywhere. Applied by the authorization model (migration 0012's outbox trigger writes the restriction)
+             * @default []
+             */
+            office_networks: string[];
           };
         };
       };
@@ -2249,6 +2405,11 @@ export type operations = {
           auth_policy?: "internal" | "ad" | "both";
           /** @description longest life of a member's session, seconds (15 min .. 90 days; default: the platform's) */
           session_max_age_s?: number;
+          /**
+           * @description members (system admins excepted) hold nothing here unless their request comes from one of these networks (CIDR blocks); empty = anywhere. Applied by the authorization model (migration 0012's outbox trigger writes the restriction)
+           * @default []
+           */
+          office_networks?: string[];
         };
       };
     };
@@ -2284,6 +2445,11 @@ export type operations = {
              */
             auth_policy: "internal" | "ad" | "both";
             session_max_age_s: number | null;
+            /**
+             * @description members (system admins excepted) hold nothing here unless their request comes from one of these networks (CIDR blocks); empty = anywhere. Applied by the authorization model (migration 0012's outbox trigger writes the restriction)
+             * @default []
+             */
+            office_networks: string[];
           };
         };
       };
@@ -3101,6 +3267,8 @@ export type operations = {
           custom_role_id?: string | null;
           /** @description limit the membership to a department (roles admin, editor, viewer) */
           department_id?: string | null;
+          /** @description the membership ends at this time (RFC 3339, in the future), e.g. an external auditor's week; the authorization model stops counting it then. Omitted or null: no end */
+          expires_at?: string | null;
         };
       };
     };
@@ -3121,6 +3289,8 @@ export type operations = {
             created_at: string;
             /** @description ISO 8601 timestamp */
             expires_at: string;
+            /** @description when the membership it creates ends (null: no end) */
+            membership_expires_at: string | null;
           };
         };
       };
@@ -3196,6 +3366,8 @@ export type operations = {
                 created_at: string;
                 /** @description ISO 8601 timestamp */
                 expires_at: string;
+                /** @description when the membership it creates ends (null: no end) */
+                membership_expires_at: string | null;
               })[];
           };
         };
@@ -3303,6 +3475,8 @@ export type operations = {
           custom_role_id?: string | null;
           /** @description limit the membership to a department (roles admin, editor, viewer) */
           department_id?: string | null;
+          /** @description the membership ends at this time (RFC 3339, in the future), e.g. an external auditor's week; the authorization model stops counting it then. Omitted or null: no end */
+          expires_at?: string | null;
         };
       };
     };
@@ -3827,6 +4001,8 @@ export type operations = {
           custom_role_id?: string | null;
           /** @description limit the membership to a department (roles admin, editor, viewer) */
           department_id?: string | null;
+          /** @description the membership ends at this time (RFC 3339, in the future), e.g. an external auditor's week; the authorization model stops counting it then. Omitted or null: no end */
+          expires_at?: string | null;
         };
       };
     };
@@ -3961,6 +4137,8 @@ export type operations = {
           custom_role_id?: string | null;
           /** @description limit the membership to a department (roles admin, editor, viewer) */
           department_id?: string | null;
+          /** @description the membership ends at this time (RFC 3339, in the future), e.g. an external auditor's week; the authorization model stops counting it then. Omitted or null: no end */
+          expires_at?: string | null;
         };
       };
     };
@@ -5570,10 +5748,10 @@ export type operations = {
         cursor?: string;
         /** @description rows of this actor (a user or an API client) */
         actor_id?: string;
-        object_type?: "work" | "songwriter" | "recording" | "publisher" | "publisher_settings" | "publisher_branding" | "department" | "member" | "invitation" | "role" | "api_client" | "directory_config" | "user" | "session" | "account";
+        object_type?: "work" | "songwriter" | "recording" | "publisher" | "publisher_settings" | "publisher_branding" | "department" | "member" | "invitation" | "role" | "api_client" | "directory_config" | "user" | "session" | "account" | "authz_model";
         /** @description with object_type */
         object_id?: string;
-        action?: "work.created" | "work.updated" | "work.deleted" | "songwriter.created" | "songwriter.updated" | "songwriter.deleted" | "recording.created" | "recording.updated" | "recording.deleted" | "publisher.created" | "publisher.updated" | "publisher.archived" | "publisher.status_changed" | "publisher_settings.updated" | "publisher_branding.updated" | "department.created" | "department.updated" | "department.deleted" | "member.added" | "member.role_changed" | "member.removed" | "member.sessions_revoked" | "invitation.created" | "invitation.revoked" | "role.created" | "role.updated" | "role.deleted" | "api_client.created" | "api_client.secret_rotated" | "api_client.revoked" | "directory_config.created" | "directory_config.updated" | "directory_config.deleted" | "user.created" | "user.status_changed" | "user.deleted" | "user.profile_updated" | "user.password_changed" | "user.password_reset_requested" | "user.password_reset" | "user.email_verification_requested" | "user.email_verified" | "user.mfa_enrolment_started" | "user.mfa_enabled" | "user.mfa_disabled" | "auth.login_succeeded" | "auth.mfa_challenged" | "auth.login_failed" | "auth.locked_out" | "auth.logout" | "auth.client_token_issued" | "auth.client_auth_failed" | "session.refreshed" | "session.revoked" | "account.plan_changed" | "account.trial_ended";
+        action?: "work.created" | "work.updated" | "work.deleted" | "songwriter.created" | "songwriter.updated" | "songwriter.deleted" | "recording.created" | "recording.updated" | "recording.deleted" | "publisher.created" | "publisher.updated" | "publisher.archived" | "publisher.status_changed" | "publisher_settings.updated" | "publisher_branding.updated" | "department.created" | "department.updated" | "department.deleted" | "member.added" | "member.role_changed" | "member.removed" | "member.sessions_revoked" | "invitation.created" | "invitation.revoked" | "role.created" | "role.updated" | "role.deleted" | "api_client.created" | "api_client.secret_rotated" | "api_client.revoked" | "directory_config.created" | "directory_config.updated" | "directory_config.deleted" | "user.created" | "user.status_changed" | "user.deleted" | "user.profile_updated" | "user.password_changed" | "user.password_reset_requested" | "user.password_reset" | "user.email_verification_requested" | "user.email_verified" | "user.mfa_enrolment_started" | "user.mfa_enabled" | "user.mfa_disabled" | "auth.login_succeeded" | "auth.mfa_challenged" | "auth.login_failed" | "auth.locked_out" | "auth.logout" | "auth.client_token_issued" | "auth.client_auth_failed" | "session.refreshed" | "session.revoked" | "account.plan_changed" | "account.trial_ended" | "authz.model_deployed" | "authz.model_rolled_back";
         /** @description rows at or after this time (ISO 8601 with offset) */
         from?: string;
         /** @description rows before this time (ISO 8601 with offset) */
@@ -5635,10 +5813,10 @@ export type operations = {
       query?: {
         /** @description rows of this actor (a user or an API client) */
         actor_id?: string;
-        object_type?: "work" | "songwriter" | "recording" | "publisher" | "publisher_settings" | "publisher_branding" | "department" | "member" | "invitation" | "role" | "api_client" | "directory_config" | "user" | "session" | "account";
+        object_type?: "work" | "songwriter" | "recording" | "publisher" | "publisher_settings" | "publisher_branding" | "department" | "member" | "invitation" | "role" | "api_client" | "directory_config" | "user" | "session" | "account" | "authz_model";
         /** @description with object_type */
         object_id?: string;
-        action?: "work.created" | "work.updated" | "work.deleted" | "songwriter.created" | "songwriter.updated" | "songwriter.deleted" | "recording.created" | "recording.updated" | "recording.deleted" | "publisher.created" | "publisher.updated" | "publisher.archived" | "publisher.status_changed" | "publisher_settings.updated" | "publisher_branding.updated" | "department.created" | "department.updated" | "department.deleted" | "member.added" | "member.role_changed" | "member.removed" | "member.sessions_revoked" | "invitation.created" | "invitation.revoked" | "role.created" | "role.updated" | "role.deleted" | "api_client.created" | "api_client.secret_rotated" | "api_client.revoked" | "directory_config.created" | "directory_config.updated" | "directory_config.deleted" | "user.created" | "user.status_changed" | "user.deleted" | "user.profile_updated" | "user.password_changed" | "user.password_reset_requested" | "user.password_reset" | "user.email_verification_requested" | "user.email_verified" | "user.mfa_enrolment_started" | "user.mfa_enabled" | "user.mfa_disabled" | "auth.login_succeeded" | "auth.mfa_challenged" | "auth.login_failed" | "auth.locked_out" | "auth.logout" | "auth.client_token_issued" | "auth.client_auth_failed" | "session.refreshed" | "session.revoked" | "account.plan_changed" | "account.trial_ended";
+        action?: "work.created" | "work.updated" | "work.deleted" | "songwriter.created" | "songwriter.updated" | "songwriter.deleted" | "recording.created" | "recording.updated" | "recording.deleted" | "publisher.created" | "publisher.updated" | "publisher.archived" | "publisher.status_changed" | "publisher_settings.updated" | "publisher_branding.updated" | "department.created" | "department.updated" | "department.deleted" | "member.added" | "member.role_changed" | "member.removed" | "member.sessions_revoked" | "invitation.created" | "invitation.revoked" | "role.created" | "role.updated" | "role.deleted" | "api_client.created" | "api_client.secret_rotated" | "api_client.revoked" | "directory_config.created" | "directory_config.updated" | "directory_config.deleted" | "user.created" | "user.status_changed" | "user.deleted" | "user.profile_updated" | "user.password_changed" | "user.password_reset_requested" | "user.password_reset" | "user.email_verification_requested" | "user.email_verified" | "user.mfa_enrolment_started" | "user.mfa_enabled" | "user.mfa_disabled" | "auth.login_succeeded" | "auth.mfa_challenged" | "auth.login_failed" | "auth.locked_out" | "auth.logout" | "auth.client_token_issued" | "auth.client_auth_failed" | "session.refreshed" | "session.revoked" | "account.plan_changed" | "account.trial_ended" | "authz.model_deployed" | "authz.model_rolled_back";
         /** @description rows at or after this time (ISO 8601 with offset) */
         from?: string;
         /** @description rows before this time (ISO 8601 with offset) */
@@ -5699,10 +5877,10 @@ export type operations = {
         cursor?: string;
         /** @description rows of this actor (a user or an API client) */
         actor_id?: string;
-        object_type?: "work" | "songwriter" | "recording" | "publisher" | "publisher_settings" | "publisher_branding" | "department" | "member" | "invitation" | "role" | "api_client" | "directory_config" | "user" | "session" | "account";
+        object_type?: "work" | "songwriter" | "recording" | "publisher" | "publisher_settings" | "publisher_branding" | "department" | "member" | "invitation" | "role" | "api_client" | "directory_config" | "user" | "session" | "account" | "authz_model";
         /** @description with object_type */
         object_id?: string;
-        action?: "work.created" | "work.updated" | "work.deleted" | "songwriter.created" | "songwriter.updated" | "songwriter.deleted" | "recording.created" | "recording.updated" | "recording.deleted" | "publisher.created" | "publisher.updated" | "publisher.archived" | "publisher.status_changed" | "publisher_settings.updated" | "publisher_branding.updated" | "department.created" | "department.updated" | "department.deleted" | "member.added" | "member.role_changed" | "member.removed" | "member.sessions_revoked" | "invitation.created" | "invitation.revoked" | "role.created" | "role.updated" | "role.deleted" | "api_client.created" | "api_client.secret_rotated" | "api_client.revoked" | "directory_config.created" | "directory_config.updated" | "directory_config.deleted" | "user.created" | "user.status_changed" | "user.deleted" | "user.profile_updated" | "user.password_changed" | "user.password_reset_requested" | "user.password_reset" | "user.email_verification_requested" | "user.email_verified" | "user.mfa_enrolment_started" | "user.mfa_enabled" | "user.mfa_disabled" | "auth.login_succeeded" | "auth.mfa_challenged" | "auth.login_failed" | "auth.locked_out" | "auth.logout" | "auth.client_token_issued" | "auth.client_auth_failed" | "session.refreshed" | "session.revoked" | "account.plan_changed" | "account.trial_ended";
+        action?: "work.created" | "work.updated" | "work.deleted" | "songwriter.created" | "songwriter.updated" | "songwriter.deleted" | "recording.created" | "recording.updated" | "recording.deleted" | "publisher.created" | "publisher.updated" | "publisher.archived" | "publisher.status_changed" | "publisher_settings.updated" | "publisher_branding.updated" | "department.created" | "department.updated" | "department.deleted" | "member.added" | "member.role_changed" | "member.removed" | "member.sessions_revoked" | "invitation.created" | "invitation.revoked" | "role.created" | "role.updated" | "role.deleted" | "api_client.created" | "api_client.secret_rotated" | "api_client.revoked" | "directory_config.created" | "directory_config.updated" | "directory_config.deleted" | "user.created" | "user.status_changed" | "user.deleted" | "user.profile_updated" | "user.password_changed" | "user.password_reset_requested" | "user.password_reset" | "user.email_verification_requested" | "user.email_verified" | "user.mfa_enrolment_started" | "user.mfa_enabled" | "user.mfa_disabled" | "auth.login_succeeded" | "auth.mfa_challenged" | "auth.login_failed" | "auth.locked_out" | "auth.logout" | "auth.client_token_issued" | "auth.client_auth_failed" | "session.refreshed" | "session.revoked" | "account.plan_changed" | "account.trial_ended" | "authz.model_deployed" | "authz.model_rolled_back";
         /** @description rows at or after this time (ISO 8601 with offset) */
         from?: string;
         /** @description rows before this time (ISO 8601 with offset) */
@@ -5762,10 +5940,10 @@ export type operations = {
       query?: {
         /** @description rows of this actor (a user or an API client) */
         actor_id?: string;
-        object_type?: "work" | "songwriter" | "recording" | "publisher" | "publisher_settings" | "publisher_branding" | "department" | "member" | "invitation" | "role" | "api_client" | "directory_config" | "user" | "session" | "account";
+        object_type?: "work" | "songwriter" | "recording" | "publisher" | "publisher_settings" | "publisher_branding" | "department" | "member" | "invitation" | "role" | "api_client" | "directory_config" | "user" | "session" | "account" | "authz_model";
         /** @description with object_type */
         object_id?: string;
-        action?: "work.created" | "work.updated" | "work.deleted" | "songwriter.created" | "songwriter.updated" | "songwriter.deleted" | "recording.created" | "recording.updated" | "recording.deleted" | "publisher.created" | "publisher.updated" | "publisher.archived" | "publisher.status_changed" | "publisher_settings.updated" | "publisher_branding.updated" | "department.created" | "department.updated" | "department.deleted" | "member.added" | "member.role_changed" | "member.removed" | "member.sessions_revoked" | "invitation.created" | "invitation.revoked" | "role.created" | "role.updated" | "role.deleted" | "api_client.created" | "api_client.secret_rotated" | "api_client.revoked" | "directory_config.created" | "directory_config.updated" | "directory_config.deleted" | "user.created" | "user.status_changed" | "user.deleted" | "user.profile_updated" | "user.password_changed" | "user.password_reset_requested" | "user.password_reset" | "user.email_verification_requested" | "user.email_verified" | "user.mfa_enrolment_started" | "user.mfa_enabled" | "user.mfa_disabled" | "auth.login_succeeded" | "auth.mfa_challenged" | "auth.login_failed" | "auth.locked_out" | "auth.logout" | "auth.client_token_issued" | "auth.client_auth_failed" | "session.refreshed" | "session.revoked" | "account.plan_changed" | "account.trial_ended";
+        action?: "work.created" | "work.updated" | "work.deleted" | "songwriter.created" | "songwriter.updated" | "songwriter.deleted" | "recording.created" | "recording.updated" | "recording.deleted" | "publisher.created" | "publisher.updated" | "publisher.archived" | "publisher.status_changed" | "publisher_settings.updated" | "publisher_branding.updated" | "department.created" | "department.updated" | "department.deleted" | "member.added" | "member.role_changed" | "member.removed" | "member.sessions_revoked" | "invitation.created" | "invitation.revoked" | "role.created" | "role.updated" | "role.deleted" | "api_client.created" | "api_client.secret_rotated" | "api_client.revoked" | "directory_config.created" | "directory_config.updated" | "directory_config.deleted" | "user.created" | "user.status_changed" | "user.deleted" | "user.profile_updated" | "user.password_changed" | "user.password_reset_requested" | "user.password_reset" | "user.email_verification_requested" | "user.email_verified" | "user.mfa_enrolment_started" | "user.mfa_enabled" | "user.mfa_disabled" | "auth.login_succeeded" | "auth.mfa_challenged" | "auth.login_failed" | "auth.locked_out" | "auth.logout" | "auth.client_token_issued" | "auth.client_auth_failed" | "session.refreshed" | "session.revoked" | "account.plan_changed" | "account.trial_ended" | "authz.model_deployed" | "authz.model_rolled_back";
         /** @description rows at or after this time (ISO 8601 with offset) */
         from?: string;
         /** @description rows before this time (ISO 8601 with offset) */
@@ -6053,6 +6231,708 @@ export type operations = {
           "application/json": {
             items: components["schemas"]["Account"][];
             next_cursor: string | null;
+          };
+        };
+      };
+      /** @description Default Response */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /**
+   * Explain whether a user holds a permission on an object, and why
+   * @description Allowed: the path from the user's tuple to the decision (e.g. editor of publisher:… → works_update_all → can_update on work:…); denied: the reasons. Decided with the active model and the condition context (`at`, `client_ip`). System admins: anything; a publisher's admins (audit:read): their members and their publisher's objects.
+   */
+  explainDecision: {
+    parameters: {
+      query: {
+        user: string;
+        permission: string;
+        /** @description an OpenFGA object <type>:<id>, e.g. work:<uuid>, publisher:<uuid> */
+        object: string;
+        /** @description decide as of this time (the conditions' current_time; default now) */
+        at?: string;
+        /** @description the client address the office-network condition sees (default 0.0.0.0: outside every office network) */
+        client_ip?: string;
+      };
+    };
+    responses: {
+      /** @description Default Response */
+      200: {
+        content: {
+          "application/json": components["schemas"]["Explanation"];
+        };
+      };
+      /** @description Default Response */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /**
+   * Who holds a permission on an object
+   * @description OpenFGA ListUsers with the active model: the users (with email and name) and the usersets and wildcards that hold it; `truncated` when OpenFGA's result limit or deadline cut the answer. A publisher's admins see their members only.
+   */
+  whoCan: {
+    parameters: {
+      query: {
+        permission: string;
+        /** @description an OpenFGA object <type>:<id>, e.g. work:<uuid>, publisher:<uuid> */
+        object: string;
+        /** @description decide as of this time (the conditions' current_time; default now) */
+        at?: string;
+        /** @description the client address the office-network condition sees (default 0.0.0.0: outside every office network) */
+        client_ip?: string;
+      };
+    };
+    responses: {
+      /** @description Default Response */
+      200: {
+        content: {
+          "application/json": {
+            users: components["schemas"]["AuthzUser"][];
+            usersets: string[];
+            truncated: boolean;
+          };
+        };
+      };
+      /** @description Default Response */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /**
+   * Which objects of a type a user holds a permission on
+   * @description OpenFGA StreamedListObjects with the active model, at most 1000 objects (`truncated` when more were available or the deadline cut the stream). A publisher's admins: about their members, and only their publisher's objects are listed.
+   */
+  whatCan: {
+    parameters: {
+      query: {
+        user: string;
+        permission: string;
+        type: string;
+        /** @description decide as of this time (the conditions' current_time; default now) */
+        at?: string;
+        /** @description the client address the office-network condition sees (default 0.0.0.0: outside every office network) */
+        client_ip?: string;
+      };
+    };
+    responses: {
+      /** @description Default Response */
+      200: {
+        content: {
+          "application/json": {
+            objects: string[];
+            truncated: boolean;
+          };
+        };
+      };
+      /** @description Default Response */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /**
+   * Find users by email prefix
+   * @description Case-insensitive email prefix, at most 20 users by email. A publisher's admins find their members only.
+   */
+  searchAuthzUsers: {
+    parameters: {
+      query: {
+        /** @description the start of an email address */
+        q: string;
+      };
+    };
+    responses: {
+      /** @description Default Response */
+      200: {
+        content: {
+          "application/json": {
+            users: components["schemas"]["AuthzUser"][];
+          };
+        };
+      };
+      /** @description Default Response */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /**
+   * A user's publishers, roles and effective permissions
+   * @description The memberships (role, custom role, department, the publisher's status) and, per publisher, the permission relations the user holds now (OpenFGA BatchCheck of every permission with the active model). A publisher's admins: their members, and only the membership at their publisher.
+   */
+  getUserAccess: {
+    parameters: {
+      query?: {
+        /** @description decide as of this time (the conditions' current_time; default now) */
+        at?: string;
+        /** @description the client address the office-network condition sees (default 0.0.0.0: outside every office network) */
+        client_ip?: string;
+      };
+      path: {
+        userId: string;
+      };
+    };
+    responses: {
+      /** @description Default Response */
+      200: {
+        content: {
+          "application/json": {
+            user: components["schemas"]["AuthzUser"];
+            memberships: {
+                publisher: {
+                  /** Format: uuid */
+                  id: string;
+                  name: string;
+                  slug: string;
+                };
+                role: string;
+                custom_role?: {
+                  /** Format: uuid */
+                  id: string;
+                  name: string;
+                };
+                department?: {
+                  /** Format: uuid */
+                  id: string;
+                  name: string;
+                };
+                /** @description the publisher's status: suspended and archived shut its members out */
+                status: string;
+              }[];
+            /** @description publisher id → the permission relations the user holds there now (works_read …) */
+            permissions: {
+              [key: string]: string[];
+            };
+          };
+        };
+      };
+      /** @description Default Response */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /**
+   * Recent authorization decisions (the decision log)
+   * @description Every sidecar's recent decisions from the decision log, newest first; `since` = a decision id: only decisions logged after it (a live tail). A publisher's admins see their publisher's decisions only.
+   */
+  listDecisions: {
+    parameters: {
+      query?: {
+        /** @description only allowed (true) or denied (false) decisions */
+        allowed?: "true" | "false";
+        limit?: number;
+        /** @description the id of the newest decision already seen */
+        since?: string;
+        /** @description only decisions about this publisher (system admins; a publisher's admins always get their own) */
+        publisher?: string;
+      };
+    };
+    responses: {
+      /** @description Default Response */
+      200: {
+        content: {
+          "application/json": {
+            decisions: components["schemas"]["DecisionRecord"][];
+          };
+        };
+      };
+      /** @description Default Response */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /**
+   * The store's authorization models, newest first
+   * @description Every model of the OpenFGA store (its version history) and the active one (system admins).
+   */
+  listAuthzModels: {
+    responses: {
+      /** @description Default Response */
+      200: {
+        content: {
+          "application/json": {
+            active: string;
+            models: {
+                id: string;
+                /** @description ISO 8601 timestamp */
+                created_at: string;
+              }[];
+          };
+        };
+      };
+      /** @description Default Response */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /**
+   * The line diff of two models
+   * @description Both as DSL (relations in name order), `-` only in `from`, `+` only in `to` (system admins).
+   */
+  diffAuthzModels: {
+    parameters: {
+      query: {
+        from: string;
+        to: string;
+      };
+    };
+    responses: {
+      /** @description Default Response */
+      200: {
+        content: {
+          "application/json": {
+            from: string;
+            to: string;
+            diff: string;
+          };
+        };
+      };
+      /** @description Default Response */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /**
+   * One authorization model as DSL
+   * @description The model with this id (a ULID) as OpenFGA DSL (system admins).
+   */
+  getAuthzModel: {
+    parameters: {
+      path: {
+        modelId: string;
+      };
+    };
+    responses: {
+      /** @description Default Response */
+      200: {
+        content: {
+          "application/json": {
+            id: string;
+            /** @description ISO 8601 timestamp */
+            created_at: string;
+            dsl: string;
+          };
+        };
+      };
+      /** @description Default Response */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /**
+   * Replay recent decisions against a candidate model
+   * @description A shadow run: the recent decisions of the decision log are checked against the active model and the candidate in a scratch store with the live tuples; the report lists every decision that would change, grouped by route rule and role. Nothing live changes (system admins).
+   */
+  shadowAuthzModel: {
+    requestBody: {
+      content: {
+        "application/json": {
+          /** @description the candidate model (OpenFGA DSL, schema 1.1) */
+          dsl: string;
+        };
+      };
+    };
+    responses: {
+      /** @description Default Response */
+      200: {
+        content: {
+          "application/json": components["schemas"]["ShadowReport"];
+        };
+      };
+      /** @description Default Response */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /**
+   * Deploy a model behind a shadow run
+   * @description Shadow run first: when recent decisions would change and `accept_changes` is not true, nothing is deployed and the answer is 409 `shadow-changes` with the report in `shadow`. Otherwise the model is written as the newest, its model migration applied, and it becomes the active model of every sidecar within a second (system admins; audited as authz.model_deployed).
+   */
+  deployAuthzModel: {
+    requestBody: {
+      content: {
+        "application/json": {
+          /** @description the candidate model (OpenFGA DSL, schema 1.1) */
+          dsl: string;
+          /** @default false */
+          accept_changes?: boolean;
+        };
+      };
+    };
+    responses: {
+      /** @description Default Response */
+      200: {
+        content: {
+          "application/json": {
+            model_id: string;
+            /** @description false: the newest model already had this content */
+            written: boolean;
+            shadow: components["schemas"]["ShadowReport"];
+          };
+        };
+      };
+      /** @description Default Response */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Default Response */
+      409: {
+        content: {
+          "application/json": {
+            type: string;
+            title: string;
+            status: number;
+            detail: string;
+            instance?: string;
+            errors?: {
+                field: string;
+                reason: string;
+              }[];
+            shadow?: components["schemas"]["ShadowReport"];
+          };
+        };
+      };
+      /** @description Default Response */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /**
+   * Make an older model the active one again
+   * @description The old model's content is written again as the newest model (OpenFGA has no activate API) and becomes the active model of every sidecar within a second (system admins; audited as authz.model_rolled_back).
+   */
+  rollbackAuthzModel: {
+    parameters: {
+      path: {
+        modelId: string;
+      };
+    };
+    responses: {
+      /** @description Default Response */
+      200: {
+        content: {
+          "application/json": {
+            model_id: string;
           };
         };
       };

@@ -15,7 +15,9 @@
  * - rows of a delivered run get `delivered_at = now()`; on the first failing run, that run and every
  *   later row of the batch get `attempts + 1` and `last_error`, and delivery stops until the next
  *   trigger — rows are never skipped or dropped, so order is preserved and nothing is lost;
- * - it runs after every committed mutating request (before the response) and on a timer (1 s).
+ * - it runs after every committed mutating request (before the response) and on a timer (1 s);
+ * - a `write` row with `condition_name`/`condition_context` (migration 0012) is written as a
+ *   conditional tuple (an expiring membership, a publisher's office networks).
  *
  * Delivery is at-least-once: if the commit that marks rows delivered fails after OpenFGA accepted
  * them, they are sent again, which the idempotent writer absorbs.
@@ -24,9 +26,13 @@ import type { EntityManager } from '@mikro-orm/postgresql';
 import { query, type Orm } from '../db/orm.ts';
 import type { Logger } from '../logger.ts';
 import { PeriodicJob } from '../jobs/periodic-job.ts';
+import { defaultOutboxTranslator } from '../../../policies/src/model-migrations.ts';
 
-/** An OpenFGA tuple key as the writer takes it. */
-export type Tuple = { user: string; relation: string; object: string };
+/**
+ * An OpenFGA tuple key as the writer takes it; `condition` on a conditional tuple's write
+ * (migration 0012: `non_expired_grant`, `outside_office_networks`; policies/src/conditions.ts).
+ */
+export type Tuple = { user: string; relation: string; object: string; condition?: { name: string; context: Record<string, unknown> } };
 
 /** What the relay needs from `RelationshipWriter` (policies/src/relationships.ts). */
 export interface RelationshipSink {
@@ -48,12 +54,27 @@ export type OutboxRelayOptions = {
   intervalMs?: number;
   /** how long to wait for another relay's batch, ms (default 5000) */
   lockTimeoutMs?: number;
+  /**
+   * Relation names of rows written by triggers that predate a model migration → the current names;
+   * null drops the row (a removed relation; logged). Default: `defaultOutboxTranslator()` of
+   * policies/src/model-migrations.ts (policies/migrations/ against policies/model.fga).
+   */
+  translate?: (t: Tuple) => Tuple | null;
 };
 
 /** Result of one {@link OutboxRelay.drain} call. */
 export type DrainResult = { delivered: number; failed: number; error?: string };
 
-type OutboxRow = { id: string; operation: 'write' | 'delete'; object: string; relation: string; subject: string };
+type OutboxRow = {
+  id: string;
+  operation: 'write' | 'delete';
+  object: string;
+  relation: string;
+  subject: string;
+  /** a conditional tuple's condition (migration 0012; writes only) */
+  condition_name: string | null;
+  condition_context: Record<string, unknown> | null;
+};
 
 /** Advisory lock key of the relay: the first 8 bytes of sha1('authz_outbox relay') as bigint. */
 const LOCK_KEY = '5366218734910117430';
@@ -91,6 +112,7 @@ export class OutboxRelay {
   readonly #batchSize: number;
   readonly #lockTimeoutMs: number;
   readonly #job: PeriodicJob<DrainResult>;
+  readonly #translate: (t: Tuple) => Tuple | null;
 
   /** @throws RangeError when batchSize is outside 1..100 */
   constructor(opts: OutboxRelayOptions) {
@@ -100,6 +122,7 @@ export class OutboxRelay {
     this.#batchSize = opts.batchSize ?? 100;
     if (!(this.#batchSize >= 1 && this.#batchSize <= 100)) throw new RangeError('batchSize must be 1..100');
     this.#lockTimeoutMs = opts.lockTimeoutMs ?? 5000;
+    this.#translate = opts.translate ?? defaultOutboxTranslator();
     this.#job = new PeriodicJob((signal) => this.#drainLoop(signal), opts.intervalMs ?? 1000);
   }
 
@@ -146,20 +169,22 @@ export class OutboxRelay {
     return em.transactional(async (tem: EntityManager) => {
       await query(tem, `select set_config('lock_timeout', $1, true)`, [`${this.#lockTimeoutMs}ms`]);
       await query(tem, `select pg_advisory_xact_lock(${LOCK_KEY})`);
-      const rows = await query<OutboxRow>(
+      const claimed = await query<OutboxRow>(
         tem,
-        `select c.id::text, c.operation, c.object, c.relation, c.subject from authz_outbox_claim($1) c
+        `select c.id::text, c.operation, c.object, c.relation, c.subject, c.condition_name, c.condition_context from authz_outbox_claim($1) c
           order by c.id -- the bigint column, not the text alias`,
         [this.#batchSize],
       );
-      if (rows.length === 0) return { delivered: 0, failed: 0 };
+      if (claimed.length === 0) return { delivered: 0, failed: 0 };
+      const rows = this.#translateRows(claimed);
       let delivered = 0;
       for (const [i, run] of splitIntoRuns(rows).entries()) {
         const tuple = (r: OutboxRow): Tuple => ({ user: r.subject, relation: r.relation, object: r.object });
+        const written = (r: OutboxRow): Tuple => (r.condition_name ? { ...tuple(r), condition: { name: r.condition_name, context: r.condition_context ?? {} } } : tuple(r));
         try {
           await this.#sink.write({
-            writes: run.filter((r) => r.operation === 'write').map(tuple),
-            deletes: run.filter((r) => r.operation === 'delete').map(tuple),
+            writes: run.filter((r) => r.operation === 'write' && !r.dropped).map(written),
+            deletes: run.filter((r) => r.operation === 'delete' && !r.dropped).map(tuple),
           });
         } catch (err) {
           const failedIds = splitIntoRuns(rows).slice(i).flat().map((r) => r.id);
@@ -172,6 +197,18 @@ export class OutboxRelay {
         delivered += run.length;
       }
       return { delivered, failed: 0 };
+    });
+  }
+
+  /** Rows with relation names translated (before the runs are cut: a rename may make two rows one tuple). */
+  #translateRows(rows: OutboxRow[]): (OutboxRow & { dropped?: true })[] {
+    return rows.map((r) => {
+      const t = this.#translate({ user: r.subject, relation: r.relation, object: r.object });
+      if (t === null) {
+        this.#log.info({ id: r.id, tuple: `${r.object}#${r.relation}@${r.subject}` }, 'authz outbox: row names a relation removed by a model migration; dropped');
+        return { ...r, dropped: true as const };
+      }
+      return t.relation === r.relation && t.user === r.subject && t.object === r.object ? r : { ...r, relation: t.relation, subject: t.user, object: t.object };
     });
   }
 }

@@ -1,10 +1,10 @@
 /**
  * Construct the production relationship sink: `RelationshipWriter` from policies/src/relationships.ts
- * for the store and model that `deployModel` (policies/src/model.ts) finds or deploys by name.
+ * for the store's active model (policies/src/active-model.ts), which it follows without a restart.
  */
 import { Redis } from 'ioredis';
 import { OpenFgaClient } from '@openfga/sdk';
-import { deployModel } from '../../../policies/src/model.ts';
+import { resolveActiveModel, watchActiveModel } from '../../../policies/src/active-model.ts';
 import { RelationshipWriter } from '../../../policies/src/relationships.ts';
 import type { CatalogConfig } from '../config.ts';
 import type { RelationshipSink } from './relay.ts';
@@ -18,31 +18,59 @@ import type { RelationshipSink } from './relay.ts';
 export const WRITE_TIMEOUT_MS = 2000;
 export const WRITE_RETRIES = 1;
 
-/** The sink plus what must be closed on shutdown. */
-export type RelationshipWriterHandle = { sink: RelationshipSink; storeId: string; modelId: string; close: () => Promise<void> };
+/** Minimal logger (pino-compatible); the default writes JSON lines to stderr. */
+type Log = { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
+const stderrLog: Log = {
+  info: (o, m) => console.error(JSON.stringify({ level: 'info', msg: m, ...o })),
+  warn: (o, m) => console.error(JSON.stringify({ level: 'warn', msg: m, ...o })),
+  error: (o, m) => console.error(JSON.stringify({ level: 'error', msg: m, ...o })),
+};
+
+/** The sink plus what must be closed on shutdown; `modelId` is the model writes are validated against now. */
+export type RelationshipWriterHandle = { sink: RelationshipSink; storeId: string; readonly modelId: string; close: () => Promise<void> };
 
 /**
- * Resolve the OpenFGA store `OPENFGA_STORE_NAME` (created, and the model deployed, when missing or
- * changed — `deployModel` is idempotent) and build a `RelationshipWriter` that bumps the epochs in
- * `REDIS_URL`.
- * @throws the SDK's error when OpenFGA is unreachable or rejects the model; Redis connection errors
- *   surface on the first write, not here (ioredis connects lazily and retries)
+ * Resolve the OpenFGA store `OPENFGA_STORE_NAME` (created when missing) and its active model — the
+ * id in Redis, else the store's newest; only an empty store gets policies/model.fga written — and
+ * build a `RelationshipWriter` that bumps the epochs in `REDIS_URL` and validates writes against
+ * the active model, following every published change (`watchActiveModel`, polled every
+ * `opts.pollMs`, default 1000 ms).
+ * @throws the SDK's error when OpenFGA is unreachable or rejects the bootstrap model; Redis
+ *   connection errors surface on the first write, not here (ioredis connects lazily and retries)
  */
 export async function createRelationshipWriter(
   config: Pick<CatalogConfig, 'OPENFGA_API_URL' | 'OPENFGA_STORE_NAME' | 'REDIS_URL'>,
+  opts: { log?: Log; pollMs?: number } = {},
 ): Promise<RelationshipWriterHandle> {
-  const { storeId, modelId } = await deployModel({ apiUrl: config.OPENFGA_API_URL, storeName: config.OPENFGA_STORE_NAME });
+  const log = opts.log ?? stderrLog;
   const redis = new Redis(config.REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 2, enableOfflineQueue: true });
   redis.on('error', () => {
     /* reported by the failing write; avoid unhandled 'error' events */
   });
-  const writer = new RelationshipWriter({ fga: new OpenFgaClient({ apiUrl: config.OPENFGA_API_URL, storeId, baseOptions: { timeout: WRITE_TIMEOUT_MS }, retryParams: { maxRetry: WRITE_RETRIES, minWaitInMs: 100 } }), redis, storeId, modelId });
-  return {
-    sink: writer,
-    storeId,
-    modelId,
-    close: async () => {
-      redis.disconnect();
-    },
-  };
+  const subscriber = new Redis(config.REDIS_URL, { lazyConnect: true, connectTimeout: 1000, retryStrategy: (times) => Math.min(times * 200, 2000) });
+  let model: ReturnType<typeof watchActiveModel> | undefined;
+  try {
+    const active = await resolveActiveModel({ apiUrl: config.OPENFGA_API_URL, storeName: config.OPENFGA_STORE_NAME, redis, log });
+    model = watchActiveModel({ redis, subscriber, apiUrl: config.OPENFGA_API_URL, storeId: active.storeId, initial: active.modelId, log, ...(opts.pollMs ? { pollMs: opts.pollMs } : {}) });
+    await model.start();
+    const { storeId } = active;
+    const watcher = model;
+    const writer = new RelationshipWriter({ fga: new OpenFgaClient({ apiUrl: config.OPENFGA_API_URL, storeId, baseOptions: { timeout: WRITE_TIMEOUT_MS }, retryParams: { maxRetry: WRITE_RETRIES, minWaitInMs: 100 } }), redis, storeId, modelId: watcher });
+    return {
+      sink: writer,
+      storeId,
+      get modelId() {
+        return watcher.current;
+      },
+      close: async () => {
+        await watcher.close();
+        redis.disconnect();
+      },
+    };
+  } catch (err) {
+    await model?.close();
+    subscriber.disconnect();
+    redis.disconnect();
+    throw err;
+  }
 }

@@ -24,6 +24,7 @@ export const OPENAPI_TAGS = [
   { name: 'songwriters', description: 'Songwriters' },
   { name: 'recordings', description: 'Recordings of works' },
   { name: 'audit', description: 'The append-only audit log: every write, who made it, what changed' },
+  { name: 'authz', description: "The security admin's toolkit: explain decisions, who can / what can, a user's access, the decision log, the authorization model's versions, shadow runs, deploy and rollback" },
 ];
 
 type OpenApiDocument = { components?: { schemas?: Record<string, unknown> } } & Record<string, unknown>;

@@ -6,7 +6,9 @@
  * Per decision: one MGET of the three epoch keys [global, user, object] (missing = 0). Because the
  * epochs are part of the key, an epoch bump by any writer invalidates at once in every process.
  * Then LRU → Redis GET → PDP Check; a PDP answer is stored in both (PX / ttl = DECISION_CACHE_TTL_MS),
- * a Redis hit is copied into the LRU with its remaining TTL. Errors are never cached.
+ * a Redis hit is copied into the LRU with its remaining TTL. Errors are never cached. A Check's
+ * condition context is part of the key (`contextKey`, else a hash of `context`): see
+ * pdp/condition-context.ts for how the sidecar buckets the request time so that caching still works.
  *
  * Redis is only a cache: when it fails (down, slow beyond `commandTimeout`, offline queue disabled)
  * the epochs are unknown, so the decision is made by the PDP directly, bypassing the LRU too (a
@@ -21,15 +23,16 @@
  */
 import { LRUCache } from 'lru-cache';
 import type { Redis } from 'ioredis';
-import { decisionKey, epochKeys, globalEpochKey } from '../../../policies/src/epochs.ts';
+import { contextHash, decisionKey, epochKeys, globalEpochKey } from '../../../policies/src/epochs.ts';
 import type { CheckQuery, Pdp } from './openfga.ts';
+import type { ModelRef } from '../../../policies/src/active-model.ts';
 import type { DecisionSource, SidecarMetrics } from '../metrics.ts';
 
 /** Minimal logger (pino-compatible). */
 export type Log = { warn(obj: object, msg?: string): void; info(obj: object, msg?: string): void };
 
-/** A decision and where it came from. */
-export type Decision = { allowed: boolean; source: DecisionSource };
+/** A decision, where it came from and the authorization model id it was decided (and cached) by. */
+export type Decision = { allowed: boolean; source: DecisionSource; modelId: string };
 
 /** The cache's interface. */
 export type DecisionCache = {
@@ -46,19 +49,22 @@ export type DecisionCache = {
  * Create the cache.
  * @param opts.redis an ioredis client configured to fail fast (commandTimeout, enableOfflineQueue
  *   false, maxRetriesPerRequest 1); opts.ttlMs decision TTL in ms (0 = no caching at all);
- *   opts.maxEntries LRU size.
+ *   opts.maxEntries LRU size; opts.modelId the model id, fixed or a {@link ModelRef} (the active-model
+ *   watcher) read once per decision: the key and the PDP Check use the same id, so a decision made
+ *   by one model is never cached under, or served for, another.
  */
 export function createDecisionCache(opts: {
   redis: Redis;
   pdp: Pdp;
   storeId: string;
-  modelId: string;
+  modelId: string | ModelRef;
   ttlMs: number;
   maxEntries: number;
   metrics: SidecarMetrics;
   log: Log;
 }): DecisionCache {
-  const { redis, pdp, storeId, modelId, ttlMs, metrics, log } = opts;
+  const { redis, pdp, storeId, ttlMs, metrics, log } = opts;
+  const model: ModelRef = typeof opts.modelId === 'string' ? { current: opts.modelId } : opts.modelId;
   const lru = new LRUCache<string, boolean>({ max: Math.max(1, opts.maxEntries), ttl: Math.max(1, ttlMs) });
   let down = false;
   /** Set by every outage; cleared once the LRU is emptied and the global epoch bumped after it. */
@@ -80,18 +86,20 @@ export function createDecisionCache(opts: {
     await redis.incr(globalEpochKey(storeId));
     untrusted = false;
   };
-  const record = (allowed: boolean, source: DecisionSource): Decision => {
+  const record = (allowed: boolean, source: DecisionSource, modelId: string): Decision => {
     metrics.decision(source, allowed);
-    return { allowed, source };
+    return { allowed, source, modelId };
   };
 
   return {
     get redisDown() {
       return down;
     },
-    async decide(q) {
+    async decide(question) {
+      const modelId = model.current; // once: a switch during this decision does not mix models
+      const q = { ...question, modelId };
       // DECISION_CACHE_TTL_MS=0 turns the cache off (benchmarks, debugging): every request asks the PDP.
-      if (ttlMs <= 0) return record(await pdp.check(q), 'pdp');
+      if (ttlMs <= 0) return record(await pdp.check(q), 'pdp', modelId);
       let epochs: (string | null)[];
       try {
         if (untrusted) await distrustOldEntries();
@@ -99,11 +107,12 @@ export function createDecisionCache(opts: {
         redisOk();
       } catch (err) {
         redisFailed(err, 'mget');
-        return record(await pdp.check(q), 'pdp');
+        return record(await pdp.check(q), 'pdp', modelId);
       }
-      const key = decisionKey({ storeId, modelId, user: q.user, relation: q.relation, object: q.object, epochs });
+      const ctxKey = q.contextKey ?? (q.context ? contextHash(q.context) : '');
+      const key = decisionKey({ storeId, modelId, user: q.user, relation: q.relation, object: q.object, contextHash: ctxKey, epochs });
       const local = lru.get(key);
-      if (local !== undefined) return record(local, 'lru');
+      if (local !== undefined) return record(local, 'lru', modelId);
       try {
         // GET + PTTL in one round trip: the LRU copy keeps the remaining TTL, so a decision never
         // outlives DECISION_CACHE_TTL_MS in total.
@@ -114,7 +123,7 @@ export function createDecisionCache(opts: {
         if (shared === '1' || shared === '0') {
           const remaining = typeof pttlRes?.[1] === 'number' && pttlRes[1] > 0 ? Math.min(pttlRes[1], ttlMs) : 1;
           lru.set(key, shared === '1', { ttl: remaining });
-          return record(shared === '1', 'redis');
+          return record(shared === '1', 'redis', modelId);
         }
       } catch (err) {
         redisFailed(err, 'get');
@@ -122,7 +131,7 @@ export function createDecisionCache(opts: {
       const allowed = await pdp.check(q); // throws on PDP failure: nothing is cached
       lru.set(key, allowed);
       redis.set(key, allowed ? '1' : '0', 'PX', ttlMs).then(redisOk, (err: unknown) => redisFailed(err, 'set'));
-      return record(allowed, 'pdp');
+      return record(allowed, 'pdp', modelId);
     },
   };
 }

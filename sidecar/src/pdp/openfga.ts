@@ -1,7 +1,8 @@
 /**
  * The policy decision point: OpenFGA Check (`POST /stores/{store_id}/check`, OpenFGA HTTP API),
- * pinned to one store and authorization model id (so a newly written model never changes answers
- * under a running sidecar).
+ * pinned to one store and to the authorization model id the active-model watcher holds
+ * (policies/src/active-model.ts): a newly written model changes answers only once it is published
+ * as the active one, and each Check names the id it was decided by.
  *
  * Sent with an undici Pool (keep-alive, up to `connections` sockets) rather than the SDK's axios
  * client: the SDK costs ~340 µs of client CPU per Check against ~80 µs here (measured at 32
@@ -12,9 +13,26 @@
  * callers answer 503 and never cache it.
  */
 import { Pool } from 'undici';
+import type { ModelRef } from '../../../policies/src/active-model.ts';
 
-/** A relationship question: may `user` `relation` `object`? (`user:<uuid>`, `<type>:<id>`). */
-export type CheckQuery = { user: string; relation: string; object: string };
+/**
+ * A relationship question: may `user` `relation` `object`? (`user:<uuid>`, `<type>:<id>`).
+ * `modelId`: the authorization model to decide by (default: the PDP's current one) — the decision
+ * cache passes the id its key was computed with, so a switch mid-request cannot mix two models.
+ */
+export type CheckQuery = {
+  user: string;
+  relation: string;
+  object: string;
+  modelId?: string;
+  /**
+   * The condition context sent with the Check (OpenFGA Check `context`; policies/src/conditions.ts
+   * CheckContext: `current_time`, `client_ip`). `contextKey`: what the decision cache keys that
+   * context by (pdp/condition-context.ts; default: a hash of `context`).
+   */
+  context?: Record<string, unknown>;
+  contextKey?: string;
+};
 
 /** The decision point's interface (OpenFGA today; a fake in unit tests). */
 export type Pdp = {
@@ -43,11 +61,13 @@ class AttemptError extends Error {
 
 /**
  * Create the OpenFGA PDP.
- * @param opts.apiUrl OpenFGA HTTP API URL; opts.storeId / opts.modelId the pinned store and model;
+ * @param opts.apiUrl OpenFGA HTTP API URL; opts.storeId the store; opts.modelId the model id, fixed
+ *   or a {@link ModelRef} read at every Check (the active-model watcher);
  *   opts.timeoutMs per-attempt timeout in ms (default 1000); opts.connections max sockets (default 32).
  */
-export function createOpenFgaPdp(opts: { apiUrl: string; storeId: string; modelId: string; timeoutMs?: number; connections?: number }): Pdp {
+export function createOpenFgaPdp(opts: { apiUrl: string; storeId: string; modelId: string | ModelRef; timeoutMs?: number; connections?: number }): Pdp {
   const timeoutMs = opts.timeoutMs ?? 1000;
+  const model: ModelRef = typeof opts.modelId === 'string' ? { current: opts.modelId } : opts.modelId;
   const base = new URL(opts.apiUrl);
   const path = `${base.pathname.replace(/\/+$/, '')}/stores/${encodeURIComponent(opts.storeId)}/check`;
   const pool = new Pool(base.origin, {
@@ -82,7 +102,7 @@ export function createOpenFgaPdp(opts: { apiUrl: string; storeId: string; modelI
 
   return {
     async check(q) {
-      const body = JSON.stringify({ tuple_key: { user: q.user, relation: q.relation, object: q.object }, authorization_model_id: opts.modelId });
+      const body = JSON.stringify({ tuple_key: { user: q.user, relation: q.relation, object: q.object }, authorization_model_id: q.modelId ?? model.current, context: q.context });
       // Per attempt the pool's connect/headers/body timeouts apply; the guard bounds both attempts.
       const guard = AbortSignal.timeout(2 * timeoutMs + 100);
       for (let tries = 1; ; tries++) {

@@ -44,6 +44,8 @@ export const AUDITED_FIELDS = {
   session: ['reason', 'amr'],
   // the payment method's token is a credential of the payment provider: its change shows as payment_method_changed
   account: ['plan_type', 'billing_cycle', 'seats', 'status', 'read_only', 'billing_email', 'billing_address', 'payment_method_changed'],
+  // a version of the OpenFGA authorization model (modules/authz; ids are ULIDs, so fields, not object_id)
+  authz_model: ['model_id', 'previous_model_id', 'written', 'restored_from', 'changed_decisions', 'accepted_changes'],
 } as const satisfies Record<string, readonly string[]>;
 
 /** The kinds of object the log knows. */
@@ -73,6 +75,7 @@ export const AUDIT_ACTIONS = [
   'auth.client_token_issued', 'auth.client_auth_failed',
   'session.refreshed', 'session.revoked',
   'account.plan_changed', 'account.trial_ended',
+  'authz.model_deployed', 'authz.model_rolled_back',
 ] as const;
 
 /** One action name. */

@@ -6,9 +6,23 @@
 import { z } from 'zod';
 import { problem, type FieldError } from '../../errors.ts';
 import { languageTag, timeZone } from '../common/schemas.ts';
+import { parseCidr } from '../../../../policies/src/conditions.ts';
 
 /** How a publisher's members may sign in: internal passwords, Active Directory, or either. */
 export const AUTH_POLICIES = ['internal', 'ad', 'both'] as const;
+
+/** One office network: a CIDR block (IPv4 or IPv6; a bare address is one host; policies/src/conditions.ts parseCidr). */
+const officeNetwork = z.string().max(64).refine(
+  (s) => {
+    try {
+      parseCidr(s);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'must be a CIDR block such as 192.0.2.0/24 or 2001:db8::/32' },
+);
 
 /** A publisher's settings. */
 export const settingsSchema = z.strictObject({
@@ -19,6 +33,11 @@ export const settingsSchema = z.strictObject({
   require_mfa: z.boolean().default(false).describe('every member must sign in with a second factor (TOTP)'),
   auth_policy: z.enum(AUTH_POLICIES).default('internal').describe('how members sign in: internal passwords, Active Directory, or both'),
   session_max_age_s: z.number().int().min(900).max(90 * 86_400).optional().describe("longest life of a member's session, seconds (15 min .. 90 days; default: the platform's)"),
+  office_networks: z
+    .array(officeNetwork)
+    .max(50)
+    .default([])
+    .describe("members (system admins excepted) hold nothing here unless their request comes from one of these networks (CIDR blocks); empty = anywhere. Applied by the authorization model (migration 0012's outbox trigger writes the restriction)"),
 });
 export type Settings = z.infer<typeof settingsSchema>;
 

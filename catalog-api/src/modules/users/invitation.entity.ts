@@ -16,6 +16,8 @@ const InvitationSchema = defineEntity({
     role: p.string(),
     customRoleId: p.uuid().nullable(),
     departmentId: p.uuid().nullable(),
+    /** the end of the membership its acceptance creates (migration 0012) */
+    membershipExpiresAt: p.datetime().nullable(),
     tokenHash: p.string(),
     expiresAt: p.datetime(),
     createdAt: p.type(TimestampText).defaultRaw('now()'),

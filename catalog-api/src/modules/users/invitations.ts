@@ -72,6 +72,7 @@ export async function createInvitation(tx: RequestTx, email: string, grant: Gran
     role: grant.role,
     customRoleId: grant.customRoleId,
     departmentId: grant.departmentId,
+    membershipExpiresAt: grant.expiresAt,
     tokenHash: digest(token),
     expiresAt: new Date(now.getTime() + INVITATION_TTL_MS),
     createdBy: tx.ctx.userId,
@@ -124,7 +125,7 @@ export async function acceptInvitation(
       await em.flush();
       em.create(Credential, { userId: user.id, passwordHash: await hashPassword(a.password), passwordChangedAt: now, failedLoginCount: 0, lockoutLevel: 0, updatedAt: now });
     }
-    em.create(Membership, { publisherId: inv.publisherId, userId: user.id, role: inv.role as Membership['role'], customRoleId: inv.customRoleId ?? null, departmentId: inv.departmentId ?? null });
+    em.create(Membership, { publisherId: inv.publisherId, userId: user.id, role: inv.role as Membership['role'], customRoleId: inv.customRoleId ?? null, departmentId: inv.departmentId ?? null, expiresAt: inv.membershipExpiresAt ?? null });
     inv.acceptedAt = now;
     inv.acceptedBy = user.id;
     await em.flush();

@@ -42,6 +42,7 @@ const invitationSchema = z.object({
   department_id: z.uuid().nullable(),
   created_at: timestamp,
   expires_at: timestamp,
+  membership_expires_at: timestamp.nullable().describe('when the membership it creates ends (null: no end)'),
 });
 const presentInvitation = (i: Invitation) => ({
   id: i.id,
@@ -52,6 +53,7 @@ const presentInvitation = (i: Invitation) => ({
   department_id: i.departmentId ?? null,
   created_at: isoTimestamp(i.createdAt),
   expires_at: i.expiresAt.toISOString(),
+  membership_expires_at: i.membershipExpiresAt?.toISOString() ?? null,
 });
 
 /** Fastify plugin: members and invitations. */
@@ -72,7 +74,8 @@ export const membersRoutes: FastifyPluginAsyncZod<MembersRouteDeps> = async (app
     async (request) =>
       inPublisher(deps, request, request.params.publisherId, 'members:read', async (tx, p) => {
         const { limit, cursor, role, department_id, status } = request.query;
-        const where: Record<string, unknown> = { publisherId: p.id };
+        // an ended membership (expires_at passed) is no longer listed; its row stays until removed or renewed
+        const where: Record<string, unknown> = { publisherId: p.id, $or: [{ expiresAt: null }, { expiresAt: { $gt: new Date() } }] };
         if (role) where.role = role;
         if (department_id) where.departmentId = department_id.toLowerCase();
         if (status) where.userId = { $in: tx.em.createQueryBuilder(User, 'u').select('u.id').where({ status }) };

@@ -28,7 +28,7 @@ import { User } from './user.entity.ts';
 import { recordAudit } from '../audit/audit.service.ts';
 
 /** A membership's grant as the audit log shows it. */
-const grantFields = (m: Membership) => ({ role: m.role, custom_role_id: m.customRoleId ?? null, department_id: m.departmentId ?? null });
+const grantFields = (m: Membership) => ({ role: m.role, custom_role_id: m.customRoleId ?? null, department_id: m.departmentId ?? null, expires_at: m.expiresAt?.toISOString() ?? null });
 
 /** Roles a person can be given (api_user belongs to API clients only). */
 export const GRANTABLE_ROLES = ['admin', 'manager', 'editor', 'viewer', 'creator', 'custom'] as const;
@@ -38,13 +38,17 @@ export const grantBody = {
   role: z.enum(GRANTABLE_ROLES).describe('a system role, or `custom` with custom_role_id'),
   custom_role_id: z.uuid().nullish().describe('the custom role (role `custom`)'),
   department_id: z.uuid().nullish().describe('limit the membership to a department (roles admin, editor, viewer)'),
+  expires_at: z.iso
+    .datetime({ offset: true })
+    .nullish()
+    .describe("the membership ends at this time (RFC 3339, in the future), e.g. an external auditor's week; the authorization model stops counting it then. Omitted or null: no end"),
 };
 
 /** A grant as a request names it. */
-type GrantInput = { role: MembershipRole; custom_role_id?: string | null; department_id?: string | null };
+type GrantInput = { role: MembershipRole; custom_role_id?: string | null; department_id?: string | null; expires_at?: string | null };
 
 /** What a membership confers. */
-export type Grant = { role: MembershipRole; customRoleId: string | null; departmentId: string | null };
+export type Grant = { role: MembershipRole; customRoleId: string | null; departmentId: string | null; expiresAt: Date | null };
 
 /**
  * Check a grant against the publisher: the custom role and the department exist there, and the
@@ -65,7 +69,9 @@ export async function resolveGrant(tx: RequestTx, body: GrantInput): Promise<Gra
     if (!['admin', 'editor', 'viewer'].includes(body.role)) throw problem.validation([{ field: 'department_id', reason: 'only roles admin, editor and viewer can be limited to a department' }]);
     if (!(await tx.em.findOne(Department, { id: departmentId }))) throw problem.validation([{ field: 'department_id', reason: 'no such department' }]);
   }
-  return { role: body.role, customRoleId, departmentId };
+  const expiresAt = body.expires_at ? new Date(body.expires_at) : null;
+  if (expiresAt && expiresAt.getTime() <= Date.now()) throw problem.validation([{ field: 'expires_at', reason: 'must be in the future' }]);
+  return { role: body.role, customRoleId, departmentId, expiresAt };
 }
 
 /** The permissions a grant confers (policies/src/permissions.ts, or the custom role's rows). */
@@ -140,6 +146,7 @@ export const memberSchema = z.object({
   role: z.enum(ROLES),
   custom_role: z.object({ id: z.uuid(), name: z.string() }).nullable(),
   department_id: z.uuid().nullable(),
+  expires_at: timestamp.nullable().describe('when the membership ends (null: no end)'),
   email: z.string().nullable(),
   display_name: z.string().nullable(),
   kind: z.enum(['person', 'api_client']),
@@ -165,6 +172,7 @@ export async function presentMembers(tx: RequestTx, rows: Membership[]): Promise
       role: m.role,
       custom_role: r ? { id: r.id, name: r.name } : null,
       department_id: m.departmentId ?? null,
+      expires_at: m.expiresAt?.toISOString() ?? null,
       email: u?.email ?? null,
       display_name: u?.displayName ?? null,
       kind: u?.kind ?? 'person',
@@ -195,7 +203,7 @@ export async function changeMembership(tx: RequestTx, userId: string, body: Gran
   const grant = await resolveGrant(tx, body);
   await assertGrantable(tx, grant);
   const before = grantFields(m);
-  tx.em.assign(m, { role: grant.role, customRoleId: grant.customRoleId, departmentId: grant.departmentId }); // updated_by: the audit trigger
+  tx.em.assign(m, { role: grant.role, customRoleId: grant.customRoleId, departmentId: grant.departmentId, expiresAt: grant.expiresAt }); // updated_by: the audit trigger
   await tx.em.flush();
   await tx.em.refresh(m);
   await recordAudit(tx, { action: 'member.role_changed', objectType: 'member', objectId: userId, before, after: grantFields(m) });
@@ -227,7 +235,7 @@ export async function addMembership(tx: RequestTx, authOrm: Orm, publisher: Publ
   const grant = await resolveGrant(tx, body);
   await assertGrantable(tx, grant);
   await reserveSeat(tx, authOrm, publisher);
-  const m = tx.em.create(Membership, { publisherId: publisher.id, userId, role: grant.role, customRoleId: grant.customRoleId, departmentId: grant.departmentId });
+  const m = tx.em.create(Membership, { publisherId: publisher.id, userId, role: grant.role, customRoleId: grant.customRoleId, departmentId: grant.departmentId, expiresAt: grant.expiresAt });
   await tx.em.flush();
   await tx.em.refresh(m);
   await recordAudit(tx, { action: 'member.added', objectType: 'member', objectId: userId, after: grantFields(m) });

@@ -41,6 +41,8 @@ const MembershipSchema = defineEntity({
     customRoleId: p.uuid().nullable(),
     /** a department-scoped membership's department (roles admin, editor, viewer) */
     departmentId: p.uuid().nullable(),
+    /** the membership ends here (its tuple carries the `non_expired_grant` condition; migration 0012); null = no end */
+    expiresAt: p.datetime().nullable(),
     createdAt: p.type(TimestampText).defaultRaw('now()'),
     updatedAt: p.type(TimestampText).defaultRaw('now()'),
   },

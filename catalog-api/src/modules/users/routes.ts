@@ -85,7 +85,12 @@ const profileBody = z.strictObject({
  * @param em an EntityManager of either pool
  */
 async function present(em: RequestTx['em'], user: User, publisherIds?: readonly string[]): Promise<UserView> {
-  const all = await em.find(Membership, { userId: user.id, ...(publisherIds ? { publisherId: { $in: [...publisherIds] } } : {}) });
+  // an ended membership (expires_at passed, migration 0012) is not shown
+  const all = await em.find(Membership, {
+    userId: user.id,
+    $or: [{ expiresAt: null }, { expiresAt: { $gt: new Date() } }],
+    ...(publisherIds ? { publisherId: { $in: [...publisherIds] } } : {}),
+  });
   const publishers = all.length ? await em.find(Publisher, { id: { $in: all.map((m) => m.publisherId) } }) : [];
   const roleIds = all.map((m) => m.customRoleId).filter((x): x is string => !!x);
   const roles = roleIds.length ? await em.find(Role, { id: { $in: roleIds } }) : [];
