@@ -28,7 +28,8 @@ const fx = useSidecarFixture(t, {
     { user: 'user:*', relation: OFF_NETWORK_RELATION, object: `publisher:${P.office}`, condition: officeNetworksCondition(OFFICE) },
   ],
   // the test client is the loopback peer: X-Forwarded-For names the simulated client address
-  env: { TRUSTED_PROXIES: '127.0.0.1' },
+  // 1 s buckets: the expiry test waits for the bucket after the end (the helpers default to an hour)
+  env: { TRUSTED_PROXIES: '127.0.0.1', CONDITION_TIME_BUCKET_MS: '1000' },
 });
 
 const tokens = new Map<string, string>();

@@ -17,7 +17,7 @@ import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '
 import { buildSidecar } from '../../sidecar/src/app.ts';
 import { loadConfig } from '../../sidecar/src/config.ts';
 import { appendDecisions, decisionId, decisionStreamKey, readRecentDecisions, type DecisionRecord } from '../../policies/src/decision-log.ts';
-import { AUDIENCE, ISSUER, OPENFGA_API_URL, REDIS_URL, freePort, raw, startPrivateRedis, useSidecarFixture, type RawResponse } from './helpers.ts';
+import { AUDIENCE, ISSUER, OPENFGA_API_URL, REDIS_URL, TEST_CONDITION_TIME_BUCKET_MS, freePort, raw, startPrivateRedis, useSidecarFixture, type RawResponse } from './helpers.ts';
 
 const viewer = randomUUID();
 const stranger = randomUUID();
@@ -55,6 +55,7 @@ async function start(t: Test, env: Record<string, string> = {}): Promise<Started
     SIDECAR_PORT: '0',
     ADMIN_PORT: '0',
     DECISION_LOG_FLUSH_MS: '100',
+    CONDITION_TIME_BUCKET_MS: String(TEST_CONDITION_TIME_BUCKET_MS),
     ...fx.env,
     ...env,
   });
@@ -133,7 +134,9 @@ t.test('every decision is a record: allowed and denied, from OpenFGA, the LRU an
   t.ok(typeof pdp.latency_ms === 'number' && pdp.latency_ms > 0 && pdp.latency_ms < 5000, `latency_ms ${pdp.latency_ms}`);
   t.same(Object.keys(pdp.context ?? {}).sort(), ['client_ip', 'current_time'], 'the condition context sent to OpenFGA');
   t.equal(pdp.context!.client_ip, '127.0.0.1');
-  t.ok(Math.abs(Date.parse(String(pdp.context!.current_time)) - Date.parse(pdp.time)) < 2000, 'its time: the request time (bucketed)');
+  const bucketStart = Date.parse(String(pdp.context!.current_time));
+  t.equal(bucketStart % TEST_CONDITION_TIME_BUCKET_MS, 0, 'its time: bucketed');
+  t.ok(bucketStart <= Date.parse(pdp.time) && Date.parse(pdp.time) - bucketStart < TEST_CONDITION_TIME_BUCKET_MS, 'its time: the bucket of the request time');
   t.equal(lru.source, 'lru');
   t.ok(lru.latency_ms < pdp.latency_ms, 'the LRU answer was faster than the Check');
   t.match(d, { subject: `user:${stranger}`, allowed: false, source: 'pdp', rule: 'GET /api/v1/works', publisher });

@@ -199,6 +199,12 @@ export function tempDir(): { dir: string; routesFile: string; cleanup(): void } 
 export type Sidecar = { app: SidecarInstance; url: string; port: number; adminUrl: string; adminPort: number; close(): Promise<void> };
 
 /**
+ * The sidecars' CONDITION_TIME_BUCKET_MS here, ms: the request time is part of the decision key (per
+ * bucket), and an hour keeps the suites' cache-hit assertions from meeting a bucket edge.
+ */
+export const TEST_CONDITION_TIME_BUCKET_MS = 3_600_000;
+
+/**
  * Build and start a sidecar and its admin listener. `env` entries override the defaults below
  * (environment names of docs/CONTRACTS.md).
  */
@@ -211,9 +217,7 @@ export async function startSidecar(env: Record<string, string>): Promise<Sidecar
     JWT_AUDIENCE: AUDIENCE,
     SIDECAR_PORT: '0',
     ADMIN_PORT: '0',
-    // the request time is part of the decision key (per bucket): an hour keeps the cache-hit
-    // assertions of the suites from meeting a bucket edge between two requests
-    CONDITION_TIME_BUCKET_MS: '3600000',
+    CONDITION_TIME_BUCKET_MS: String(TEST_CONDITION_TIME_BUCKET_MS),
     ...env,
   });
   const app = await buildSidecar(config);
@@ -357,6 +361,11 @@ export async function startPrivateOpenFga(httpPort: number): Promise<Child> {
     'postgres',
     '--datastore-uri',
     OPENFGA_DATASTORE_URI,
+    // few connections: suites running side by side must stay under PostgreSQL's max_connections (100)
+    '--datastore-max-open-conns',
+    '6',
+    '--datastore-max-idle-conns',
+    '2',
     '--http-addr',
     `127.0.0.1:${httpPort}`,
     '--grpc-addr',
