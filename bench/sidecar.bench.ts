@@ -8,6 +8,8 @@
  *   sidecar-pdp a second sidecar with the decision cache off (DECISION_CACHE_TTL_MS=0): every
  *               request pays an OpenFGA Check.
  *
+ * The set-up (store, issuer and tokens, sidecar processes) is bench/lib/sidecar-stack.ts, shared with
+ * bench/peer.bench.ts and bench/latency.bench.ts.
  * The upstream is a minimal Node HTTP server returning a 300-byte JSON body, so the numbers are
  * the sidecar's own overhead. Real OpenFGA and Redis from scripts/services.sh (run via
  * `npm run bench`). Prints a Markdown table with req/s, p50/p99 latency (ms), the ratios to
@@ -19,65 +21,30 @@
  * sidecar under test, default sidecar/src/main.ts — e.g. a checkout of another revision, for A/B).
  */
 import autocannon from 'autocannon';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:http';
-import { join, resolve } from 'node:path';
+import { countsBy, createBenchStore, createIssuer, startSidecar, writeSidecarSigningKey } from './lib/sidecar-stack.ts';
+import { createUpstreamServer } from './lib/upstream.ts';
+import { cpuSeconds, processTree, rssMiB } from './lib/harness.ts';
 import { randomUUID } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { OpenFgaClient } from '@openfga/sdk';
-import { deployModel } from '../policies/src/model.ts';
-import { SignJWT, calculateJwkThumbprint, exportJWK, exportPKCS8, generateKeyPair } from 'jose';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 
-const ROOT = resolve(import.meta.dirname, '..');
 const duration = Number(process.env.BENCH_DURATION_S ?? 10);
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 32);
-const apiUrl = process.env.OPENFGA_API_URL ?? 'http://127.0.0.1:8080';
 const nodeArgs = (process.env.BENCH_SIDECAR_NODE_ARGS ?? '').split(' ').filter(Boolean);
 const sidecarMain = process.env.BENCH_SIDECAR_MAIN ?? 'sidecar/src/main.ts';
 
-const body = JSON.stringify({ items: Array.from({ length: 5 }, (_, i) => ({ id: randomUUID(), title: `Work ${i}` })), next_cursor: null });
-const upstream = createServer((req, res) => {
-  req.resume();
-  req.on('end', () => {
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-    res.end(body);
-  });
-});
+const upstream = createUpstreamServer();
 await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
 const upstreamUrl = `http://127.0.0.1:${(upstream.address() as { port: number }).port}`;
 
-// A throw-away store with one membership.
-const storeName = `bench-${randomUUID()}`;
-const { storeId, modelId } = await deployModel({ apiUrl, storeName });
-const fga = new OpenFgaClient({ apiUrl, storeId, authorizationModelId: modelId });
+// A throw-away store with one membership, and a throw-away issuer (bench/lib/sidecar-stack.ts).
 const user = randomUUID();
 const publisher = randomUUID();
-await fga.write({ writes: [{ user: `user:${user}`, relation: 'viewer', object: `publisher:${publisher}` }] });
-
-// A throw-away issuer: an ES256 key whose JWKS a loopback server publishes, like the sign-in service.
-const ISSUER = 'https://bench-issuer.local';
-const issuerKeys = await generateKeyPair('ES256', { extractable: true });
-const issuerJwk = await exportJWK(issuerKeys.publicKey);
-const kid = await calculateJwkThumbprint(issuerJwk);
-const jwksBody = JSON.stringify({ keys: [{ ...issuerJwk, kid, alg: 'ES256', use: 'sig' }] });
-const jwksServer = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(jwksBody));
-await new Promise<void>((r) => jwksServer.listen(0, '127.0.0.1', r));
-const jwksUrl = `http://127.0.0.1:${(jwksServer.address() as { port: number }).port}/jwks.json`;
-const signingKey = join(mkdtempSync(join(tmpdir(), 'bench-')), 'sidecar-signing-key.pem');
-writeFileSync(signingKey, await exportPKCS8((await generateKeyPair('ES256', { extractable: true })).privateKey), { mode: 0o600 });
-const token = await new SignJWT({ sid: randomUUID(), amr: ['pwd'] })
-  .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid })
-  .setIssuer(ISSUER)
-  .setAudience('music-publishing')
-  .setSubject(user)
-  .setIssuedAt()
-  .setExpirationTime('1h')
-  .setJti(randomUUID())
-  .sign(issuerKeys.privateKey);
+const store = await createBenchStore([{ user, relation: 'viewer', publisher }]);
+const { storeName } = store;
+const issuer = await createIssuer();
+const signingKey = await writeSidecarSigningKey();
+const token = await issuer.token(user);
 /** The same issuer without revocable sessions: the baseline for the cost of the session check. */
-const noSessions = JSON.stringify([{ issuer: ISSUER, audience: 'music-publishing', jwks_uri: jwksUrl, sessions: false }]);
+const noSessions = JSON.stringify([{ issuer: issuer.issuer, audience: 'music-publishing', jwks_uri: issuer.jwksUrl, sessions: false }]);
 
 /** The admin listener's port (/metrics) of the sidecar on `port`: 3000 above it (18000–20999 → 21000–23999). */
 const adminPortOf = (port: number) => port + 3000;
@@ -92,84 +59,34 @@ async function metricsText(port: number): Promise<string> {
   return (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
 }
 
-async function startSidecar(port: number, extra: Record<string, string>): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [...nodeArgs, sidecarMain], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
-      LOG_LEVEL: 'warn',
-      SIDECAR_PORT: String(port),
-      ADMIN_PORT: String(adminPortOf(port)),
-      UPSTREAM_URL: upstreamUrl,
-      OPENFGA_STORE_NAME: storeName,
-      SIDECAR_SIGNING_KEY_FILE: signingKey,
-      JWT_ISSUER: ISSUER,
-      JWT_JWKS_URL: jwksUrl,
-      // ~4,500 req/s of one subject from one address: limits far above it, so every request still
-      // pays the rate limits' three Redis counts but none is refused
-      RATE_LIMIT_IP: process.env.RATE_LIMIT_IP ?? '999999999/min',
-      RATE_LIMIT_SUBJECT: process.env.RATE_LIMIT_SUBJECT ?? '999999999/min',
-      RATE_LIMIT_PUBLISHER: process.env.RATE_LIMIT_PUBLISHER ?? '999999999/min',
-      // one subject drives all 32 connections: its fair share of the upstream slots is the whole pool
-      UPSTREAM_SHARE_PER_SUBJECT: process.env.UPSTREAM_SHARE_PER_SUBJECT ?? '1',
-      UPSTREAM_SHARE_PER_PUBLISHER: process.env.UPSTREAM_SHARE_PER_PUBLISHER ?? '1',
-      ...extra,
-    },
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
-  for (let i = 0; i < 150; i++) {
-    try {
-      if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) return child;
-    } catch {
-      /* starting */
-    }
-    await sleep(100);
-  }
-  throw new Error('sidecar did not start');
+async function startBenchSidecar(port: number, extra: Record<string, string>) {
+  const s = await startSidecar({ upstreamUrl, storeName, signingKeyFile: signingKey, issuer, port, adminPort: adminPortOf(port), env: extra, nodeArgs, main: sidecarMain });
+  return s.proc;
 }
 const cachedPort = 18000 + Math.floor(Math.random() * 1000);
 const uncachedPort = cachedPort + 1000;
 const noRevocationPort = cachedPort + 2000;
-const cached = await startSidecar(cachedPort, {});
-const uncached = await startSidecar(uncachedPort, { DECISION_CACHE_TTL_MS: '0' });
-const noRevocation = await startSidecar(noRevocationPort, { JWT_ISSUERS: noSessions });
+const cached = await startBenchSidecar(cachedPort, {});
+const uncached = await startBenchSidecar(uncachedPort, { DECISION_CACHE_TTL_MS: '0' });
+const noRevocation = await startBenchSidecar(noRevocationPort, { JWT_ISSUERS: noSessions });
 const rssAtStart = [rssMiB(cached.pid), rssMiB(uncached.pid)];
 
 type Row = { name: string; rps: number; p50: number; p99: number; non2xx: number; cpuUsPerReq?: number };
 async function run(name: string, url: string, pid?: number): Promise<Row> {
   const headers = { authorization: `Bearer ${token}`, 'x-publisher-id': publisher };
   await autocannon({ url, connections, duration: 2, headers }); // warm-up
-  const cpu0 = pid ? cpuSeconds(pid) : 0;
+  // the sidecar's process and its workers (SIDECAR_WORKERS > 1: node:cluster children)
+  const cpu = () => (pid ? processTree(pid).reduce((s, p) => s + cpuSeconds(p), 0) : 0);
+  const cpu0 = cpu();
   const r = await autocannon({ url, connections, duration, headers });
-  const cpuUsPerReq = pid ? ((cpuSeconds(pid) - cpu0) * 1e6) / r.requests.total : undefined;
+  const cpuUsPerReq = pid ? ((cpu() - cpu0) * 1e6) / r.requests.total : undefined;
   return { name, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx + r.errors, cpuUsPerReq };
-}
-
-/** CPU time (user + system, all threads) a process has used, in seconds (Linux /proc, USER_HZ = 100). */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
-function rssMiB(pid: number | undefined): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
 }
 
 /** Heap figures (MiB) from a sidecar's /metrics text (prom-client default metrics). */
 function heapMiB(text: string): { heapUsed: number; heapTotal: number; external: number } {
   const value = (name: string) => Number(new RegExp(`^${name} ([0-9.e+]+)`, 'm').exec(text)?.[1] ?? 0) / 2 ** 20;
   return { heapUsed: value('nodejs_heap_size_used_bytes'), heapTotal: value('nodejs_heap_size_total_bytes'), external: value('nodejs_external_memory_bytes') };
-}
-
-/** Sum of a counter's samples in a /metrics text, by the value of one label. */
-function countsBy(text: string, metric: string, label: string): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const m of text.matchAll(new RegExp(`^${metric}\\{([^}]*)\\} ([0-9.e+]+)$`, 'gm'))) {
-    const key = new RegExp(`${label}="([^"]*)"`).exec(m[1]!)?.[1] ?? '';
-    out[key] = (out[key] ?? 0) + Number(m[2]);
-  }
-  return out;
 }
 
 const rows = [
@@ -206,6 +123,6 @@ if (cacheLeak) console.log('ERROR: the DECISION_CACHE_TTL_MS=0 sidecar answered 
 
 await Promise.all([cached, uncached, noRevocation].map((c) => new Promise((r) => { c.once('exit', r); c.kill('SIGTERM'); })));
 upstream.close();
-jwksServer.close();
-await fga.deleteStore();
+issuer.close();
+await store.remove();
 process.exit(rows.some((r) => r.non2xx > 0) || cacheLeak ? 1 : 0);

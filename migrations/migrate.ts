@@ -8,7 +8,7 @@
  *   one stays applied); `--to 0` reverts all.
  * - `status` prints the executed and pending migration names.
  * All migrations of one command run in a single transaction (all or nothing). Migration names are
- * `0001_legacy_tenants`, `0002_publishers`, `0003_rls`, `0004_authz_outbox`, `0005_identity`, `0006_administration`, `0007_accounts`, `0008_audit`, `0009_domain_events`, `0010_metering`, `0011_request_context`, `0012_conditional_grants`; MikroORM records them in
+ * `0001_legacy_tenants`, `0002_publishers`, `0003_rls`, `0004_authz_outbox`, `0005_identity`, `0006_administration`, `0007_accounts`, `0008_audit`, `0009_domain_events`, `0010_metering`, `0011_request_context`, `0012_conditional_grants`, `0013_catalog_indexes`; MikroORM records them in
  * the table `mikro_orm_migrations`.
  */
 import { MikroORM, type Options } from '@mikro-orm/postgresql';
@@ -26,6 +26,7 @@ import { Migration0009DomainEvents } from './0009_domain_events.ts';
 import { Migration0010Metering } from './0010_metering.ts';
 import { Migration0011RequestContext } from './0011_request_context.ts';
 import { Migration0012ConditionalGrants } from './0012_conditional_grants.ts';
+import { Migration0013CatalogIndexes } from './0013_catalog_indexes.ts';
 
 /** The migrations in order, with their stable names (the names MikroORM records). */
 export const MIGRATIONS = [
@@ -41,6 +42,7 @@ export const MIGRATIONS = [
   { name: '0010_metering', class: Migration0010Metering },
   { name: '0011_request_context', class: Migration0011RequestContext },
   { name: '0012_conditional_grants', class: Migration0012ConditionalGrants },
+  { name: '0013_catalog_indexes', class: Migration0013CatalogIndexes },
 ];
 
 /** Default owner URL (docs/CONTRACTS.md). */

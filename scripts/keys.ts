@@ -3,7 +3,8 @@
  *
  *   init [dataDir]      create what the stack needs on disk, once (idempotent): the issuer's
  *                       key-encryption key (ISSUER_KEK_FILE, default <dataDir>/issuer-kek.key) and the
- *                       sidecar's assertion signing key (<dataDir>/sidecar-signing-key.pem, ES256)
+ *                       sidecar's assertion signing key (<dataDir>/sidecar-signing-key.pem, Ed25519 → EdDSA;
+ *                       an ES256 P-256 key made before keeps working)
  *   list                the issuer's signing keys: kid, status, dates
  *   rotate [--force]    next → active, active → retired (kept in the JWKS until every token it
  *                       signed has expired), a new next key; refuses a next key published for less
@@ -28,11 +29,14 @@ import { createOrm } from '../catalog-api/src/db/orm.ts';
 import { ensureKekFile, loadKek } from '../catalog-api/src/modules/auth/secrets.ts';
 import { checkKeys, ensureKeys, listKeys, replaceUnreadableKeys, rotateKeys } from '../catalog-api/src/modules/auth/keys/key-store.ts';
 
-/** Create an ES256 private key (PKCS#8 PEM, mode 0600) at `file` unless one exists. @returns true when written */
+/**
+ * Create an Ed25519 private key (PKCS#8 PEM, mode 0600; the sidecar signs EdDSA assertions with it,
+ * RFC 8037) at `file` unless one exists. @returns true when written
+ */
 async function ensureSigningKeyFile(file: string): Promise<boolean> {
   if (existsSync(file)) return false;
   mkdirSync(dirname(file), { recursive: true });
-  const { privateKey } = await generateKeyPair('ES256', { extractable: true });
+  const { privateKey } = await generateKeyPair('EdDSA', { extractable: true });
   writeFileSync(file, await exportPKCS8(privateKey), { mode: 0o600 });
   return true;
 }

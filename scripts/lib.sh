@@ -99,6 +99,105 @@ ensure_envoy_validate_bin() {
   echo "$bin"
 }
 
+# ensure_vegeta_bin: build the open-loop HTTP load generator vegeta $VEGETA_VERSION (bench/latency.bench.ts)
+# into tools/cache/bin once; prints its path. A stamp file records the version.
+ensure_vegeta_bin() {
+  local bin="$CACHE/bin/vegeta" version="${VEGETA_VERSION:-v12.13.0}"
+  if [ ! -x "$bin" ] || [ "$(cat "$bin.version" 2>/dev/null)" != "$version" ]; then
+    go_install "github.com/tsenart/vegeta/v12@$version" >&2
+    echo "$version" >"$bin.version"
+  fi
+  echo "$bin"
+}
+
+# ensure_opa_bin: build Open Policy Agent $OPA_VERSION (the peer PDP of bench/peer.bench.ts) into
+# tools/cache/bin once; prints its path. A stamp file records the version.
+ensure_opa_bin() {
+  local bin="$CACHE/bin/opa" version="${OPA_VERSION:-v1.22.4}"
+  if [ ! -x "$bin" ] || [ "$(cat "$bin.version" 2>/dev/null)" != "$version" ]; then
+    go_install "github.com/open-policy-agent/opa@$version" >&2
+    echo "$version" >"$bin.version"
+  fi
+  echo "$bin"
+}
+
+# ensure_kustomize_bin: build kustomize $KUSTOMIZE_VERSION (renders deploy/k8s; test/deploy/k8s.test.ts)
+# into tools/cache/bin once; prints its path. A stamp file records the version (v5.8.3 needs Go 1.27).
+ensure_kustomize_bin() {
+  local bin="$CACHE/bin/kustomize" version="${KUSTOMIZE_VERSION:-v5.8.2}"
+  if [ ! -x "$bin" ] || [ "$(cat "$bin.version" 2>/dev/null)" != "$version" ]; then
+    go_install "sigs.k8s.io/kustomize/kustomize/v5@$version" >&2
+    echo "$version" >"$bin.version"
+  fi
+  echo "$bin"
+}
+
+# ensure_k8s_validate_bin: build the offline Kubernetes manifest checker (tools/k8s-validate: strict
+# decoding into k8s.io/api's types plus the project's rules) into tools/cache/bin once; prints its
+# path. Rebuilt when its sources change.
+ensure_k8s_validate_bin() {
+  local bin="$CACHE/bin/k8s-validate" stamp
+  stamp="$(cat "$ROOT/tools/k8s-validate/go.mod" "$ROOT/tools/k8s-validate/go.sum" "$ROOT/tools/k8s-validate/main.go" | sha256sum | cut -c1-16)"
+  if [ ! -x "$bin" ] || [ "$(cat "$bin.version" 2>/dev/null)" != "$stamp" ]; then
+    (cd "$ROOT/tools/k8s-validate" && go_install .) >&2
+    echo "$stamp" >"$bin.version"
+  fi
+  echo "$bin"
+}
+
+# start_redis_cluster DIR FIRST_PORT: a private 3-master Redis Cluster (each master with one replica)
+# of Debian's redis-server on 127.0.0.1:FIRST_PORT…FIRST_PORT+5 (cluster bus: port + 10000), each
+# node in DIR/<port> (nodes.conf, log, pid), no persistence; waits until every node reports
+# cluster_state:ok and every replica is in sync, and prints the seed list for REDIS_CLUSTER_NODES. test/support/redis-cluster.ts
+# does the same from a test.
+start_redis_cluster() {
+  local dir="$1" first="$2" port nodes=() i
+  command -v redis-server >/dev/null || apt_install redis-server >&2
+  mkdir -p "$dir"
+  for i in 0 1 2 3 4 5; do
+    port=$((first + i))
+    mkdir -p "$dir/$port"
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/$port" --cluster-enabled yes \
+      --cluster-config-file nodes.conf --cluster-node-timeout 2000 --save '' --appendonly no \
+      --repl-diskless-sync-delay 0 --cluster-replica-validity-factor 0 \
+      --daemonize yes --pidfile "$dir/$port/redis.pid" --logfile "$dir/$port/redis.log" >/dev/null
+    nodes+=("127.0.0.1:$port")
+  done
+  for i in $(seq 1 50); do
+    for port in $(seq "$first" $((first + 5))); do redis-cli -p "$port" ping >/dev/null 2>&1 || { sleep 0.1; continue 2; }; done
+    break
+  done
+  redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$dir/create.log" 2>&1 || {
+    log "redis-cli --cluster create failed (a port or its bus port, port + 10000, taken?):"
+    tail -n 3 "$dir/create.log" "$dir"/*/redis.log >&2 || true
+    stop_redis_cluster "$dir"
+    return 1
+  }
+  for i in $(seq 1 100); do
+    local ok=1
+    for port in $(seq "$first" $((first + 5))); do
+      redis-cli -p "$port" cluster info 2>/dev/null | grep -q 'cluster_state:ok' || ok=0
+      redis-cli -p "$port" info replication 2>/dev/null | grep -Eq 'role:master|master_link_status:up' || ok=0 # replicas in sync
+    done
+    [ "$ok" = 1 ] && { (IFS=,; echo "${nodes[*]}"); return 0; }
+    sleep 0.1
+  done
+  log "the Redis Cluster in $dir did not become ok"
+  stop_redis_cluster "$dir"
+  return 1
+}
+
+# stop_redis_cluster DIR: stop the nodes start_redis_cluster started in DIR (their pid files) and
+# remove DIR.
+stop_redis_cluster() {
+  local dir="$1" pidfile
+  for pidfile in "$dir"/*/redis.pid; do
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  done
+  sleep 0.2
+  rm -rf "$dir"
+}
+
 # use_services [services.sh options]: start or reuse the services and export their settings; stops
 # the calling script when services.sh fails (a bare `eval "$(…)"` would carry on without them).
 use_services() {

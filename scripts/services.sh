@@ -105,6 +105,11 @@ ensure_openfga() {
   "$bin" migrate --datastore-engine postgres --datastore-uri "$OPENFGA_DATASTORE_URI" >"$DATA/openfga-migrate.log" 2>&1 \
     || { cat "$DATA/openfga-migrate.log" >&2; exit 1; }
   log "starting OpenFGA on $OPENFGA_API_URL"
+  # Datastore pool (issue 8): max idle = max open, so a burst never closes and re-forks PostgreSQL
+  # backends (each new backend costs PostgreSQL CPU). OpenFGA's check query / iterator caches stay
+  # off: a stale allow they serve after a revocation would be re-cached by the sidecars beyond the
+  # 1 s bound (docs/CONTRACTS.md, "Several OpenFGA instances"; `npm run bench -- openfga`).
+  OPENFGA_DATASTORE_MAX_OPEN_CONNS="${OPENFGA_DATASTORE_MAX_OPEN_CONNS:-30}" OPENFGA_DATASTORE_MAX_IDLE_CONNS="${OPENFGA_DATASTORE_MAX_IDLE_CONNS:-30}" \
   OPENFGA_HTTP_ADDR="127.0.0.1:${OPENFGA_HTTP_PORT:-8080}" OPENFGA_GRPC_ADDR="127.0.0.1:${OPENFGA_GRPC_PORT:-8081}" \
     nohup "$bin" run --datastore-engine postgres --datastore-uri "$OPENFGA_DATASTORE_URI" \
       --playground-enabled=false --metrics-enabled=false --log-format json \

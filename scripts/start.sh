@@ -52,7 +52,7 @@ if [ "$OWN_SMTP" = 1 ]; then
   node scripts/mail-catcher.ts --port "$SMTP_PORT" --dir "$DATA/mail" & pids+=($!)
 fi
 node catalog-api/src/main.ts & pids+=($!)
-node sidecar/src/main.ts & pids+=($!)
+node --max-semi-space-size=8 sidecar/src/main.ts & pids+=($!) # semi-space: sidecar/src/workers.ts WORKER_SEMI_SPACE_MIB
 wait_http() { for _ in $(seq 1 150); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.2; done; echo "$1 did not come up" >&2; exit 1; }
 wait_http "http://127.0.0.1:$CATALOG_PORT/healthz"
 wait_http "http://127.0.0.1:$SIDECAR_PORT/healthz"

@@ -5,20 +5,28 @@
 # as test/policies/fga-model-tests), with line coverage recorded and gated per folder at the end.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
+# The Go-built tools compile in the background while Node, npm and the Debian packages are set up
+# (minutes saved on a fresh machine); each is built once into tools/cache/bin and reused afterwards.
+GO_TOOLS=(ensure_fga ensure_openfga_bin ensure_goaws_bin ensure_envoy_validate_bin ensure_vegeta_bin ensure_opa_bin ensure_kustomize_bin ensure_k8s_validate_bin)
+go_pids=()
+for tool in "${GO_TOOLS[@]}"; do ("$tool" >/dev/null) & go_pids+=($!); done
 ensure_node
 ensure_deps
-ensure_fga
-# The failure suites start and stop private OpenFGA servers, also when a shared one is reused.
-OPENFGA_BIN="$(ensure_openfga_bin)"
-export OPENFGA_BIN PATH="$CACHE/bin:$PATH"
-# A real client in front (test/e2e/nginx.test.ts, test/e2e/proxy-configs.test.ts): Debian's nginx
-# and the Envoy configuration checker.
+# A real client in front (test/e2e/nginx.test.ts, test/e2e/proxy-configs.test.ts): Debian's nginx.
 NGINX_BIN="$(ensure_nginx)"
-ENVOY_VALIDATE_BIN="$(ensure_envoy_validate_bin)"
-export NGINX_BIN ENVOY_VALIDATE_BIN
 # The access explorer's browser test (test/e2e/explorer.test.ts): Debian's Chromium.
 CHROMIUM_BIN="$(ensure_chromium)"
-export CHROMIUM_BIN
+for i in "${!go_pids[@]}"; do wait "${go_pids[$i]}" || { log "${GO_TOOLS[$i]} failed (see above)"; exit 1; }; done
+# The failure suites start and stop private OpenFGA servers, also when a shared one is reused;
+# the Envoy configuration checker (proxy-configs); vegeta and OPA for the benchmarks' smoke runs
+# (test/bench/); kustomize and the manifest checker (test/deploy/k8s.test.ts).
+OPENFGA_BIN="$(ensure_openfga_bin)"
+ENVOY_VALIDATE_BIN="$(ensure_envoy_validate_bin)"
+VEGETA_BIN="$(ensure_vegeta_bin)"
+OPA_BIN="$(ensure_opa_bin)"
+KUSTOMIZE_BIN="$(ensure_kustomize_bin)"
+K8S_VALIDATE_BIN="$(ensure_k8s_validate_bin)"
+export OPENFGA_BIN NGINX_BIN CHROMIUM_BIN ENVOY_VALIDATE_BIN VEGETA_BIN OPA_BIN KUSTOMIZE_BIN K8S_VALIDATE_BIN PATH="$CACHE/bin:$PATH"
 
 log "type-check (tsc)"
 node node_modules/typescript/bin/tsc -p tsconfig.json

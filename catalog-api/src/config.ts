@@ -4,6 +4,7 @@
  * this service's own.
  */
 import { z } from 'zod';
+import { redisConnectionFromEnv } from '../../policies/src/redis.ts';
 
 const port = z.coerce.number().int().min(0).max(65535);
 const positiveInt = z.coerce.number().int().positive();
@@ -12,6 +13,13 @@ const positiveInt = z.coerce.number().int().positive();
 export const envSchema = z.object({
   DATABASE_URL: z.url().default('postgres://catalog_app:catalog_app@127.0.0.1:5432/publishing'),
   REDIS_URL: z.url().default('redis://127.0.0.1:6379/0'),
+  /**
+   * Redis Cluster seed nodes (`host:port,…`; REDIS_URL then lends only its credentials), or Redis
+   * Sentinel (`host:port,…` + the primary's name) — policies/src/redis.ts, docs/CONTRACTS.md.
+   */
+  REDIS_CLUSTER_NODES: z.string().optional(),
+  REDIS_SENTINELS: z.string().optional(),
+  REDIS_SENTINEL_NAME: z.string().optional(),
   OPENFGA_API_URL: z.url().default('http://127.0.0.1:8080'),
   OPENFGA_STORE_NAME: z.string().min(1).default('music-publishing'),
   CATALOG_HOST: z.string().min(1).default('127.0.0.1'),
@@ -169,6 +177,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
     throw new Error(`invalid catalog-api configuration:\n  ${lines.join('\n  ')}`);
+  }
+  try {
+    const { REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME } = parsed.data;
+    redisConnectionFromEnv({ REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_NAME });
+  } catch (err) {
+    throw new Error(`invalid catalog-api configuration:\n  ${(err as Error).message}`, { cause: err });
   }
   return parsed.data;
 }

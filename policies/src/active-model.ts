@@ -6,7 +6,7 @@
  * no "activate" API, so `policies deploy` writes a changed model as the newest one and `rollback`
  * writes an older model's content again as the newest (https://openfga.dev/docs/getting-started/immutable-models).
  * Redis carries the change to every process at once:
- * - key {@link activeModelKey} `authz:active-model:<storeId>` = the active model id (the fast path;
+ * - key {@link activeModelKey} `authz:{<storeId>}:active-model` = the active model id (the fast path;
  *   absent → the store's newest model, read from OpenFGA);
  * - channel {@link modelChannel} `authz:model-changed:<storeId>`: one message (the model id) per
  *   change, so processes switch within milliseconds;
@@ -17,14 +17,20 @@
  * most one poll period. A pushed id is validated (ReadAuthorizationModel, plus the caller's own
  * check) before a process switches; an unknown id is refused and the current model kept.
  */
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { createRedisClient, type RedisClient, type RedisConnectionConfig } from './redis.ts';
 import { OpenFgaClient, type AuthorizationModel } from '@openfga/sdk';
 import { globalEpochKey } from './epochs.ts';
+import { encodeEpochBumps, epochChannel } from './epoch-push.ts';
 import { loadModel, readLatestModel, resolveStore, writeModelIfChanged } from './model.ts';
 
-/** `authz:active-model:<storeId>`: the id of the store's active model. */
+/**
+ * `authz:{<storeId>}:active-model`: the id of the store's active model. The hash tag puts it on the
+ * slot of the store's epochs, so {@link publishActiveModel}'s MULTI (SET it + INCR the global
+ * epoch) is a single-slot transaction on a Redis Cluster.
+ */
 export function activeModelKey(storeId: string): string {
-  return `authz:active-model:${storeId}`;
+  return `authz:{${storeId}}:active-model`;
 }
 
 /** `authz:model-changed:<storeId>`: pub/sub channel; each message is the new active model id. */
@@ -47,7 +53,7 @@ export type ActiveModelLog = {
  * @returns the id, or undefined when the key is absent (then the store's newest model is the active one).
  * @throws the Redis client's error when Redis cannot be read.
  */
-export async function readActiveModel(redis: Redis, storeId: string): Promise<string | undefined> {
+export async function readActiveModel(redis: RedisClient, storeId: string): Promise<string | undefined> {
   return (await redis.get(activeModelKey(storeId))) ?? undefined;
 }
 
@@ -55,12 +61,17 @@ export async function readActiveModel(redis: Redis, storeId: string): Promise<st
  * Make `modelId` the active model of every running process: in one MULTI, SET the key, INCR the
  * global decision epoch and PUBLISH the id on {@link modelChannel}. Call it after writing the model
  * as the store's newest (deploy, rollback); it does not check that the id exists (the watchers do).
- * @throws the Redis client's error when Redis refuses or is unreachable (nothing was published).
+ * Then the new global epoch is published on the epoch channel (policies/src/epoch-push.ts).
+ * @throws the Redis client's error when Redis refuses or is unreachable (nothing was published by
+ *   the MULTI; when only the epoch message failed, the switch itself was published).
  */
-export async function publishActiveModel(redis: Redis, storeId: string, modelId: string): Promise<void> {
+export async function publishActiveModel(redis: RedisClient, storeId: string, modelId: string): Promise<void> {
   const res = await redis.multi().set(activeModelKey(storeId), modelId).incr(globalEpochKey(storeId)).publish(modelChannel(storeId), modelId).exec();
   const failed = res?.find(([err]) => err)?.[0];
   if (!res || failed) throw failed ?? new Error('publishActiveModel: the transaction was discarded');
+  // the sidecars' epoch views learn the new global epoch by push (the model id is part of every
+  // decision key anyway, so a lost message here cannot serve a decision across the switch)
+  await redis.publish(epochChannel(storeId), encodeEpochBumps([[globalEpochKey(storeId), Number(res[1]![1])]]));
 }
 
 /** An OpenFGA client for the store whose calls give up after `timeoutMs` (one retry on 429/5xx). */
@@ -92,7 +103,7 @@ function isPermanent(err: unknown): boolean {
 export async function resolveActiveModel(opts: {
   apiUrl: string;
   storeName: string;
-  redis?: Redis | null;
+  redis?: RedisClient | null;
   modelFile?: string;
   create?: boolean;
   log?: ActiveModelLog;
@@ -125,8 +136,12 @@ export async function resolveActiveModel(opts: {
 /** Options of {@link watchActiveModel}. Durations in milliseconds. */
 export type WatchActiveModelOptions = {
   /** a client for GET of the key (fail-fast settings are fine: a failed poll is retried next period) */
-  redis: Redis;
-  /** a dedicated connection for SUBSCRIBE (a subscribed connection can do nothing else); closed by `close()` */
+  redis: RedisClient;
+  /**
+   * a dedicated connection for SUBSCRIBE (a subscribed connection can do nothing else); closed by
+   * `close()`. A plain `Redis` also on a cluster (policies/src/redis.ts `createRedisSubscriber`), so
+   * the PING heartbeat travels the subscribed connection itself.
+   */
   subscriber: Redis;
   /** OpenFGA HTTP API, to validate a new id (ReadAuthorizationModel) and to read the newest model */
   apiUrl: string;
@@ -306,12 +321,14 @@ export function watchActiveModel(o: WatchActiveModelOptions): ActiveModelWatcher
 }
 
 /**
- * Open a short-lived Redis client for `url` (CLI, API handlers), run `fn`, then close it.
- * Fails fast: 2 s to connect, no retries beyond one.
+ * Open a short-lived Redis client (CLI, API handlers) — a single Redis at `url`, or the cluster or
+ * sentinel deployment a {@link RedisConnectionConfig} names (policies/src/redis.ts) — run `fn`,
+ * then close it. Fails fast: 2 s to connect, no retries beyond one.
  * @throws whatever `fn` throws, or the connection error.
  */
-export async function withRedis<T>(url: string, fn: (redis: Redis) => Promise<T>): Promise<T> {
-  const redis = new Redis(url, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 1, retryStrategy: () => null });
+export async function withRedis<T>(target: string | RedisConnectionConfig, fn: (redis: RedisClient) => Promise<T>): Promise<T> {
+  const conn = typeof target === 'string' ? { url: target } : target;
+  const redis = createRedisClient(conn, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 1, retryStrategy: () => null });
   redis.on('error', () => undefined);
   try {
     await redis.connect();
@@ -329,7 +346,7 @@ export async function withRedis<T>(url: string, fn: (redis: Redis) => Promise<T>
  * @throws the Redis client's error (the model is in OpenFGA but running processes were not told:
  *   they still find it within one poll when the key is absent, not when it is stale — publish again).
  */
-export async function announceActiveModel(redis: Redis, storeId: string, modelId: string, written: boolean): Promise<boolean> {
+export async function announceActiveModel(redis: RedisClient, storeId: string, modelId: string, written: boolean): Promise<boolean> {
   if (!written && (await readActiveModel(redis, storeId)) === modelId) return false;
   await publishActiveModel(redis, storeId, modelId);
   return true;

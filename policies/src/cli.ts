@@ -31,6 +31,7 @@ import { type ShadowCliOptions, deployCommand, shadowCommand } from './shadow-cl
 import { DEFAULT_SHADOW_SAMPLE } from './shadow.ts';
 import { DEFAULT_MIGRATIONS_DIR } from './model-migrations.ts';
 import { activeModelKey, announceActiveModel, publishActiveModel, readActiveModel, withRedis } from './active-model.ts';
+import { redisConnectionWithUrl } from './redis.ts';
 
 type Conn = { apiUrl: string; storeName: string };
 
@@ -42,12 +43,12 @@ function withConn(cmd: Command): Command {
 
 /** Add `--redis-url` (where the active model is published). */
 function withRedisUrl(cmd: Command): Command {
-  return cmd.option('--redis-url <url>', 'Redis of the sidecars (active model key + channel)', process.env.REDIS_URL || 'redis://127.0.0.1:6379/0');
+  return cmd.option('--redis-url <url>', 'Redis of the sidecars (active model key + channel); REDIS_CLUSTER_NODES / REDIS_SENTINELS apply too', process.env.REDIS_URL || 'redis://127.0.0.1:6379/0');
 }
 
 /** Publish `modelId` as the active model when needed (see `announceActiveModel`) and say so. */
 async function announce(redisUrl: string, storeId: string, modelId: string, written: boolean): Promise<void> {
-  const published = await withRedis(redisUrl, (redis) => announceActiveModel(redis, storeId, modelId, written)).catch((err: Error) => {
+  const published = await withRedis(redisConnectionWithUrl(redisUrl), (redis) => announceActiveModel(redis, storeId, modelId, written)).catch((err: Error) => {
     throw new Error(`model ${modelId} is in OpenFGA but could not be published as the active model (${err.message}); run \`npm run policies -- active --publish\` once Redis answers`, { cause: err });
   });
   console.log(published ? `active model ${modelId} published (${activeModelKey(storeId)}): running sidecars switch within 1 s` : `active model ${modelId} (already published)`);
@@ -165,11 +166,11 @@ export function buildProgram(): Command {
       const newest = await readLatestModel(opts.apiUrl, storeId);
       if (!newest) throw new Error(`store ${storeId} has no model: run \`npm run policies -- deploy\``);
       if (opts.publish) {
-        await withRedis(opts.redisUrl, (redis) => publishActiveModel(redis, storeId, newest.id));
+        await withRedis(redisConnectionWithUrl(opts.redisUrl), (redis) => publishActiveModel(redis, storeId, newest.id));
         console.log(`active model ${newest.id} (newest) published (${activeModelKey(storeId)})`);
         return;
       }
-      const keyed = await withRedis(opts.redisUrl, (redis) => readActiveModel(redis, storeId));
+      const keyed = await withRedis(redisConnectionWithUrl(opts.redisUrl), (redis) => readActiveModel(redis, storeId));
       const active = keyed ?? newest.id;
       const source = keyed ? activeModelKey(storeId) : 'no key in Redis: the newest model';
       console.log(`active model ${active} (${active === newest.id ? 'the newest' : `NOT the newest, which is ${newest.id}: run \`npm run policies -- active --publish\``}; from ${source})`);

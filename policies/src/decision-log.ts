@@ -11,7 +11,7 @@
  * second), so a record's position, not its time, is what a live tail follows.
  */
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.ts';
 
 /** One authorization decision (contract A). Never holds tokens, assertions or headers. */
 export type DecisionRecord = {
@@ -62,7 +62,7 @@ export function decisionId(nowMs: number = Date.now()): string {
  * @param maxLen the cap (entries, approximate, see the module comment)
  * @throws the first command's error (Redis down, timeout …): the caller decides whether to drop the batch
  */
-export async function appendDecisions(redis: Redis, storeId: string, records: readonly DecisionRecord[], maxLen: number): Promise<void> {
+export async function appendDecisions(redis: RedisClient, storeId: string, records: readonly DecisionRecord[], maxLen: number): Promise<void> {
   if (records.length === 0) return;
   const key = decisionStreamKey(storeId);
   const pipeline = redis.pipeline();
@@ -88,7 +88,7 @@ const PAGE = 500;
  * @throws Redis errors
  */
 export async function readRecentDecisions(
-  redis: Redis,
+  redis: RedisClient,
   storeId: string,
   opts: { count?: number; allowed?: boolean; publisher?: string; sinceId?: string; maxScan?: number } = {},
 ): Promise<DecisionRecord[]> {

@@ -10,7 +10,7 @@
  * it again: the model is then already the newest ("unchanged") but not yet the active one, so the
  * re-run plans the migration from the active model to it, applies it again and publishes.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.ts';
 import type { AuthorizationModel } from '@openfga/sdk';
 import { publishActiveModel, readActiveModel } from './active-model.ts';
 import { readRecentDecisions, type DecisionRecord } from './decision-log.ts';
@@ -63,7 +63,7 @@ export async function deployWithShadow(opts: {
   apiUrl: string;
   storeName: string;
   model: ModelJson;
-  redis?: Redis | null;
+  redis?: RedisClient | null;
   decisions?: readonly DecisionRecord[];
   sample?: number;
   timeBudgetMs?: number;
@@ -139,7 +139,7 @@ export async function deployWithShadow(opts: {
 async function switchTo(
   fga: ReturnType<typeof fgaClient>,
   steps: ModelMigrationStep[],
-  ids: { storeId: string; baseModelId: string; candidateModelId: string; redis: Redis | null },
+  ids: { storeId: string; baseModelId: string; candidateModelId: string; redis: RedisClient | null },
 ): Promise<DeployResult['migration']> {
   const added = await applyModelMigration(fga, steps, { ...ids, deleteOld: false });
   if (ids.redis) await publishActiveModel(ids.redis, ids.storeId, ids.candidateModelId);

@@ -15,21 +15,29 @@ import { createHash } from 'node:crypto';
  */
 export const PARENT_TYPES: readonly string[] = ['publisher', 'system', 'department', 'role'];
 
-const PREFIX = 'authz:epoch:';
+/**
+ * `authz:{<storeId>}:epoch:` — `{<storeId>}` is a Redis Cluster hash tag
+ * (https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/#hash-tags): every
+ * epoch of a store is on one slot, so the decision cache's MGET of [global, user, object] and the
+ * active-model MULTI (policies/src/active-model.ts) stay single-slot commands.
+ */
+export function epochKeyPrefix(storeId: string): string {
+  return `authz:{${storeId}}:epoch:`;
+}
 
-/** `authz:epoch:<storeId>:global`. */
+/** `authz:{<storeId>}:epoch:global`. */
 export function globalEpochKey(storeId: string): string {
-  return `${PREFIX}${storeId}:global`;
+  return `${epochKeyPrefix(storeId)}global`;
 }
 
-/** `authz:epoch:<storeId>:user:<userId>`; `userId` is the bare id (no `user:` prefix). */
+/** `authz:{<storeId>}:epoch:user:<userId>`; `userId` is the bare id (no `user:` prefix). */
 export function userEpochKey(storeId: string, userId: string): string {
-  return `${PREFIX}${storeId}:user:${userId}`;
+  return `${epochKeyPrefix(storeId)}user:${userId}`;
 }
 
-/** `authz:epoch:<storeId>:object:<type>:<id>`; `object` is the OpenFGA object `<type>:<id>`. */
+/** `authz:{<storeId>}:epoch:object:<type>:<id>`; `object` is the OpenFGA object `<type>:<id>`. */
 export function objectEpochKey(storeId: string, object: string): string {
-  return `${PREFIX}${storeId}:object:${object}`;
+  return `${epochKeyPrefix(storeId)}object:${object}`;
 }
 
 /** The bare id of an OpenFGA user that is a concrete `user:<id>` (not a wildcard or userset), else undefined. */

@@ -16,7 +16,7 @@
  *   API; a publisher without an entry is unlimited.
  * Day, month and dirty keys live {@link METERING_TTL_S} after their last change.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.ts';
 
 /** Default key prefix. */
 export const DEFAULT_METERING_PREFIX = 'metering';
@@ -151,7 +151,7 @@ export type MeteringScripts = {
   clean(prefix: string, publisherId: string, days: ReadonlyMap<string, string>): Promise<number>;
 };
 
-type WithScripts = Redis & {
+type WithScripts = RedisClient & {
   meteringFlush(k1: string, k2: string, k3: string, ...args: (string | number)[]): Promise<[number, number]>;
   meteringClean(k1: string, ...args: string[]): Promise<number>;
 };
@@ -160,7 +160,7 @@ type WithScripts = Redis & {
  * Register the metering scripts on `redis` (ioredis `defineCommand`: EVALSHA, EVAL after a Redis
  * restart) and return typed callers.
  */
-export function meteringScripts(redis: Redis): MeteringScripts {
+export function meteringScripts(redis: RedisClient): MeteringScripts {
   const r = redis as WithScripts;
   if (typeof r.meteringFlush !== 'function') {
     redis.defineCommand('meteringFlush', { numberOfKeys: 3, lua: FLUSH_LUA });

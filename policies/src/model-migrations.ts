@@ -23,6 +23,7 @@ import type { Redis, Cluster } from 'ioredis';
 import { POLICIES_DIR, type ModelJson, loadModel } from './model.ts';
 import { RelationshipWriter } from './relationships.ts';
 import { globalEpochKey } from './epochs.ts';
+import { bumpEpochs } from './epoch-push.ts';
 import { readAllTuples, typeOf } from './tuples.ts';
 
 /** Default folder of migration files: policies/migrations/. */
@@ -201,7 +202,7 @@ export async function applyModelMigration(
   const redis = opts.redis ?? null;
   if (writes.length) await new RelationshipWriter({ fga, redis, storeId: opts.storeId, modelId: opts.candidateModelId }).write({ writes });
   if (deletes.length) await new RelationshipWriter({ fga, redis, storeId: opts.storeId, modelId: opts.baseModelId }).write({ deletes });
-  if (redis && writes.length + deletes.length > 0) await redis.incr(globalEpochKey(opts.storeId));
+  if (redis && writes.length + deletes.length > 0) await bumpEpochs(redis, opts.storeId, [globalEpochKey(opts.storeId)]); // pushed to the sidecars' epoch views
   return { written: writes.length, deleted: deletes.length };
 }
 

@@ -16,6 +16,7 @@ import {
 } from '@openfga/sdk';
 import type { Redis, Cluster } from 'ioredis';
 import { epochKeysToBump } from './epochs.ts';
+import { bumpEpochs } from './epoch-push.ts';
 import type { ModelRef } from './active-model.ts';
 
 /** OpenFGA's limit of tuple changes (writes + deletes) in one Write request. */
@@ -54,7 +55,8 @@ export class RelationshipWriter {
 
   /**
    * Write and delete tuples idempotently, in requests of ≤ 100 changes (each request is atomic in
-   * OpenFGA; the whole call is not), then INCR every epoch key from `epochKeysToBump`.
+   * OpenFGA; the whole call is not), then INCR every epoch key from `epochKeysToBump` and publish
+   * the new values to the sidecars (`bumpEpochs`, policies/src/epoch-push.ts).
    * Writing an existing tuple or deleting a missing one succeeds (no-op). Duplicates in the input
    * are collapsed. Writes are validated against `modelId`.
    *
@@ -108,9 +110,9 @@ export class RelationshipWriter {
       this.storeId,
       applied.map((c) => c.tuple),
     );
-    // Separate INCRs (not MULTI): the keys may live in different Redis Cluster slots.
-    const redis = this.redis;
-    await Promise.all(keys.map((k) => redis.incr(k)));
+    // INCR + PUBLISH in one script (policies/src/epoch-push.ts): the sidecars' in-process epoch
+    // views see the bump at once; the keys of one store share a Redis Cluster slot (epochs.ts).
+    await bumpEpochs(this.redis, this.storeId, keys);
   }
 }
 

@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { activeModelKey, withRedis } from './active-model.ts';
+import { redisConnectionWithUrl } from './redis.ts';
 import { readRecentDecisions, type DecisionRecord } from './decision-log.ts';
 import { deployWithShadow, ShadowChangesError } from './deploy.ts';
 import { loadModel, resolveStore } from './model.ts';
@@ -68,7 +69,7 @@ export async function shadowCommand(opts: ShadowCliOptions, print: (s: string) =
   const candidate = loadModel(opts.model);
   const sample = sampleOf(opts.sample);
   const storeId = await resolveStore(opts.apiUrl, opts.storeName);
-  const decisions = opts.fromFile ? readDecisionsFile(opts.fromFile) : await withRedis(opts.redisUrl, (r) => readRecentDecisions(r, storeId, { count: sample }));
+  const decisions = opts.fromFile ? readDecisionsFile(opts.fromFile) : await withRedis(redisConnectionWithUrl(opts.redisUrl), (r) => readRecentDecisions(r, storeId, { count: sample }));
   if (decisions.length === 0) {
     print('no recent decisions to replay');
     return;
@@ -101,7 +102,7 @@ export async function deployCommand(
   const sample = sampleOf(opts.sample);
   const decisions = opts.fromFile ? readDecisionsFile(opts.fromFile) : undefined;
   const budget = budgetOf(opts.budget);
-  const res = await withRedis(opts.redisUrl, (redis) =>
+  const res = await withRedis(redisConnectionWithUrl(opts.redisUrl), (redis) =>
     deployWithShadow({
       apiUrl: opts.apiUrl,
       storeName: opts.storeName,

@@ -24,6 +24,8 @@ export type SidecarAdmin = {
   listen(opts?: { host?: string; port?: number }): Promise<string>;
   /** The bound port, or undefined while not listening. */
   port(): number | undefined;
+  /** The registry /metrics serves (main.ts hands it to the primary's aggregation under SIDECAR_WORKERS > 1). */
+  registry: Registry;
 };
 
 /**
@@ -31,8 +33,11 @@ export type SidecarAdmin = {
  * @param opts.registry the sidecar's prom-client registry (metrics.ts)
  * @param opts.host / opts.port the default address of {@link SidecarAdmin.listen} (config.ts `admin`)
  * @param opts.log the sidecar's logger; the admin instance logs through a child `{listener: 'admin'}`
- * @param opts.decisions the decision log's `recent` (decision-log.ts); without it /decisions is a 404.
+ * @param opts.decisions the decision log's `recent` (decision-log.ts), or — the cluster primary
+ *   (workers.ts) — a merge of every worker's; without it /decisions is a 404.
  *   `GET /decisions`: `limit` 1…10000 [100], `allowed` `true`|`false` [both]; others → 400 problem+json
+ * @param opts.metricsText what /metrics answers instead of `registry.metrics()` (the cluster
+ *   primary: prom-client's AggregatorRegistry `clusterMetrics()`, the workers' registries summed)
  * @returns the {@link SidecarAdmin}; closing `app` stops the listener (app.ts closes it with the sidecar)
  */
 export function createAdmin(opts: {
@@ -40,7 +45,8 @@ export function createAdmin(opts: {
   host: string;
   port: number;
   log: FastifyBaseLogger;
-  decisions?: (q: { limit?: number; allowed?: boolean }) => DecisionRecord[];
+  decisions?: (q: { limit?: number; allowed?: boolean }) => DecisionRecord[] | Promise<DecisionRecord[]>;
+  metricsText?: () => Promise<string>;
 }): SidecarAdmin {
   const app = Fastify({
     // warn and above only: no per-request info lines for every scrape
@@ -60,7 +66,7 @@ export function createAdmin(opts: {
   app.get('/metrics', async (_request, reply) => {
     reply.type(opts.registry.contentType);
     reply.header('cache-control', 'no-store');
-    return opts.registry.metrics();
+    return opts.metricsText ? opts.metricsText() : opts.registry.metrics();
   });
   const decisions = opts.decisions;
   if (decisions) {
@@ -72,11 +78,12 @@ export function createAdmin(opts: {
         return sendProblem(reply, new ProblemError(400, 'bad-request', 'limit must be 1…10000 and allowed true or false.'), request.id);
       }
       reply.header('cache-control', 'no-store');
-      return { decisions: decisions({ limit, ...(allowed === undefined ? {} : { allowed }) }) };
+      return { decisions: await decisions({ limit, ...(allowed === undefined ? {} : { allowed }) }) };
     });
   }
   return {
     app,
+    registry: opts.registry,
     async listen(at = {}) {
       return app.listen({ host: at.host ?? opts.host, port: at.port ?? opts.port });
     },

@@ -18,8 +18,8 @@
  * inactivity timeout; KEEP_ALIVE_TIMEOUT_MS the idle time of a kept-alive connection.
  */
 import { STATUS_CODES } from 'node:http';
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { Redis } from 'ioredis';
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { createRedisClient, createRedisSubscriber, type RedisClient, type RedisConnectionConfig } from '../../policies/src/redis.ts';
 import { modelContent } from '../../policies/src/model.ts';
 import { resolveActiveModel, watchActiveModel } from '../../policies/src/active-model.ts';
 import { loadRouteRules, loggedRequest, validateRoutesAgainstModel } from '../../policies/src/routes.ts';
@@ -30,7 +30,9 @@ import { createAdmin, type SidecarAdmin } from './admin.ts';
 import { createMeteringFlusher } from './metering/flusher.ts';
 import { createMeter } from './metering/meter.ts';
 import { createDecisionLog } from './decision-log.ts';
+import { createAccessLog } from './access-log.ts';
 import { createDecisionCache } from './pdp/decision-cache.ts';
+import { createEpochView } from './pdp/epoch-view.ts';
 import { createOpenFgaPdp } from './pdp/openfga.ts';
 import { runPipeline, type PipelineDeps, type PipelineResult } from './pipeline.ts';
 import { ProblemError, kindForStatus, problemBody, sendProblem } from './problem.ts';
@@ -70,12 +72,13 @@ export type SidecarInstance = FastifyInstance & {
 };
 
 /**
- * A Redis client that fails fast instead of queueing (no offline queue, one retry, a command
- * timeout in ms) and reconnects on its own every ≤ 2 s; not connected yet (`lazyConnect`). Its
- * 'error' events are swallowed: each user reports outages once in its own way.
+ * A Redis client (single, cluster or sentinel: policies/src/redis.ts) that fails fast instead of
+ * queueing (no offline queue, one retry, a command timeout in ms) and reconnects on its own every
+ * ≤ 2 s; not connected yet (`lazyConnect`). Its 'error' events are swallowed: each user reports
+ * outages once in its own way.
  */
-function fastFailRedis(url: string, commandTimeoutMs: number): Redis {
-  const client = new Redis(url, {
+function fastFailRedis(conn: RedisConnectionConfig, commandTimeoutMs: number): RedisClient {
+  const client = createRedisClient(conn, {
     lazyConnect: true,
     commandTimeout: commandTimeoutMs,
     connectTimeout: 1000,
@@ -98,13 +101,18 @@ function fastFailRedis(url: string, commandTimeoutMs: number): Redis {
  * the server is ready), register all routes and build the admin listener. Listens on neither port.
  * @param config from `loadConfig()` (config.ts).
  * @param opts.logStream where pino writes the log lines (default stdout).
+ * @param opts.epochSubscriber the subscriber connection of the epoch view (default: a new one to
+ *   REDIS_URL; tests pass one through a fault proxy to silence the push channel alone).
  * @returns the Fastify instance with `admin` (admin.ts: `admin.listen()` binds ADMIN_HOST:ADMIN_PORT);
  *   `close()` also closes the admin listener, flushes the metering counters and closes the upstream
  *   pool and Redis.
  * @throws when OpenFGA is unreachable at start (the model cannot be pinned), the route rules are
  *   invalid or name relations missing from the model, or the signing key is unreadable.
  */
-export async function buildSidecar(config: SidecarConfig, opts: { logStream?: { write(line: string): void } } = {}): Promise<SidecarInstance> {
+export async function buildSidecar(
+  config: SidecarConfig,
+  opts: { logStream?: { write(line: string): void }; epochSubscriber?: import('ioredis').Redis } = {},
+): Promise<SidecarInstance> {
   const app = Fastify({
     logger: {
       level: config.logLevel,
@@ -113,6 +121,8 @@ export async function buildSidecar(config: SidecarConfig, opts: { logStream?: { 
       ...(opts.logStream ? { stream: opts.logStream } : {}), // tests read the lines
     },
     genReqId: (req) => requestIdFrom(req.headers),
+    // one sampled, rate-capped line per request instead of two (access-log.ts; onResponse below)
+    logController: new LogController({ disableRequestLogging: true }),
     return503OnClosing: true,
     bodyLimit: config.upstream.bodyLimitBytes,
     requestTimeout: config.server.requestTimeoutMs,
@@ -150,7 +160,7 @@ export async function buildSidecar(config: SidecarConfig, opts: { logStream?: { 
   const log = app.log;
 
   // --- dependencies --------------------------------------------------------------------------
-  const redis = fastFailRedis(config.redis.url, config.redis.commandTimeoutMs); // outages: reported by the decision cache / readyz
+  const redis = fastFailRedis(config.redis, config.redis.commandTimeoutMs); // outages: reported by the decision cache / readyz
   await redis.connect().catch((err: Error) => log.warn({ err: { message: err.message } }, 'redis not reachable at start; deciding without the cache'));
   // The active model (policies/src/active-model.ts): the id in Redis, else the store's newest;
   // the local model file is written only into an empty store (a start never overwrites a deploy).
@@ -167,14 +177,15 @@ export async function buildSidecar(config: SidecarConfig, opts: { logStream?: { 
   validateRoutesAgainstModel(rules, modelContent(active.model));
   const routes = compileRoutes(rules);
   // A subscribed connection can do nothing else: the revocation push channel gets its own.
-  const subscriber = new Redis(config.redis.url, { lazyConnect: true, connectTimeout: 1000, retryStrategy: (times) => Math.min(times * 200, 2000) });
+  // (on a cluster: a plain connection to one node, moving to another on reconnect — policies/src/redis.ts)
+  const subscriber = createRedisSubscriber(config.redis, { lazyConnect: true, connectTimeout: 1000, retryStrategy: (times) => Math.min(times * 200, 2000) }, redis);
   const revocations = createSessionRevocations({ redis, subscriber, ...config.revocations, log });
   await revocations.start();
 
   const metrics = createMetrics();
   // Hot model switch: pushed ids (own subscriber connection) and a poll every MODEL_POLL_INTERVAL_MS;
   // a model the route rules do not fit is refused, the current one kept.
-  const modelSubscriber = new Redis(config.redis.url, { lazyConnect: true, connectTimeout: 1000, retryStrategy: (times) => Math.min(times * 200, 2000) });
+  const modelSubscriber = createRedisSubscriber(config.redis, { lazyConnect: true, connectTimeout: 1000, retryStrategy: (times) => Math.min(times * 200, 2000) }, redis);
   const model = watchActiveModel({
     redis,
     subscriber: modelSubscriber,
@@ -193,8 +204,24 @@ export async function buildSidecar(config: SidecarConfig, opts: { logStream?: { 
   });
   metrics.model.use(active.modelId);
   await model.start();
-  const pdp = createOpenFgaPdp({ apiUrl: config.openfga.apiUrl, storeId, modelId: model, timeoutMs: config.openfga.timeoutMs });
-  const cache = createDecisionCache({ redis, pdp, storeId, modelId: model, ttlMs: config.cache.ttlMs, maxEntries: config.cache.maxEntries, metrics, log });
+  // several OpenFGA instances: round-robin over the healthy ones (pdp/openfga.ts)
+  const pdp = createOpenFgaPdp({ apiUrls: config.openfga.apiUrls, storeId, modelId: model, timeoutMs: config.openfga.timeoutMs, healthIntervalMs: config.openfga.healthIntervalMs, metrics: metrics.openfga });
+  // Epochs held in process, kept current by pushed bumps (own subscriber connection); stale beyond
+  // EPOCH_STALENESS_MS → per-request MGET (pdp/epoch-view.ts). EPOCH_STALENESS_MS=0: no view.
+  const epochView =
+    config.cache.epochStalenessMs > 0 && config.cache.ttlMs > 0
+      ? createEpochView({
+          redis,
+          subscriber: opts.epochSubscriber ?? createRedisSubscriber(config.redis, { lazyConnect: true, connectTimeout: 1000, retryStrategy: (times) => Math.min(times * 200, 2000) }, redis),
+          storeId,
+          maxEntries: config.cache.maxEntries,
+          stalenessMs: config.cache.epochStalenessMs,
+          log,
+        })
+      : undefined;
+  await epochView?.start();
+  if (epochView) metrics.epochView.observe(() => ({ staleSeconds: epochView.staleForMs() / 1000 }));
+  const cache = createDecisionCache({ redis, pdp, storeId, modelId: model, ttlMs: config.cache.ttlMs, maxEntries: config.cache.maxEntries, metrics, log, ...(epochView ? { epochView } : {}) });
   const signer = await createAssertionSigner({
     keyFile: config.assertion.signingKeyFile,
     issuer: config.assertion.issuer,
@@ -208,7 +235,7 @@ export async function buildSidecar(config: SidecarConfig, opts: { logStream?: { 
   // Metering: counters in process, flushed to Redis on a connection of their own (a slow flush
   // never delays a decision-cache read); limits re-read from Redis (docs/CONTRACTS.md, "Metering").
   const meter = createMeter({ maxKeys: config.metering.maxKeys, onDrop: () => metrics.metering.dropped.inc() });
-  const meteringRedis = fastFailRedis(config.redis.url, config.metering.commandTimeoutMs); // outages: reported by the flusher
+  const meteringRedis = fastFailRedis(config.redis, config.metering.commandTimeoutMs); // outages: reported by the flusher
   await meteringRedis.connect().catch(() => undefined);
   const flusher = createMeteringFlusher({ meter, redis: meteringRedis, prefix: config.metering.prefix, intervalMs: config.metering.flushIntervalMs, reloadMs: config.metering.reloadMs, metrics: metrics.metering, log });
   for (const path of config.metering.neverBlock) {
@@ -221,7 +248,7 @@ export async function buildSidecar(config: SidecarConfig, opts: { logStream?: { 
   };
   // Rate limits: counters in Redis on a connection of their own that fails fast (no offline queue,
   // a short command timeout), so a slow Redis costs a request at most that long (stages/rate-limit.ts).
-  const rateLimitRedis = fastFailRedis(config.redis.url, config.rateLimits.commandTimeoutMs); // outages: sidecar_rate_limit_local_total
+  const rateLimitRedis = fastFailRedis(config.redis, config.rateLimits.commandTimeoutMs); // outages: sidecar_rate_limit_local_total
   await rateLimitRedis.connect().catch(() => undefined);
   const rateLimits = createRateLimits({
     redis: rateLimitRedis,
@@ -231,7 +258,7 @@ export async function buildSidecar(config: SidecarConfig, opts: { logStream?: { 
   });
   // Decision log: ring buffer + log line + span per decision; its Redis stream on a connection of
   // its own that fails fast (a slow append never delays a decision-cache read).
-  const decisionLogRedis = fastFailRedis(config.redis.url, config.metering.commandTimeoutMs); // outages: sidecar_decision_log_dropped_total
+  const decisionLogRedis = fastFailRedis(config.redis, config.metering.commandTimeoutMs); // outages: sidecar_decision_log_dropped_total
   await decisionLogRedis.connect().catch(() => undefined);
   const decisionLog = createDecisionLog({ ...config.decisionLog, log, redis: decisionLogRedis, storeId, modelId: () => model.current, metrics: metrics.decisionLog });
   const deps: PipelineDeps = { routes, authenticators, cache, signer, revocations, metering, rateLimits, decisionLog, conditionTimeBucketMs: config.cache.conditionTimeBucketMs };
@@ -249,6 +276,7 @@ export async function buildSidecar(config: SidecarConfig, opts: { logStream?: { 
     await pdp.close?.().catch(() => undefined);
     await revocations.close();
     await model.close();
+    await epochView?.close();
     redis.disconnect();
     rateLimitRedis.disconnect();
   });
@@ -281,6 +309,12 @@ export async function buildSidecar(config: SidecarConfig, opts: { logStream?: { 
     reply.header('x-request-id', request.id);
     checkCanonicalPath(request.raw.url);
   });
+  const accessLogged = { written: metrics.accessLog.labels('written'), sampled_out: metrics.accessLog.labels('sampled_out'), capped: metrics.accessLog.labels('capped') };
+  const accessLog = createAccessLog({ ...config.accessLog, enabled: ['info', 'debug', 'trace'].includes(config.logLevel), count: (o) => accessLogged[o].inc() });
+  app.addHook('onResponse', (request, reply, done) => {
+    accessLog.record(request.log, { req: () => loggedRequest({ method: request.method, url: request.raw.url, headers: request.headers, ip: request.ip }), statusCode: reply.statusCode, responseTimeMs: reply.elapsedTime });
+    done();
+  });
 
   const pipelineFor = (request: FastifyRequest, reply: FastifyReply, method: string, rawTarget: string | undefined, htuPrefix: string) =>
     runPipeline(deps, {
@@ -300,7 +334,7 @@ export async function buildSidecar(config: SidecarConfig, opts: { logStream?: { 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {
     const [openfga, redisOk, upstream] = await Promise.all([
-      fetch(new URL('/healthz', config.openfga.apiUrl), { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false),
+      pdp.probe!(1000).then((healthy) => healthy > 0), // ready while ≥ 1 OpenFGA instance is healthy
       redis.ping().then(() => true, () => false), // bounded by commandTimeout; fails at once while disconnected
       forwarder.probe(1000),
     ]);

@@ -4,8 +4,11 @@
  * (timeouts, limits) are sidecar-local and documented here.
  */
 import { isIP } from 'node:net';
+import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { rateLimitText } from '../../policies/src/rate-limits.ts';
+import { parseApiUrls } from './pdp/openfga.ts';
+import { redisConnectionFromEnv, type RedisConnectionConfig } from '../../policies/src/redis.ts';
 
 const csv = z
   .string()
@@ -42,6 +45,15 @@ const issuerSchema = z
 const int = (def: number) => z.coerce.number().int().nonnegative().default(def);
 const positive = (def: number) => z.coerce.number().int().positive().default(def);
 const url = (def: string) => z.url().default(def);
+/** A comma-separated list of http(s) URLs (pdp/openfga.ts parseApiUrls). */
+const apiUrls = z.string().transform((s, ctx) => {
+  try {
+    return parseApiUrls(s);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: `must be http(s) URLs separated by commas (${(err as Error).message})` });
+    return z.NEVER;
+  }
+});
 /** A fraction in (0, 1]. */
 const share = (def: number) => z.coerce.number().gt(0).lte(1).default(def);
 
@@ -50,6 +62,12 @@ const envObject = z.object({
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     SIDECAR_HOST: z.string().default('127.0.0.1'),
     SIDECAR_PORT: int(8000),
+    /**
+     * Processes serving SIDECAR_PORT (main.ts, workers.ts): 1 = one process, as before; more = a
+     * node:cluster primary forking that many workers that share the port, the primary serving the
+     * admin listener with the workers' metrics summed. Default: the number of cores.
+     */
+    SIDECAR_WORKERS: positive(availableParallelism()),
     /**
      * The admin listener (admin.ts): `/metrics` and `/healthz` only, never on the public port.
      * Loopback by default; port 0 = a free one (tests).
@@ -77,13 +95,28 @@ const envObject = z.object({
     /** Verified-token cache: max life of an entry (ms; 0 = off; never beyond the token's exp) and max entries. */
     JWT_CACHE_TTL_MS: int(60_000),
     JWT_CACHE_MAX_ENTRIES: int(10_000),
-    OPENFGA_API_URL: url('http://127.0.0.1:8080'),
+    /**
+     * OpenFGA's HTTP API: one URL, or a comma-separated list of instances on one datastore
+     * (round-robin over the healthy ones, pdp/openfga.ts); OPENFGA_API_URLS, when set, is the list
+     * instead. The first URL also serves the store and model look-ups (policies/src/active-model.ts).
+     */
+    OPENFGA_API_URL: apiUrls.default(['http://127.0.0.1:8080']),
+    OPENFGA_API_URLS: apiUrls.optional(),
+    /** Health-check period of every OpenFGA instance (`GET /healthz`; ms; 0 = none). */
+    OPENFGA_HEALTH_INTERVAL_MS: int(1000),
     OPENFGA_STORE_NAME: z.string().min(1).default('music-publishing'),
     /** Per-Check attempt timeout (ms); at most one retry (pdp/openfga.ts). */
     OPENFGA_TIMEOUT_MS: int(1000),
     /** How often the active model id is re-read from Redis when a push was lost (ms; policies/src/active-model.ts). */
     MODEL_POLL_INTERVAL_MS: positive(1000),
     REDIS_URL: z.string().default('redis://127.0.0.1:6379/0'),
+    /**
+     * Redis Cluster seed nodes (`host:port,…`; REDIS_URL then lends only its credentials), or
+     * Redis Sentinel (`host:port,…` + the primary's name); policies/src/redis.ts.
+     */
+    REDIS_CLUSTER_NODES: z.string().optional(),
+    REDIS_SENTINELS: z.string().optional(),
+    REDIS_SENTINEL_NAME: z.string().optional(),
     /** ioredis commandTimeout (ms): a slow Redis counts as down for that request. */
     REDIS_COMMAND_TIMEOUT_MS: int(250),
     /**
@@ -96,6 +129,12 @@ const envObject = z.object({
     ROUTES_FILE: z.string().default('policies/routes.yaml'),
     DECISION_CACHE_TTL_MS: int(30_000),
     DECISION_CACHE_MAX_ENTRIES: int(10_000),
+    /**
+     * The in-process epoch view (pdp/epoch-view.ts): a pushed epoch bump may go unseen at most this
+     * long (ms) — past it, while the push channel is down or unverified, every decision reads its
+     * epochs from Redis (MGET) again. 0 = no view: one MGET per decision.
+     */
+    EPOCH_STALENESS_MS: int(500),
     /**
      * The request time's bucket (ms) in the Checks' condition context: cached decisions are keyed
      * by client IP and bucket, and a grant that ends is honoured at most this long after its end
@@ -177,6 +216,13 @@ const envObject = z.object({
     DECISION_LOG_BUFFER: positive(10_000),
     DECISION_LOG_FLUSH_MS: positive(1000),
     DECISION_LOG_STREAM_MAXLEN: positive(10_000),
+    /**
+     * Access log (access-log.ts): the probability (0..1) that a request answered below 400 gets a
+     * `request completed` line (≥ 400 always do), and the most lines per second (0 = none); every
+     * request is counted in `sidecar_access_log_total{outcome}` either way.
+     */
+    ACCESS_LOG_SAMPLE: z.coerce.number().min(0).max(1).default(1),
+    ACCESS_LOG_MAX_PER_S: int(100),
     TRUSTED_PROXIES: csv
       .default([])
       .pipe(z.array(z.string().refine((s) => isIP(s.split('/')[0]!) !== 0 && /^[^/]+(\/\d{1,3})?$/.test(s), { error: 'each entry must be an IP address or a CIDR block' }))),
@@ -203,20 +249,28 @@ export const sidecarEnvSchema = envObject.transform((e, ctx) => {
       return z.NEVER;
     }
     const issuers = parsed.data;
+    let redis: RedisConnectionConfig;
+    try {
+      redis = redisConnectionFromEnv({ REDIS_URL: e.REDIS_URL, REDIS_CLUSTER_NODES: e.REDIS_CLUSTER_NODES, REDIS_SENTINELS: e.REDIS_SENTINELS, REDIS_SENTINEL_NAME: e.REDIS_SENTINEL_NAME });
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', path: ['REDIS_CLUSTER_NODES'], message: (err as Error).message });
+      return z.NEVER;
+    }
     // A body of the largest allowed size must fit one subject's (and one publisher's) share of the buffer.
     const bodyRoom = Math.floor(e.PROXY_BUFFER_TOTAL_BYTES * Math.min(e.UPSTREAM_SHARE_PER_SUBJECT, e.UPSTREAM_SHARE_PER_PUBLISHER));
     if (bodyRoom < e.PROXY_BODY_LIMIT_BYTES) {
       ctx.addIssue({ code: 'custom', path: ['PROXY_BUFFER_TOTAL_BYTES'], message: 'times the smaller UPSTREAM_SHARE_PER_* must be at least PROXY_BODY_LIMIT_BYTES' });
       return z.NEVER;
     }
-    return toConfig(e, issuers);
+    return toConfig(e, issuers, redis);
   });
 
-function toConfig(e: z.output<typeof envObject>, issuers: TrustedIssuer[]) {
+function toConfig(e: z.output<typeof envObject>, issuers: TrustedIssuer[], redis: RedisConnectionConfig) {
   return {
     logLevel: e.LOG_LEVEL,
     host: e.SIDECAR_HOST,
     port: e.SIDECAR_PORT,
+    workers: e.SIDECAR_WORKERS,
     admin: { host: e.ADMIN_HOST, port: e.ADMIN_PORT },
     server: { requestTimeoutMs: e.REQUEST_TIMEOUT_MS, connectionTimeoutMs: e.CONNECTION_TIMEOUT_MS, keepAliveTimeoutMs: e.KEEP_ALIVE_TIMEOUT_MS },
     upstream: {
@@ -243,10 +297,10 @@ function toConfig(e: z.output<typeof envObject>, issuers: TrustedIssuer[]) {
       cacheMaxEntries: e.JWT_CACHE_MAX_ENTRIES,
     },
     revocations: { maxStalenessMs: e.REVOCATION_MAX_STALENESS_MS, resyncMs: e.REVOCATION_RESYNC_INTERVAL_MS },
-    openfga: { apiUrl: e.OPENFGA_API_URL, storeName: e.OPENFGA_STORE_NAME, timeoutMs: e.OPENFGA_TIMEOUT_MS, modelFile: undefined as string | undefined, modelPollMs: e.MODEL_POLL_INTERVAL_MS },
-    redis: { url: e.REDIS_URL, commandTimeoutMs: e.REDIS_COMMAND_TIMEOUT_MS },
+    openfga: { apiUrl: (e.OPENFGA_API_URLS ?? e.OPENFGA_API_URL)[0]!, apiUrls: e.OPENFGA_API_URLS ?? e.OPENFGA_API_URL, healthIntervalMs: e.OPENFGA_HEALTH_INTERVAL_MS, storeName: e.OPENFGA_STORE_NAME, timeoutMs: e.OPENFGA_TIMEOUT_MS, modelFile: undefined as string | undefined, modelPollMs: e.MODEL_POLL_INTERVAL_MS },
+    redis: { ...redis, commandTimeoutMs: e.REDIS_COMMAND_TIMEOUT_MS },
     routesFile: e.ROUTES_FILE,
-    cache: { ttlMs: e.DECISION_CACHE_TTL_MS, maxEntries: e.DECISION_CACHE_MAX_ENTRIES, conditionTimeBucketMs: e.CONDITION_TIME_BUCKET_MS },
+    cache: { ttlMs: e.DECISION_CACHE_TTL_MS, maxEntries: e.DECISION_CACHE_MAX_ENTRIES, conditionTimeBucketMs: e.CONDITION_TIME_BUCKET_MS, epochStalenessMs: e.EPOCH_STALENESS_MS },
     metering: {
       prefix: e.METERING_KEY_PREFIX,
       flushIntervalMs: e.METERING_FLUSH_INTERVAL_MS,
@@ -255,6 +309,7 @@ function toConfig(e: z.output<typeof envObject>, issuers: TrustedIssuer[]) {
       maxKeys: e.METERING_MAX_KEYS,
       neverBlock: e.METERING_NEVER_BLOCK as string[],
     },
+    accessLog: { sample: e.ACCESS_LOG_SAMPLE, maxPerSecond: e.ACCESS_LOG_MAX_PER_S },
     decisionLog: { allowSample: e.DECISION_LOG_ALLOW_SAMPLE, bufferSize: e.DECISION_LOG_BUFFER, flushMs: e.DECISION_LOG_FLUSH_MS, streamMaxLen: e.DECISION_LOG_STREAM_MAXLEN },
     rateLimits: {
       defaults: { ip: e.RATE_LIMIT_IP, subject: e.RATE_LIMIT_SUBJECT, publisher: e.RATE_LIMIT_PUBLISHER },

@@ -19,7 +19,7 @@
  *    costs next to nothing until an operator registers an SDK.
  */
 import { trace, type Attributes } from '@opentelemetry/api';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../policies/src/redis.ts';
 import { appendDecisions, decisionId, type DecisionRecord } from '../../policies/src/decision-log.ts';
 import type { DecisionSource, DecisionLogMetrics } from './metrics.ts';
 
@@ -67,7 +67,7 @@ export type DecisionLogOptions = {
   /** ring buffer size (records) */
   bufferSize: number;
   /** a dedicated client (enableOfflineQueue false, a command timeout) */
-  redis: Redis;
+  redis: RedisClient;
   storeId: string;
   /** the model id in use, for decisions that do not name the one that decided */
   modelId: () => string;

@@ -2,7 +2,8 @@
  * Prometheus metrics of one sidecar instance (its own prom-client Registry, so several instances in
  * one process — tests — do not collide). Served at `GET /metrics`.
  */
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics, type Aggregator } from 'prom-client';
+import type { PdpMetrics } from './pdp/openfga.ts';
 
 /** Where a decision came from. */
 export type DecisionSource = 'lru' | 'redis' | 'pdp';
@@ -24,10 +25,25 @@ export type SidecarMetrics = {
   rateLimited: Counter<'kind'>;
   /** `sidecar_rate_limit_local_total{kind}`: requests counted in process because Redis failed or was too slow. */
   rateLimitLocal: Counter<'kind'>;
+  /** `sidecar_pdp_coalesced_total`: decisions that waited for an identical miss already in flight instead of asking Redis/OpenFGA themselves (pdp/decision-cache.ts). */
+  pdpCoalesced: Counter;
+  /**
+   * The in-process epoch view (pdp/epoch-view.ts): give `sidecar_epoch_view_stale_seconds` its
+   * source (0 while the view is fresh; > EPOCH_STALENESS_MS/1000 while decisions read their epochs
+   * from Redis instead). Without a view the gauge stays -1.
+   */
+  epochView: { observe(source: () => { staleSeconds: number }): void };
   /** The decision log (decision-log.ts). */
   decisionLog: DecisionLogMetrics;
   /** The authorization model in use (policies/src/active-model.ts). */
   model: ModelMetrics;
+  /** `sidecar_access_log_total{outcome}`: answered requests by access-log outcome (access-log.ts): `written`, `sampled_out`, `capped`. */
+  accessLog: Counter<'outcome'>;
+  /**
+   * Per OpenFGA instance (pdp/openfga.ts): `sidecar_openfga_instance_healthy{instance}` (1 / 0) and
+   * `sidecar_openfga_checks_total{instance, result}` (Check attempts: `ok`, `error`).
+   */
+  openfga: PdpMetrics;
 };
 
 /** What the active-model watcher reports (docs/CONTRACTS.md, "Active model"). */
@@ -119,17 +135,44 @@ export function createMetrics(): SidecarMetrics {
     upstream: upstreamMetrics(registry),
     rateLimited,
     rateLimitLocal,
+    pdpCoalesced: new Counter({ name: 'sidecar_pdp_coalesced_total', help: 'Decisions that shared an identical cache miss (Redis GET + OpenFGA Check) already in flight', registers: [registry] }),
+    epochView: epochViewMetrics(registry),
     decisionLog: {
       records: labelledCounter(registry, 'sidecar_decision_log_records_total', 'Decision-log records by sink (log = pino line, buffer = in-process ring, stream = confirmed by Redis, span = OpenTelemetry span)', 'sink', ['log', 'buffer', 'stream', 'span']) as Counter<'sink'>,
       dropped: labelledCounter(registry, 'sidecar_decision_log_dropped_total', 'Decision-log records that did not reach the Redis stream (redis = flush failed, backlog = too many waiting)', 'reason', ['redis', 'backlog']) as Counter<'reason'>,
     },
     model: modelMetrics(registry),
+    accessLog: labelledCounter(registry, 'sidecar_access_log_total', 'Answered requests by access-log outcome (written = a line, sampled_out = not sampled, capped = over ACCESS_LOG_MAX_PER_S)', 'outcome', ['written', 'sampled_out', 'capped']) as Counter<'outcome'>,
+    openfga: openfgaMetrics(registry),
   };
+}
+
+/** The per-instance OpenFGA gauge and counter (label children bound once per instance). */
+function openfgaMetrics(registry: Registry): PdpMetrics {
+  const healthy = new Gauge({ name: 'sidecar_openfga_instance_healthy', help: 'Whether an OpenFGA instance is in the rotation (1) or taken out (0)', labelNames: ['instance'] as const, aggregator: 'min', registers: [registry] });
+  const checks = new Counter({ name: 'sidecar_openfga_checks_total', help: 'OpenFGA Check attempts by instance and result (ok = answered, error = failed)', labelNames: ['instance', 'result'] as const, registers: [registry] });
+  const bound = new Map<string, { inc(): void }>();
+  return {
+    healthy: (instance, up) => healthy.set({ instance }, up ? 1 : 0),
+    check: (instance, result) => {
+      const k = `${instance} ${result}`;
+      let c = bound.get(k);
+      if (!c) bound.set(k, (c = checks.labels(instance, result)));
+      c.inc();
+    },
+  };
+}
+
+/** The epoch view's staleness gauge, read at every scrape. */
+function epochViewMetrics(registry: Registry): SidecarMetrics['epochView'] {
+  const { gauge, observe } = scrapedGauges(registry, { staleSeconds: -1 });
+  gauge('sidecar_epoch_view_stale_seconds', 'Seconds since the in-process epoch view was last known complete (0 = fresh; -1 = no view)', (s) => s.staleSeconds, 'max');
+  return { observe };
 }
 
 /** The authorization-model gauge and counters. */
 function modelMetrics(registry: Registry): ModelMetrics {
-  const info = new Gauge({ name: 'sidecar_authorization_model_info', help: 'The authorization model id this sidecar decides with (value 1)', labelNames: ['model_id'] as const, registers: [registry] });
+  const info = new Gauge({ name: 'sidecar_authorization_model_info', help: 'The authorization model id this sidecar decides with (value 1)', labelNames: ['model_id'] as const, aggregator: 'max', registers: [registry] });
   return {
     use: (modelId) => {
       info.reset();
@@ -149,14 +192,16 @@ function labelledCounter(registry: Registry, name: string, help: string, label: 
 
 /**
  * Gauges read at every scrape from a source set later (`observe`): returns the gauge factory and
- * the setter. `initial` answers until a source is given.
+ * the setter. `initial` answers until a source is given. `aggregator`: how SIDECAR_WORKERS > 1
+ * combines the workers' values (prom-client AggregatorRegistry; default `sum`, `max` for ages).
  */
 function scrapedGauges<S>(registry: Registry, initial: S) {
   let source: () => S = () => initial;
-  const gauge = (name: string, help: string, pick: (s: S) => number) =>
+  const gauge = (name: string, help: string, pick: (s: S) => number, aggregator: Aggregator = 'sum') =>
     new Gauge({
       name,
       help,
+      aggregator,
       registers: [registry],
       collect() {
         this.set(pick(source()));
@@ -167,9 +212,9 @@ function scrapedGauges<S>(registry: Registry, initial: S) {
 
 function meteringMetrics(registry: Registry): MeteringMetrics {
   const { gauge, observe } = scrapedGauges(registry, { lagSeconds: 0, unflushedCalls: 0, limitsAgeSeconds: -1 });
-  gauge('sidecar_metering_flush_lag_seconds', 'Seconds since the last metering flush round that Redis confirmed in full', (s) => s.lagSeconds);
+  gauge('sidecar_metering_flush_lag_seconds', 'Seconds since the last metering flush round that Redis confirmed in full', (s) => s.lagSeconds, 'max');
   gauge('sidecar_metering_unflushed_calls', 'API calls counted in process and not yet confirmed by Redis', (s) => s.unflushedCalls);
-  gauge('sidecar_metering_limits_age_seconds', 'Seconds since the published API-call limits were last read (-1: never)', (s) => s.limitsAgeSeconds);
+  gauge('sidecar_metering_limits_age_seconds', 'Seconds since the published API-call limits were last read (-1: never)', (s) => s.limitsAgeSeconds, 'max');
   return {
     flushes: labelledCounter(registry, 'sidecar_metering_flushes_total', 'Metering flush rounds by result (ok = Redis confirmed every batch)', 'result', ['ok', 'failed']),
     limitReloads: labelledCounter(registry, 'sidecar_metering_limit_reloads_total', 'Reads of the published API-call limits by result', 'result', ['ok', 'failed']),

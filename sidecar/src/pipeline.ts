@@ -112,7 +112,7 @@ export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Pro
   }
 
   const assertion = identity
-    ? await deps.signer.sign({
+    ? deps.signer.sign({
         sub: identity.subject,
         publisherId,
         scope: identity.scope,

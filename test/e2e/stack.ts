@@ -32,9 +32,19 @@ export function env(name: string): string {
  */
 export type Proc = { child: ChildProcess; url: string; adminUrl?: string; output: () => string; stop: () => Promise<void> };
 
-function startProcess(script: string, envVars: Record<string, string>, url: string, args: string[] = []): Proc {
+/** Start `script` (a .ts under ROOT) with Node, `envVars` over this process's environment; see `startCommand`. */
+export function startProcess(script: string, envVars: Record<string, string>, url: string, args: string[] = []): Proc {
+  return startCommand(process.execPath, [script, ...args], envVars, url);
+}
+
+/**
+ * Start the executable `bin` with `args` in ROOT, `envVars` over this process's environment
+ * (LOG_LEVEL from TEST_LOG_LEVEL, default warn); the last 20 000 characters of its output are kept.
+ * `stop()` sends SIGTERM, then SIGKILL after 5 s.
+ */
+export function startCommand(bin: string, args: string[], envVars: Record<string, string>, url: string): Proc {
   let out = '';
-  const child = spawn(process.execPath, [script, ...args], {
+  const child = spawn(bin, args, {
     cwd: ROOT,
     env: { ...process.env, LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn', ...envVars },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -63,6 +73,29 @@ async function node(args: string[], envVars: Record<string, string> = {}): Promi
   if (code !== 0) throw new Error(`node ${args.join(' ')} exited ${code}:\n${out}`);
 }
 
+/**
+ * Make the keys (scripts/keys.ts init), migrate + seed the test database (idempotent), deploy the
+ * local model into the OpenFGA store (`policies deploy`) and deliver the outbox to OpenFGA.
+ * @returns the path of the sidecars' signing key (PEM)
+ * @throws when one of those steps fails (its output is in the message)
+ */
+export async function prepareStack(): Promise<string> {
+  // the relays' role (migration 0011); an environment made before it names none: catalog_jobs on the same database
+  if (!process.env.JOBS_DATABASE_URL) {
+    const jobs = new URL(env('DATABASE_URL'));
+    jobs.username = jobs.password = 'catalog_jobs';
+    process.env.JOBS_DATABASE_URL = jobs.toString();
+  }
+  await node(['scripts/keys.ts', 'init', DATA_DIR]);
+  await migrateUp(env('DATABASE_OWNER_URL'));
+  await seed(env('DATABASE_OWNER_URL'));
+  // As scripts/start.sh: the local model reaches the store through `policies deploy` (a process
+  // start never writes it into a store that has a model: policies/src/active-model.ts).
+  await node(['policies/src/cli.ts', 'deploy', '--skip-shadow']);
+  await node(['catalog-api/src/outbox/drain.ts']);
+  return join(DATA_DIR, 'sidecar-signing-key.pem');
+}
+
 /** The running stack of one test file. */
 export type Stack = {
   api: Proc;
@@ -82,21 +115,7 @@ let current: Stack | null = null;
  * @throws when a process does not become healthy within 30 s (its output is in the message).
  */
 export async function startStack(opts: { sidecars?: number; env?: Record<string, string> } = {}): Promise<Stack> {
-  // the relays' role (migration 0011); an environment made before it names none: catalog_jobs on the same database
-  if (!process.env.JOBS_DATABASE_URL) {
-    const jobs = new URL(env('DATABASE_URL'));
-    jobs.username = jobs.password = 'catalog_jobs';
-    process.env.JOBS_DATABASE_URL = jobs.toString();
-  }
-  const signingKey = join(DATA_DIR, 'sidecar-signing-key.pem');
-  await node(['scripts/keys.ts', 'init', DATA_DIR]);
-  await migrateUp(env('DATABASE_OWNER_URL'));
-  await seed(env('DATABASE_OWNER_URL'));
-  // As scripts/start.sh: the local model reaches the store through `policies deploy` (a process
-  // start never writes it into a store that has a model: policies/src/active-model.ts).
-  await node(['policies/src/cli.ts', 'deploy', '--skip-shadow']);
-  await node(['catalog-api/src/outbox/drain.ts']);
-
+  const signingKey = await prepareStack();
   const [apiPort, firstSidecarPort, smtpPort] = [await freePort(), await freePort(), await freePort()];
   const mailDir = mkdtempSync(join(tmpdir(), 'e2e-mail-'));
   const mail = startProcess('scripts/mail-catcher.ts', {}, `smtp://127.0.0.1:${smtpPort}`, ['--port', String(smtpPort), '--dir', mailDir]);
@@ -131,6 +150,9 @@ export async function startStack(opts: { sidecars?: number; env?: Record<string,
         SIDECAR_SIGNING_KEY_FILE: signingKey,
         JWT_ISSUER: issuer,
         JWT_JWKS_URL: `${api.url}/api/v1/auth/jwks.json`,
+        // one process per sidecar: the suites kill, count and flush per sidecar process
+        // (SIDECAR_WORKERS > 1 is tested by test/sidecar/workers.test.ts)
+        SIDECAR_WORKERS: '1',
         ...opts.env,
         ...extraEnv,
       },
@@ -167,10 +189,22 @@ export async function startStack(opts: { sidecars?: number; env?: Record<string,
   return current;
 }
 
-/** POST JSON to the first sidecar of the running stack. */
+let signInBase: string | undefined;
+/**
+ * Send `postJson`, `signIn` and `tokenFor` to the sidecar at `url` instead of the first sidecar of
+ * `startStack`'s stack (a stack started another way, e.g. test/e2e/cluster-stack.ts); clears the
+ * token cache. `undefined` undoes it.
+ */
+export function useSidecar(url: string | undefined): void {
+  signInBase = url;
+  tokens.clear();
+}
+
+/** POST JSON to the first sidecar of the running stack (or the one `useSidecar` named). */
 export async function postJson(path: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: any }> {
-  if (!current) throw new Error('no stack is running');
-  const res = await fetch(`${current.sidecars[0]!.url}${path}`, {
+  const base = signInBase ?? current?.sidecars[0]!.url;
+  if (!base) throw new Error('no stack is running');
+  const res = await fetch(`${base}${path}`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...headers },
     body: JSON.stringify(body),

@@ -13,6 +13,7 @@
 import t from 'tap';
 import { randomUUID } from 'node:crypto';
 import { userEpochKey } from '../../policies/src/epochs.ts';
+import { bumpEpochs } from '../../policies/src/epoch-push.ts';
 import { OPENFGA_API_URL, createTestStore, raw, startSidecar, useSidecarFixture, type TestStore } from '../sidecar/helpers.ts';
 import { buildTestApp, useSuite } from '../catalog-api/helpers.ts';
 import { DMP, DMP_EDITOR, TYPE } from '../support/demo-ids.ts';
@@ -41,7 +42,7 @@ t.test('sidecar: OpenFGA down, slow, partitioned → 503 within the bound, never
   t.equal((await cachedGet()).status, 200, 'allowed (and now cached)');
   // an uncached decision's normal time (a bumped epoch sends it to OpenFGA)
   const uncached = async () => {
-    await fx.redis.incr(userEpochKey(fx.store.storeId, viewer));
+    await bumpEpochs(fx.redis, fx.store.storeId, [userEpochKey(fx.store.storeId, viewer)]); // INCR + push to the epoch views
     return get(viewer);
   };
   const normal = await baselineMs(5, uncached);

@@ -16,6 +16,7 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { RelationshipWriter } from '../../policies/src/relationships.ts';
 import { userEpochKey } from '../../policies/src/epochs.ts';
+import { bumpEpochs } from '../../policies/src/epoch-push.ts';
 import { REVOKED_SESSIONS_KEY, SESSION_REVOKED_CHANNEL, encodeRevocation } from '../../policies/src/session-revocations.ts';
 import { REDIS_URL, decisions, raw, startSidecar, useSidecarFixture, type Sidecar } from '../sidecar/helpers.ts';
 import { SLACK_MS, baselineMs, median, proxyFor, timed, watch } from './helpers.ts';
@@ -49,7 +50,7 @@ t.test('decision cache: Redis down, then slow, then back — correct, bounded, n
   t.equal(await get(s, viewer, token), 200, 'allowed again, from the cache');
   // an uncached decision's normal time: a bumped epoch makes each of these go to OpenFGA
   const normal = await baselineMs(5, async () => {
-    await fx.redis.incr(userEpochKey(fx.store.storeId, viewer));
+    await bumpEpochs(fx.redis, fx.store.storeId, [userEpochKey(fx.store.storeId, viewer)]); // INCR + push to the epoch views
     await get(s, viewer, token);
   });
 

@@ -5,7 +5,7 @@ import { contextHash, decisionKey, epochKeys, epochKeysToBump } from '../../poli
 const S = 'store1';
 
 t.test('epochKeys: [global, user, object] key names', async (t) => {
-  t.same(epochKeys(S, 'user:u1', 'work:w1'), ['authz:epoch:store1:global', 'authz:epoch:store1:user:u1', 'authz:epoch:store1:object:work:w1']);
+  t.same(epochKeys(S, 'user:u1', 'work:w1'), ['authz:{store1}:epoch:global', 'authz:{store1}:epoch:user:u1', 'authz:{store1}:epoch:object:work:w1']);
   t.throws(() => epochKeys(S, 'u1', 'work:w1'), /user must be "user:<id>"/);
   t.throws(() => epochKeys(S, 'publisher:p#admin', 'work:w1'), /user must be "user:<id>"/);
   t.throws(() => epochKeys(S, 'user:u1', 'w1'), /object must be "<type>:<id>"/);
@@ -13,22 +13,22 @@ t.test('epochKeys: [global, user, object] key names', async (t) => {
 
 t.test('epochKeysToBump: the contract rules', async (t) => {
   // tuple user is user:<id> → that user's epoch only
-  t.same(epochKeysToBump(S, [{ user: 'user:u1', relation: 'admin', object: 'publisher:p1' }]), ['authz:epoch:store1:user:u1']);
-  t.same(epochKeysToBump(S, [{ user: 'user:u1', relation: 'owner', object: 'work:w1' }]), ['authz:epoch:store1:user:u1']);
-  t.same(epochKeysToBump(S, [{ user: 'user:u1', relation: 'admin', object: 'system:platform' }]), ['authz:epoch:store1:user:u1']);
+  t.same(epochKeysToBump(S, [{ user: 'user:u1', relation: 'admin', object: 'publisher:p1' }]), ['authz:{store1}:epoch:user:u1']);
+  t.same(epochKeysToBump(S, [{ user: 'user:u1', relation: 'owner', object: 'work:w1' }]), ['authz:{store1}:epoch:user:u1']);
+  t.same(epochKeysToBump(S, [{ user: 'user:u1', relation: 'admin', object: 'system:platform' }]), ['authz:{store1}:epoch:user:u1']);
   // otherwise the object epoch, plus global when the object type is a parent (publisher, system)
-  t.same(epochKeysToBump(S, [{ user: 'publisher:p1', relation: 'publisher', object: 'work:w1' }]), ['authz:epoch:store1:object:work:w1']);
-  t.same(epochKeysToBump(S, [{ user: 'publisher:p1', relation: 'publisher', object: 'recording:r1' }]), ['authz:epoch:store1:object:recording:r1']);
+  t.same(epochKeysToBump(S, [{ user: 'publisher:p1', relation: 'publisher', object: 'work:w1' }]), ['authz:{store1}:epoch:object:work:w1']);
+  t.same(epochKeysToBump(S, [{ user: 'publisher:p1', relation: 'publisher', object: 'recording:r1' }]), ['authz:{store1}:epoch:object:recording:r1']);
   t.same(epochKeysToBump(S, [{ user: 'system:platform', relation: 'system', object: 'publisher:p1' }]), [
-    'authz:epoch:store1:object:publisher:p1',
-    'authz:epoch:store1:global',
+    'authz:{store1}:epoch:object:publisher:p1',
+    'authz:{store1}:epoch:global',
   ]);
   t.same(epochKeysToBump(S, [{ user: 'publisher:p2#admin', relation: 'viewer', object: 'publisher:p1' }]), [
-    'authz:epoch:store1:object:publisher:p1',
-    'authz:epoch:store1:global',
+    'authz:{store1}:epoch:object:publisher:p1',
+    'authz:{store1}:epoch:global',
   ]);
   // a wildcard reaches every user: object + global
-  t.same(epochKeysToBump(S, [{ user: 'user:*', relation: 'owner', object: 'work:w1' }]), ['authz:epoch:store1:object:work:w1', 'authz:epoch:store1:global']);
+  t.same(epochKeysToBump(S, [{ user: 'user:*', relation: 'owner', object: 'work:w1' }]), ['authz:{store1}:epoch:object:work:w1', 'authz:{store1}:epoch:global']);
   // each key once, first-seen order
   t.same(
     epochKeysToBump(S, [
@@ -37,7 +37,7 @@ t.test('epochKeysToBump: the contract rules', async (t) => {
       { user: 'user:u1', relation: 'owner', object: 'work:w2' },
       { user: 'publisher:p1', relation: 'publisher', object: 'work:w1' },
     ]),
-    ['authz:epoch:store1:user:u1', 'authz:epoch:store1:object:work:w1'],
+    ['authz:{store1}:epoch:user:u1', 'authz:{store1}:epoch:object:work:w1'],
   );
   t.same(epochKeysToBump(S, []), []);
 });
@@ -82,8 +82,8 @@ t.test('departments and custom roles are parents too: re-linking one bumps globa
     { user: 'publisher:p', relation: 'publisher', object: 'department:d' },
     { user: 'publisher:p', relation: 'publisher', object: 'role:p/clerk' },
   ]);
-  t.same(keys, ['authz:epoch:s:object:department:d', 'authz:epoch:s:global', 'authz:epoch:s:object:role:p/clerk']);
-  t.same(epochKeysToBump('s', [{ user: 'role:p/clerk#assignee', relation: 'grant_works_read', object: 'publisher:p' }]), ['authz:epoch:s:object:publisher:p', 'authz:epoch:s:global'], 'a custom role grant');
-  t.same(epochKeysToBump('s', [{ user: 'user:*', relation: 'suspended', object: 'publisher:p' }]), ['authz:epoch:s:object:publisher:p', 'authz:epoch:s:global'], 'suspension');
-  t.same(epochKeysToBump('s', [{ user: 'user:u', relation: 'disabled', object: 'system:platform' }]), ['authz:epoch:s:user:u'], 'disabling: that user only');
+  t.same(keys, ['authz:{s}:epoch:object:department:d', 'authz:{s}:epoch:global', 'authz:{s}:epoch:object:role:p/clerk']);
+  t.same(epochKeysToBump('s', [{ user: 'role:p/clerk#assignee', relation: 'grant_works_read', object: 'publisher:p' }]), ['authz:{s}:epoch:object:publisher:p', 'authz:{s}:epoch:global'], 'a custom role grant');
+  t.same(epochKeysToBump('s', [{ user: 'user:*', relation: 'suspended', object: 'publisher:p' }]), ['authz:{s}:epoch:object:publisher:p', 'authz:{s}:epoch:global'], 'suspension');
+  t.same(epochKeysToBump('s', [{ user: 'user:u', relation: 'disabled', object: 'system:platform' }]), ['authz:{s}:epoch:user:u'], 'disabling: that user only');
 });

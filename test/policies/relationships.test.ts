@@ -12,13 +12,13 @@ const redis = new Redis(REDIS_URL, { lazyConnect: false });
 const writer = new RelationshipWriter({ fga, redis, storeId, modelId });
 
 t.teardown(async () => {
-  const keys = await redis.keys(`authz:epoch:${storeId}:*`);
+  const keys = await redis.keys(`authz:{${storeId}}:epoch:*`);
   if (keys.length) await redis.del(...keys);
   redis.disconnect();
   await deleteStore(storeId);
 });
 
-const epoch = async (suffix: string) => Number((await redis.get(`authz:epoch:${storeId}:${suffix}`)) ?? 0);
+const epoch = async (suffix: string) => Number((await redis.get(`authz:{${storeId}}:epoch:${suffix}`)) ?? 0);
 const check = async (user: string, relation: string, object: string) =>
   (await fga.check({ user, relation, object }, { authorizationModelId: modelId })).allowed;
 

@@ -9,6 +9,8 @@ import t from 'tap';
 import { createHash, randomUUID } from 'node:crypto';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import { decisions, raw, startSidecar, useSidecarFixture, type Sidecar } from './helpers.ts';
+import { bumpEpochs } from '../../policies/src/epoch-push.ts';
+import { userEpochKey } from '../../policies/src/epochs.ts';
 
 const viewer = randomUUID();
 const stranger = randomUUID();
@@ -140,15 +142,15 @@ t.test('revocation + epoch bump denies the next request on both instances', asyn
   t.equal((await call(fx.sidecar, u)).status, 200, 'allowed again after re-grant');
 });
 
-t.test('bare INCR of the user epoch also invalidates (writer-independent contract)', async (t) => {
+t.test('a bare bump of the user epoch (INCR + push: bumpEpochs) also invalidates (writer-independent contract)', async (t) => {
   const u = randomUUID();
   const tuple = { user: `user:${u}`, relation: 'viewer', object: `publisher:${publisher}` };
   await fx.store.fga.write({ writes: [tuple] });
   t.equal((await call(fx.sidecar, u)).status, 200);
   await fx.store.fga.write({ deletes: [tuple] });
   t.equal((await call(fx.sidecar, u)).status, 200, 'stale until the epoch moves (by design: the writer bumps)');
-  await fx.redis.incr(`authz:epoch:${fx.store.storeId}:user:${u}`);
-  t.equal((await call(fx.sidecar, u)).status, 403, 'denied after INCR');
+  await bumpEpochs(fx.redis, fx.store.storeId, [userEpochKey(fx.store.storeId, u)]);
+  t.equal((await call(fx.sidecar, u)).status, 403, 'denied after the bump');
 });
 
 t.test('/ext-authz: Envoy path_prefix, nginx auth_request, Traefik forwardAuth', async (t) => {

@@ -361,6 +361,11 @@ export async function startPrivateOpenFga(httpPort: number): Promise<Child> {
     'postgres',
     '--datastore-uri',
     OPENFGA_DATASTORE_URI,
+    // few connections: suites running side by side must stay under PostgreSQL's max_connections (100)
+    '--datastore-max-open-conns',
+    '6',
+    '--datastore-max-idle-conns',
+    '2',
     '--http-addr',
     `127.0.0.1:${httpPort}`,
     '--grpc-addr',

@@ -2,7 +2,8 @@
  * Construct the production relationship sink: `RelationshipWriter` from policies/src/relationships.ts
  * for the store's active model (policies/src/active-model.ts), which it follows without a restart.
  */
-import { Redis } from 'ioredis';
+import { createRedisClient, createRedisSubscriber } from '../../../policies/src/redis.ts';
+import { redisConnectionOf, type RedisSettings } from '../redis.ts';
 import { OpenFgaClient } from '@openfga/sdk';
 import { resolveActiveModel, watchActiveModel } from '../../../policies/src/active-model.ts';
 import { RelationshipWriter } from '../../../policies/src/relationships.ts';
@@ -32,22 +33,24 @@ export type RelationshipWriterHandle = { sink: RelationshipSink; storeId: string
 /**
  * Resolve the OpenFGA store `OPENFGA_STORE_NAME` (created when missing) and its active model — the
  * id in Redis, else the store's newest; only an empty store gets policies/model.fga written — and
- * build a `RelationshipWriter` that bumps the epochs in `REDIS_URL` and validates writes against
+ * build a `RelationshipWriter` that bumps the epochs in Redis (`REDIS_URL`, or the cluster or
+ * sentinel of `REDIS_CLUSTER_NODES` / `REDIS_SENTINELS`: catalog-api/src/redis.ts) and validates writes against
  * the active model, following every published change (`watchActiveModel`, polled every
  * `opts.pollMs`, default 1000 ms).
  * @throws the SDK's error when OpenFGA is unreachable or rejects the bootstrap model; Redis
  *   connection errors surface on the first write, not here (ioredis connects lazily and retries)
  */
 export async function createRelationshipWriter(
-  config: Pick<CatalogConfig, 'OPENFGA_API_URL' | 'OPENFGA_STORE_NAME' | 'REDIS_URL'>,
+  config: Pick<CatalogConfig, 'OPENFGA_API_URL' | 'OPENFGA_STORE_NAME'> & RedisSettings,
   opts: { log?: Log; pollMs?: number } = {},
 ): Promise<RelationshipWriterHandle> {
   const log = opts.log ?? stderrLog;
-  const redis = new Redis(config.REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 2, enableOfflineQueue: true });
+  const conn = redisConnectionOf(config);
+  const redis = createRedisClient(conn, { lazyConnect: true, maxRetriesPerRequest: 2, enableOfflineQueue: true });
   redis.on('error', () => {
     /* reported by the failing write; avoid unhandled 'error' events */
   });
-  const subscriber = new Redis(config.REDIS_URL, { lazyConnect: true, connectTimeout: 1000, retryStrategy: (times) => Math.min(times * 200, 2000) });
+  const subscriber = createRedisSubscriber(conn, { lazyConnect: true, connectTimeout: 1000, retryStrategy: (times) => Math.min(times * 200, 2000) }, redis);
   let model: ReturnType<typeof watchActiveModel> | undefined;
   try {
     const active = await resolveActiveModel({ apiUrl: config.OPENFGA_API_URL, storeName: config.OPENFGA_STORE_NAME, redis, log });

@@ -13,7 +13,7 @@
  * REVOCATION_MAX_STALENESS_MS. Public routes (sign-in, JWKS, health) carry no assertion and keep
  * working without Redis.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../policies/src/redis.ts';
 import { ProblemError, problem } from '../errors.ts';
 
 /** Claims `jti`s once. */
@@ -36,7 +36,7 @@ export type ReplayGuard = {
 /** Options of {@link createReplayGuard}. */
 export type ReplayGuardOptions = {
   /** a fail-fast client (redis.ts: no offline queue, a command timeout) */
-  redis: Redis;
+  redis: RedisClient;
   /** key prefix (ASSERTION_JTI_PREFIX) */
   prefix: string;
   /** the verifier's clock tolerance, seconds: an assertion is accepted until exp + this */

@@ -5,14 +5,14 @@
  */
 import fp from 'fastify-plugin';
 import type { FastifyInstance } from 'fastify';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../policies/src/redis.ts';
 import { checkDatabase, type Orm } from '../db/orm.ts';
 import { problem } from '../errors.ts';
 import { sendProblem } from './problems.ts';
 
 /** Fastify plugin: /healthz and /readyz. */
 export const healthPlugin = fp(
-  async (app: FastifyInstance, opts: { orm: Orm; redis: Redis }) => {
+  async (app: FastifyInstance, opts: { orm: Orm; redis: RedisClient }) => {
     app.get('/healthz', { config: { public: true }, schema: { hide: true } }, async () => ({ status: 'ok' }));
     app.get('/readyz', { config: { public: true }, schema: { hide: true } }, async (request, reply) => {
       const [database, redis] = await Promise.all([

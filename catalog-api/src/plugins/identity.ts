@@ -1,6 +1,7 @@
 /**
  * Identity: the catalog API trusts exactly one thing, the sidecar's signed identity assertion in
- * `X-Identity-Assertion` (docs/CONTRACTS.md, "Identity assertion"). Verified with jose: ES256 only,
+ * `X-Identity-Assertion` (docs/CONTRACTS.md, "Identity assertion"). Verified with jose: EdDSA (Ed25519)
+ * or ES256 — {@link ASSERTION_ALGORITHMS}, whichever the sidecar's key is —
  * `typ: JWT`, issuer ASSERTION_ISSUER, audience ASSERTION_AUDIENCE, `exp`, `sub` and `jti` required, 5 s clock
  * tolerance; `sub` and (when present) `publisher_id` must be UUIDs; `htm`/`htu` must equal the method
  * and the path (request.url without the query string) of the request carrying it and `htq` the
@@ -97,6 +98,12 @@ export type AssertionVerifierOptions = {
   replay: ReplayGuard;
 };
 
+/**
+ * The assertion's accepted JWS algorithms: EdDSA (RFC 8037, the sidecar's keys from scripts/keys.ts)
+ * and ES256 (RFC 7518 §3.4, sidecar keys made before; accepted during the transition).
+ */
+export const ASSERTION_ALGORITHMS = ['EdDSA', 'ES256'];
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** A `jti` short and plain enough to be a Redis key part (the sidecar sends UUIDs). */
 const JTI = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -126,7 +133,7 @@ export function createAssertionVerifier(opts: AssertionVerifierOptions): (token:
     let payload;
     try {
       ({ payload } = await jwtVerify(token, getKey, {
-        algorithms: ['ES256'],
+        algorithms: ASSERTION_ALGORITHMS,
         issuer: opts.issuer,
         audience: opts.audience,
         typ: 'JWT',

@@ -26,7 +26,7 @@ declare module 'fastify' {
 export type OutboxOptions = {
   /** the relays' pool (`catalog_jobs`, JOBS_DATABASE_URL: EXECUTE on the outbox functions) */
   orm: Orm;
-  config: Pick<CatalogConfig, 'OUTBOX_RELAY' | 'OUTBOX_BATCH_SIZE' | 'OUTBOX_INTERVAL_MS' | 'OPENFGA_API_URL' | 'OPENFGA_STORE_NAME' | 'REDIS_URL'> &
+  config: Pick<CatalogConfig, 'OUTBOX_RELAY' | 'OUTBOX_BATCH_SIZE' | 'OUTBOX_INTERVAL_MS' | 'OPENFGA_API_URL' | 'OPENFGA_STORE_NAME' | 'REDIS_URL' | 'REDIS_CLUSTER_NODES' | 'REDIS_SENTINELS' | 'REDIS_SENTINEL_NAME'> &
     Partial<Pick<CatalogConfig, 'OUTBOX_FLUSH_TIMEOUT_MS'>>;
   /** a sink instead of the OpenFGA writer; `null` = no relay */
   sink?: RelationshipSink | null;

@@ -13,13 +13,13 @@ import rateLimit, { type FastifyRateLimitStore, type RateLimitPluginOptions } fr
 import RedisStore from '@fastify/rate-limit/store/RedisStore.js';
 import LocalStore from '@fastify/rate-limit/store/LocalStore.js';
 import type { FastifyInstance } from 'fastify';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../policies/src/redis.ts';
 import { ProblemError } from '../errors.ts';
 
 /** Options of {@link rateLimitPlugin}. */
 export type RateLimitOptions = {
   /** A client that fails fast (enableOfflineQueue false, a command timeout); null = in-process only. */
-  redis: Redis | null;
+  redis: RedisClient | null;
   /** Redis key prefix. */
   nameSpace?: string;
 };
@@ -27,7 +27,7 @@ export type RateLimitOptions = {
 type StoreOptions = { continueExceeding: boolean; exponentialBackoff: boolean };
 
 /** A store that counts in Redis and falls back to this process's memory while Redis fails. */
-function fallbackStore(redis: Redis | null, nameSpace: string) {
+function fallbackStore(redis: RedisClient | null, nameSpace: string) {
   const pair = (remote: FastifyRateLimitStore | null, local: FastifyRateLimitStore): FastifyRateLimitStore => ({
     incr(key, cb, timeWindow, max) {
       if (!remote) return local.incr(key, cb, timeWindow, max);

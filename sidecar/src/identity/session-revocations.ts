@@ -20,6 +20,7 @@
  * the last answered PING, and the subscriber reconnects (test/faults/redis.test.ts).
  */
 import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../policies/src/redis.ts';
 import { REVOKED_SESSIONS_KEY, SESSION_REVOKED_CHANNEL, decodeRevocation } from '../../../policies/src/session-revocations.ts';
 
 /** Minimal logger (pino-compatible). */
@@ -42,7 +43,7 @@ export type SessionRevocations = {
 /** Options of {@link createSessionRevocations}. Durations in milliseconds. */
 export type SessionRevocationsOptions = {
   /** the main client (reads the set) */
-  redis: Redis;
+  redis: RedisClient;
   /** a dedicated connection for SUBSCRIBE (a subscribed connection can do nothing else) */
   subscriber: Redis;
   maxStalenessMs: number;

@@ -12,7 +12,7 @@
  * A crash (SIGKILL) loses what was counted since the last flush was sent: at most `intervalMs` of
  * calls (plus, while Redis was unreachable, everything buffered since).
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../policies/src/redis.ts';
 import { decodeLimit, limitsKey, meteringScripts, monthKey, type CallLimit } from '../../../policies/src/metering.ts';
 import type { MeteringMetrics } from '../metrics.ts';
 import type { Meter } from './meter.ts';
@@ -24,7 +24,7 @@ type Log = { warn(obj: object, msg?: string): void; info(obj: object, msg?: stri
 export type MeteringFlusherOptions = {
   meter: Meter;
   /** a dedicated client (enableOfflineQueue false, a command timeout) */
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   intervalMs: number;
   reloadMs: number;

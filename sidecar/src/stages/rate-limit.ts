@@ -34,7 +34,7 @@
  */
 import { createHash } from 'node:crypto';
 import { BlockList, isIP } from 'node:net';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../policies/src/redis.ts';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { rateLimitKey, ruleBucket, type RateLimitKind, type RateLimitSetting } from '../../../policies/src/rate-limits.ts';
 import { ProblemError } from '../problem.ts';
@@ -49,7 +49,7 @@ export const LOCAL_HOLD_MS = 1000;
 /** Options of {@link createRateLimits}. */
 export type RateLimitsOptions = {
   /** The limits' own connection: enableOfflineQueue false and a short commandTimeout (app.ts). */
-  redis: Redis;
+  redis: RedisClient;
   /** Key prefix (RATE_LIMIT_KEY_PREFIX). */
   prefix: string;
   /** The default limit of each kind. */

@@ -2,7 +2,7 @@
  * What the sign-in service's functions need, built once per process by the auth plugin
  * (routes.ts) or a CLI. Durations in milliseconds.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../../policies/src/redis.ts';
 import type { Orm } from '../../db/orm.ts';
 import type { Mailer } from '../../mail/mailer.ts';
 import type { TokenSettings } from './access-tokens.ts';
@@ -22,7 +22,7 @@ export type AuthDeps = {
   kek: Kek;
   tokens: TokenSettings;
   /** lockout of unknown emails, shared by every process (while Redis fails: each process's own) */
-  redis: Redis;
+  redis: RedisClient;
   revocations: RevocationPublisher;
   mailer: Mailer;
   directory: DirectoryGateway;

@@ -3,7 +3,7 @@
  * keys (loaded at start, created on a fresh database), the revocation publisher, the mail queue,
  * the directory gateway and sync job, and the services the routes call.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../../policies/src/redis.ts';
 import type { CatalogConfig } from '../../config.ts';
 import type { Orm } from '../../db/orm.ts';
 import { createMailer, type Mailer } from '../../mail/mailer.ts';
@@ -31,7 +31,7 @@ export type AuthModule = {
 export type AuthModuleParts = {
   /** the `catalog_auth` pool */
   orm: Orm;
-  redis: Redis;
+  redis: RedisClient;
   flushOutbox: () => Promise<void>;
   log: Log;
   mailer?: Mailer;

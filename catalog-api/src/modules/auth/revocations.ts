@@ -11,7 +11,7 @@
  */
 import { LockMode } from '@mikro-orm/core';
 import type { EntityManager } from '@mikro-orm/postgresql';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../../policies/src/redis.ts';
 import { REVOKED_SESSIONS_KEY, SESSION_REVOKED_CHANNEL, encodeRevocation } from '../../../../policies/src/session-revocations.ts';
 import type { Orm } from '../../db/orm.ts';
 import { Session } from './session.entity.ts';
@@ -27,7 +27,7 @@ type Log = Pick<Logger, 'info' | 'warn'>;
 export type RevocationPublisherOptions = {
   /** the sign-in service's pool (`catalog_auth`) */
   orm: Orm;
-  redis: Redis;
+  redis: RedisClient;
   /** access-token lifetime (ms) */
   accessTokenTtlMs: number;
   /** timer period (ms) */

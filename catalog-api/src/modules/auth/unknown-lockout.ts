@@ -5,7 +5,7 @@
  * after its last change); while Redis fails, in this process (bounded LRU).
  */
 import { LRUCache } from 'lru-cache';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../../policies/src/redis.ts';
 import { CLEAR, afterFailure, type LockoutState } from './lockout.ts';
 import { digest } from './secrets.ts';
 
@@ -29,7 +29,7 @@ export type UnknownEmailLockout = {
 };
 
 /** Create the store on `redis` (falls back to memory per call when Redis fails). */
-export function createUnknownEmailLockout(redis: Redis): UnknownEmailLockout {
+export function createUnknownEmailLockout(redis: RedisClient): UnknownEmailLockout {
   const local = new LRUCache<string, Stored>({ max: 10_000, ttl: TTL_S * 1000 });
   const keyOf = (email: string) => `auth:lockout:${digest(email.toLowerCase())}`;
   const read = async (key: string): Promise<Stored | undefined> => {

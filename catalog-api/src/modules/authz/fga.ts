@@ -1,14 +1,14 @@
 /**
  * The catalog API's view of its OpenFGA store for the authorization admin endpoints: the store
  * (OPENFGA_STORE_NAME, found by name as the outbox writer finds it), the active model (contract B:
- * `authz:active-model:<storeId>` in Redis, else the store's newest model — policies/src/active-model.ts),
+ * `authz:{<storeId>}:active-model` in Redis, else the store's newest model — policies/src/active-model.ts),
  * the content of a model by id (models are immutable, so a bounded in-process cache keeps them), and
  * how OpenFGA failures become problems (unreachable → 503 `pdp-unavailable`, a refused request → 400).
  *
  * Sources: OpenFGA API (https://openfga.dev/api/service) — ListStores, ReadAuthorizationModels
  * (newest first), ReadAuthorizationModel; https://openfga.dev/docs/getting-started/immutable-models.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../../policies/src/redis.ts';
 import { OpenFgaClient, type AuthorizationModel } from '@openfga/sdk';
 import { ProblemError, problem } from '../../errors.ts';
 import { findStore } from '../../../../policies/src/model.ts';
@@ -39,7 +39,7 @@ export type AuthzFga = {
    * @throws ProblemError 404 for an id that names no model of the store, 503 when OpenFGA is unreachable
    */
   model(id: string): Promise<AuthorizationModel>;
-  redis: Redis;
+  redis: RedisClient;
 };
 
 /**
@@ -74,7 +74,7 @@ export async function withFga<T>(fn: () => Promise<T>): Promise<T> {
  * Build the OpenFGA view for `storeName` at `apiUrl`. Nothing is contacted until first use; the
  * store id is cached once found (a missing store is looked up again next time).
  */
-export function createAuthzFga(opts: { apiUrl: string; storeName: string; redis: Redis }): AuthzFga {
+export function createAuthzFga(opts: { apiUrl: string; storeName: string; redis: RedisClient }): AuthzFga {
   let storeId: Promise<string> | null = null;
   const models = new Map<string, AuthorizationModel>();
   const fga = (id: string) => new OpenFgaClient({ apiUrl: opts.apiUrl, storeId: id, baseOptions: { timeout: FGA_TIMEOUT_MS }, retryParams: { maxRetry: 1, minWaitInMs: 50 } });

@@ -10,7 +10,7 @@
  * OpenFGA models are immutable and there is no "activate" API: the newest model is the active one
  * (https://openfga.dev/docs/getting-started/immutable-models).
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../../policies/src/redis.ts';
 import type { AuthorizationModel } from '@openfga/sdk';
 import { ProblemError, problem } from '../../errors.ts';
 import { canonicalModel, modelContent, parseModel, toDsl, type ModelJson } from '../../../../policies/src/model.ts';
@@ -137,7 +137,7 @@ export async function shadowCandidate(fga: AuthzFga, storeName: string, dsl: str
  * The store's recent decisions, newest first.
  * @throws ProblemError 503 when Redis is unavailable
  */
-export async function readDecisions(redis: Redis, storeId: string, count: number, filter: { allowed?: boolean; publisher?: string; sinceId?: string } = {}) {
+export async function readDecisions(redis: RedisClient, storeId: string, count: number, filter: { allowed?: boolean; publisher?: string; sinceId?: string } = {}) {
   try {
     return await readRecentDecisions(redis, storeId, { count, ...filter });
   } catch {

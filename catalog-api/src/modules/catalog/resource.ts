@@ -6,7 +6,8 @@
  * place. A resource file supplies its entity, schemas, field rules and presenter.
  *
  * Reads never filter by publisher: RLS decides what the request context sees, and the entities'
- * `notDeleted` filter hides soft-deleted rows.
+ * `notDeleted` filter hides soft-deleted rows. Lists add the caller's owner or department as a
+ * planner hint only (`scopeHint`; migration 0013).
  */
 import { raw, type EntityClass } from '@mikro-orm/core';
 import { z } from 'zod';
@@ -164,6 +165,20 @@ export function identifierValue(
   return r.value;
 }
 
+/**
+ * The list's planner hint: under scope `own` the caller's own rows (`owner_user_id`), under scope
+ * `department` the department's (`department_id`), else nothing. RLS already limits the rows to
+ * exactly these; the policy's test sits inside an OR the planner cannot use, so without the hint a
+ * creator's page reads every row of the publisher. With it the page is an index range of
+ * `(publisher_id, owner_user_id, created_at, id)` (migration 0013) or
+ * `(publisher_id, department_id, created_at, id)` (0006). It never widens what RLS shows.
+ */
+function scopeHint(tx: RequestTx): Record<string, string> {
+  if (tx.ctx.scope === 'own') return { ownerUserId: tx.ctx.userId };
+  if (tx.ctx.scope === 'department' && tx.ctx.departmentId) return { departmentId: tx.ctx.departmentId };
+  return {};
+}
+
 /** Drop `undefined` entries (PATCH: not given = keep). */
 function defined<T extends object>(values: T): Partial<T> {
   return Object.fromEntries(Object.entries(values).filter(([, v]) => v !== undefined)) as Partial<T>;
@@ -213,7 +228,7 @@ export function catalogResource<Row extends CatalogRow, Body extends OwnedBody, 
       async (request) =>
         inRequestTx(deps, request, async (tx) => {
           const { limit, cursor } = request.query;
-          const page = await tx.em.findByCursor(entity, { first: limit, after: afterCursor(cursor), includeCount: false, orderBy: KEYSET_ORDER as never });
+          const page = await tx.em.findByCursor(entity, { where: scopeHint(tx) as never, first: limit, after: afterCursor(cursor), includeCount: false, orderBy: KEYSET_ORDER as never });
           return { items: await spec.present(tx, page.items as Row[]), next_cursor: page.hasNextPage ? page.endCursor : null };
         }),
     );

@@ -14,7 +14,7 @@
  * {@link measure}, on a slower schedule: per publisher the seats used (`seatsOf`) and the catalog
  * storage (measured in `metering_record_measurements`) into today's row.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../../../policies/src/redis.ts';
 import { dirtyKey, dayKey, encodeLimit, limitsKey, parseDayHash, meteringScripts, utcDayOf } from '../../../../policies/src/metering.ts';
 import { query, type Orm } from '../../db/orm.ts';
 import { seatsOf } from '../users/members.service.ts';
@@ -25,7 +25,7 @@ export type MeteringDeps = {
   orm: Orm;
   /** the sign-in service's pool (seats: every membership and invitation) */
   authOrm: Orm;
-  redis: Redis;
+  redis: RedisClient;
   /** METERING_KEY_PREFIX */
   prefix: string;
 };
@@ -51,7 +51,7 @@ function reply<T>(r: [Error | null, unknown] | undefined): T {
 }
 
 /** Publish the limits of `rows` (unlimited publishers have no entry). */
-async function publishLimits(redis: Redis, prefix: string, rows: PublisherRow[]): Promise<number> {
+async function publishLimits(redis: RedisClient, prefix: string, rows: PublisherRow[]): Promise<number> {
   const fields: Record<string, string> = {};
   for (const r of rows) {
     if (r.api_calls_per_month !== null) fields[r.publisher_id] = encodeLimit({ callsPerMonth: Number(r.api_calls_per_month), overLimit: r.over_limit });
@@ -78,18 +78,16 @@ export async function rollUp(deps: MeteringDeps): Promise<RollupSummary | null> 
     const rows = await query<PublisherRow>(em, 'select * from metering_publishers()');
     const limited = await publishLimits(redis, prefix, rows);
 
-    const dirtyPipe = redis.pipeline();
-    for (const r of rows) dirtyPipe.zrange(dirtyKey(prefix, r.publisher_id), '0', '-1', 'WITHSCORES');
-    const dirty = (await dirtyPipe.exec()) ?? [];
+    // One command per key, not a pipeline: on a Redis Cluster each publisher's keys are on the
+    // slot of its hash tag, and a pipeline must stay on one node.
+    const dirty = await Promise.all(rows.map((r) => redis.zrange(dirtyKey(prefix, r.publisher_id), '0', '-1', 'WITHSCORES')));
     const todo: { publisherId: string; day: string; score: string }[] = [];
     rows.forEach((r, i) => {
-      const flat = reply<string[]>(dirty[i]);
+      const flat = dirty[i]!;
       for (let j = 0; j + 1 < flat.length; j += 2) todo.push({ publisherId: r.publisher_id, day: flat[j]!, score: flat[j + 1]! });
     });
 
-    const dayPipe = redis.pipeline();
-    for (const d of todo) dayPipe.hgetall(dayKey(prefix, d.publisherId, d.day));
-    const hashes = todo.length ? ((await dayPipe.exec()) ?? []) : [];
+    const hashes = await Promise.all(todo.map((d) => redis.hgetall(dayKey(prefix, d.publisherId, d.day))));
     let days = 0;
     for (let i = 0; i < todo.length; i++) {
       const d = todo[i]!;
@@ -97,7 +95,7 @@ export async function rollUp(deps: MeteringDeps): Promise<RollupSummary | null> 
       written.set(d.publisherId, forPublisher);
       forPublisher.set(d.day, d.score);
       if (!DAY.test(d.day)) continue; // not ours: cleaned below
-      const counts = parseDayHash(reply<Record<string, string>>(hashes[i]));
+      const counts = parseDayHash(hashes[i]!);
       await query(em, 'select metering_set_api_calls($1, $2, $3, $4, $5)', [d.publisherId, d.day, counts.calls, [...counts.clients.keys()], [...counts.clients.values()]]);
       days++;
     }
