@@ -85,10 +85,11 @@ export async function createIssuer(issuer = 'https://bench-issuer.local'): Promi
   };
 }
 
-/** A new ES256 private key (PKCS#8 PEM, mode 0600) in a temporary directory, for SIDECAR_SIGNING_KEY_FILE; returns its path. */
+/** A new Ed25519 private key (PKCS#8 PEM, mode 0600) in a temporary directory, for SIDECAR_SIGNING_KEY_FILE; returns its path. */
 export async function writeSidecarSigningKey(): Promise<string> {
   const file = join(mkdtempSync(join(tmpdir(), 'bench-')), 'sidecar-signing-key.pem');
-  writeFileSync(file, await exportPKCS8((await generateKeyPair('ES256', { extractable: true })).privateKey), { mode: 0o600 });
+  // Ed25519, as `npm run keys -- init` makes it (the assertion is signed with EdDSA)
+  writeFileSync(file, await exportPKCS8((await generateKeyPair('EdDSA', { extractable: true })).privateKey), { mode: 0o600 });
   return file;
 }
 

@@ -5,8 +5,8 @@
  * "Redis deployments". Kept in policies/src because both services import it and neither may
  * import the other.
  *
- * - Cluster: the same per-connection options (fail fast: `enableOfflineQueue: false`,
- *   `commandTimeout`, `maxRetriesPerRequest`) go into ioredis' `redisOptions`; the Cluster itself
+ * - Cluster: the same per-connection options (fail fast: `commandTimeout`, `maxRetriesPerRequest`)
+ *   go into ioredis' `redisOptions` (not `enableOfflineQueue`, see below); the Cluster itself
  *   gets `enableOfflineQueue` and `lazyConnect` from them too, `scaleReads: 'master'` (a replica
  *   may lag: a decision epoch read from one could serve a revoked decision) and the caller's
  *   `retryStrategy` as its `clusterRetryStrategy`. Redis Cluster has only database 0, so the
@@ -133,7 +133,11 @@ export function createRedisClient(conn: RedisConnectionConfig, options: RedisOpt
       ...(enableAutoPipelining !== undefined ? { enableAutoPipelining } : {}),
       ...(retryStrategy ? { clusterRetryStrategy: (times: number) => retryStrategy(times) ?? null } : {}),
       ...cluster,
-      redisOptions: { ...perNode, ...(enableOfflineQueue !== undefined ? { enableOfflineQueue } : {}), ...credentials(conn.url) },
+      // Not `enableOfflineQueue` per node: the slots refresh sends CLUSTER SLOTS on a node
+      // connection that may still be connecting, and without its queue the refresh fails now and
+      // then and `connect()` never settles (https://github.com/redis/ioredis/issues/581). Failing
+      // fast stays: the Cluster's own offline queue is off and `commandTimeout` bounds every command.
+      redisOptions: { ...perNode, ...credentials(conn.url) },
     },
   );
 }

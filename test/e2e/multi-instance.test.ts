@@ -44,7 +44,6 @@ const su = new pg.Client({ connectionString: env('PG_ADMIN_URL').replace(/\/[^/]
 
 t.before(async () => {
   stack = await startClusterStack();
-  for (const r of stack.restarts) console.error(`# multi-instance: restarted a hung sidecar start: ${r}`);
   await su.connect();
   fixtures = await matrixFixtures(randomTarget);
 });
