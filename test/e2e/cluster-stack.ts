@@ -49,10 +49,13 @@ const taken = new Set<number>();
  * hands out for port 0 can be taken by an outgoing connection before the process meant to listen
  * on it binds it — seen here, the harness reserves the issuer's port long before sidecar #0 starts.
  */
+/** The Fetch standard's "bad ports" in 10000–15999 (https://fetch.spec.whatwg.org/#bad-port): fetch refuses them. */
+const FETCH_BAD_PORTS = new Set([10080]);
+
 async function listenPort(): Promise<number> {
   for (let i = 0; i < 200; i++) {
     const port = 10_000 + Math.floor(Math.random() * 6_000);
-    if (taken.has(port)) continue;
+    if (taken.has(port) || FETCH_BAD_PORTS.has(port)) continue;
     const free = await new Promise<boolean>((res) => {
       const srv = createServer();
       srv.once('error', () => res(false));

@@ -59,7 +59,7 @@ t.test('allow: upstream gets a verifiable assertion and no spoofed identity head
   t.not(assertion, 'forged');
   const jwks = createRemoteJWKSet(new URL(`${fx.sidecar.url}/.well-known/jwks.json`));
   const { payload, protectedHeader } = await jwtVerify(assertion, jwks, {
-    algorithms: ['ES256'],
+    algorithms: ['EdDSA', 'ES256'],
     issuer: 'urn:music-publishing:sidecar',
     audience: 'catalog-api',
     requiredClaims: ['exp', 'sub'],
@@ -185,7 +185,7 @@ t.test('/ext-authz: Envoy path_prefix, nginx auth_request, Traefik forwardAuth',
 });
 
 const verifyAssertion = async (s: Sidecar, jwt: string) =>
-  (await jwtVerify(jwt, createRemoteJWKSet(new URL(`${s.url}/.well-known/jwks.json`)), { algorithms: ['ES256'], issuer: 'urn:music-publishing:sidecar', audience: 'catalog-api' })).payload;
+  (await jwtVerify(jwt, createRemoteJWKSet(new URL(`${s.url}/.well-known/jwks.json`)), { algorithms: ['EdDSA', 'ES256'], issuer: 'urn:music-publishing:sidecar', audience: 'catalog-api' })).payload;
 
 t.test('/ext-authz header mode requires the original method header; never the auth request own method', async (t) => {
   const token = await fx.issuer.token(viewer);

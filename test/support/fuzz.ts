@@ -932,7 +932,7 @@ async function checkAssertion(fx: FuzzFixture, transport: Transport, assertion: 
   }
   let claims: Record<string, unknown>;
   try {
-    claims = (await jwtVerify(assertion, transport.jwks, { issuer: 'urn:music-publishing:sidecar', audience: 'catalog-api', algorithms: ['ES256'] })).payload;
+    claims = (await jwtVerify(assertion, transport.jwks, { issuer: 'urn:music-publishing:sidecar', audience: 'catalog-api', algorithms: ['EdDSA', 'ES256'] })).payload;
   } catch (err) {
     return fail(`an identity assertion the sidecar did not sign (${(err as Error).message})`);
   }
