@@ -5,6 +5,7 @@
  * `scripts/lib.sh`'s ensure_fga, pinned in tools/fga/go.mod), else `fga` on PATH.
  */
 import { spawn } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import { accessSync, constants, readdirSync } from 'node:fs';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { POLICIES_DIR } from './model.ts';
@@ -48,13 +49,13 @@ export function findTestFiles(dir = join(POLICIES_DIR, 'tests')): string[] {
 export type ModelTestResult = { file: string; code: number; output: string };
 
 /**
- * Run `fga model test --tests <file>` for each file, one after another, in the file's directory
- * (model_file paths are relative to it).
+ * Run `fga model test --tests <file>` for each file in the file's directory (model_file paths are
+ * relative to it), up to `os.availableParallelism()` at a time (each run is one CPU-bound process).
+ * @returns one result per file, in the order given.
  * @throws Error from {@link findFgaBinary}; a failing test is a non-zero `code`, not an exception.
  */
 export async function runModelTests(files: string[], bin = findFgaBinary()): Promise<ModelTestResult[]> {
-  const results: ModelTestResult[] = [];
-  for (const file of files) {
+  const run = async (file: string): Promise<ModelTestResult> => {
     const abs = resolve(file);
     const child = spawn(bin, ['model', 'test', '--tests', abs], { cwd: dirname(abs), stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
@@ -64,7 +65,13 @@ export async function runModelTests(files: string[], bin = findFgaBinary()): Pro
       child.once('error', rej);
       child.once('close', (c) => res(c ?? 1));
     });
-    results.push({ file: abs, code, output });
-  }
+    return { file: abs, code, output };
+  };
+  const results: ModelTestResult[] = new Array(files.length);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < files.length; i = next++) results[i] = await run(files[i]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(files.length, availableParallelism()) }, worker));
   return results;
 }
