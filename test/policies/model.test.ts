@@ -19,7 +19,7 @@ t.test('loadModel: the contract types and relations, every permission of the cat
     department: ['active_editor', 'active_viewer', 'admin', 'editor', 'publisher', 'viewer'],
     publisher: [
       'active_creator', 'admin', 'api_user', 'creator', 'department_admin', 'department_editor', 'department_viewer', 'editor', 'manager',
-      'frozen', 'read_only', 'scoped_reader', 'scoped_writer', 'shut_out', 'suspended', 'system', 'viewer', 'writing_creator',
+      'frozen', 'off_network', 'read_only', 'scoped_reader', 'scoped_writer', 'shut_out', 'suspended', 'system', 'viewer', 'writing_creator',
       ...PERMISSION_NAMES.map(permissionRelation),
       ...PERMISSION_NAMES.map(grantRelation),
       ...catalogAll,
