@@ -64,86 +64,56 @@ ensure_fga() {
   fi
 }
 
-# ensure_openfga_bin: build OpenFGA $OPENFGA_VERSION into tools/cache/bin once; prints its path.
-# `openfga version` says `dev` for go-installed builds, so a stamp file records the version.
-ensure_openfga_bin() {
-  local bin="$CACHE/bin/openfga"
-  if [ ! -x "$bin" ] || [ "$(cat "$bin.version" 2>/dev/null)" != "$OPENFGA_VERSION" ]; then
-    go_install "github.com/openfga/openfga/cmd/openfga@$OPENFGA_VERSION" >&2
-    echo "$OPENFGA_VERSION" >"$bin.version"
+# go_module_bin NAME MODULE VERSION: `go install MODULE@VERSION` into tools/cache/bin/NAME once (a
+# stamp file NAME.version records the version: go-installed builds report `dev`); prints its path.
+go_module_bin() {
+  local bin="$CACHE/bin/$1"
+  if [ ! -x "$bin" ] || [ "$(cat "$bin.version" 2>/dev/null)" != "$3" ]; then
+    go_install "$2@$3" >&2
+    echo "$3" >"$bin.version"
   fi
   echo "$bin"
 }
+
+# go_local_bin NAME: build the Go program in tools/NAME into tools/cache/bin/NAME once, again when
+# its go.mod, go.sum or main.go change (a stamp of them); prints its path.
+go_local_bin() {
+  local bin="$CACHE/bin/$1" dir="$ROOT/tools/$1" stamp
+  stamp="$(cat "$dir/go.mod" "$dir/go.sum" "$dir/main.go" | sha256sum | cut -c1-16)"
+  if [ ! -x "$bin" ] || [ "$(cat "$bin.version" 2>/dev/null)" != "$stamp" ]; then
+    (cd "$dir" && go_install .) >&2
+    echo "$stamp" >"$bin.version"
+  fi
+  echo "$bin"
+}
+
+# ensure_openfga_bin: build OpenFGA $OPENFGA_VERSION into tools/cache/bin once; prints its path.
+ensure_openfga_bin() { go_module_bin openfga github.com/openfga/openfga/cmd/openfga "$OPENFGA_VERSION"; }
 
 # ensure_goaws_bin: build the local SQS server (tools/goaws: goaws v0.4.5 on a loopback address) into
 # tools/cache/bin once; prints its path. A stamp of its go.mod and main.go says when to rebuild.
-ensure_goaws_bin() {
-  local bin="$CACHE/bin/goaws" stamp
-  stamp="$(cat "$ROOT/tools/goaws/go.mod" "$ROOT/tools/goaws/main.go" | sha256sum | cut -c1-16)"
-  if [ ! -x "$bin" ] || [ "$(cat "$bin.version" 2>/dev/null)" != "$stamp" ]; then
-    (cd "$ROOT/tools/goaws" && go_install .) >&2
-    echo "$stamp" >"$bin.version"
-  fi
-  echo "$bin"
-}
+ensure_goaws_bin() { go_local_bin goaws; }
 
 # ensure_envoy_validate_bin: build the Envoy configuration checker (tools/envoy-validate: Envoy's API
 # protos from go-control-plane) into tools/cache/bin once; prints its path. Rebuilt when its sources change.
-ensure_envoy_validate_bin() {
-  local bin="$CACHE/bin/envoy-validate" stamp
-  stamp="$(cat "$ROOT/tools/envoy-validate/go.mod" "$ROOT/tools/envoy-validate/go.sum" "$ROOT/tools/envoy-validate/main.go" | sha256sum | cut -c1-16)"
-  if [ ! -x "$bin" ] || [ "$(cat "$bin.version" 2>/dev/null)" != "$stamp" ]; then
-    (cd "$ROOT/tools/envoy-validate" && go_install .) >&2
-    echo "$stamp" >"$bin.version"
-  fi
-  echo "$bin"
-}
+ensure_envoy_validate_bin() { go_local_bin envoy-validate; }
 
 # ensure_vegeta_bin: build the open-loop HTTP load generator vegeta $VEGETA_VERSION (bench/latency.bench.ts)
 # into tools/cache/bin once; prints its path. A stamp file records the version.
-ensure_vegeta_bin() {
-  local bin="$CACHE/bin/vegeta" version="${VEGETA_VERSION:-v12.13.0}"
-  if [ ! -x "$bin" ] || [ "$(cat "$bin.version" 2>/dev/null)" != "$version" ]; then
-    go_install "github.com/tsenart/vegeta/v12@$version" >&2
-    echo "$version" >"$bin.version"
-  fi
-  echo "$bin"
-}
+ensure_vegeta_bin() { go_module_bin vegeta github.com/tsenart/vegeta/v12 "${VEGETA_VERSION:-v12.13.0}"; }
 
 # ensure_opa_bin: build Open Policy Agent $OPA_VERSION (the peer PDP of bench/peer.bench.ts) into
 # tools/cache/bin once; prints its path. A stamp file records the version.
-ensure_opa_bin() {
-  local bin="$CACHE/bin/opa" version="${OPA_VERSION:-v1.22.4}"
-  if [ ! -x "$bin" ] || [ "$(cat "$bin.version" 2>/dev/null)" != "$version" ]; then
-    go_install "github.com/open-policy-agent/opa@$version" >&2
-    echo "$version" >"$bin.version"
-  fi
-  echo "$bin"
-}
+ensure_opa_bin() { go_module_bin opa github.com/open-policy-agent/opa "${OPA_VERSION:-v1.22.4}"; }
 
 # ensure_kustomize_bin: build kustomize $KUSTOMIZE_VERSION (renders deploy/k8s; test/deploy/k8s.test.ts)
 # into tools/cache/bin once; prints its path. A stamp file records the version (v5.8.3 needs Go 1.27).
-ensure_kustomize_bin() {
-  local bin="$CACHE/bin/kustomize" version="${KUSTOMIZE_VERSION:-v5.8.2}"
-  if [ ! -x "$bin" ] || [ "$(cat "$bin.version" 2>/dev/null)" != "$version" ]; then
-    go_install "sigs.k8s.io/kustomize/kustomize/v5@$version" >&2
-    echo "$version" >"$bin.version"
-  fi
-  echo "$bin"
-}
+ensure_kustomize_bin() { go_module_bin kustomize sigs.k8s.io/kustomize/kustomize/v5 "${KUSTOMIZE_VERSION:-v5.8.2}"; }
 
 # ensure_k8s_validate_bin: build the offline Kubernetes manifest checker (tools/k8s-validate: strict
 # decoding into k8s.io/api's types plus the project's rules) into tools/cache/bin once; prints its
 # path. Rebuilt when its sources change.
-ensure_k8s_validate_bin() {
-  local bin="$CACHE/bin/k8s-validate" stamp
-  stamp="$(cat "$ROOT/tools/k8s-validate/go.mod" "$ROOT/tools/k8s-validate/go.sum" "$ROOT/tools/k8s-validate/main.go" | sha256sum | cut -c1-16)"
-  if [ ! -x "$bin" ] || [ "$(cat "$bin.version" 2>/dev/null)" != "$stamp" ]; then
-    (cd "$ROOT/tools/k8s-validate" && go_install .) >&2
-    echo "$stamp" >"$bin.version"
-  fi
-  echo "$bin"
-}
+ensure_k8s_validate_bin() { go_local_bin k8s-validate; }
 
 # start_redis_cluster DIR FIRST_PORT: a private 3-master Redis Cluster (each master with one replica)
 # of Debian's redis-server on 127.0.0.1:FIRST_PORT…FIRST_PORT+5 (cluster bus: port + 10000), each
