@@ -255,6 +255,7 @@ export async function buildSidecar(
     ...config.rateLimits,
     onLimited: (kind) => metrics.rateLimited.labels(kind).inc(),
     onLocal: (kind) => metrics.rateLimitLocal.labels(kind).inc(),
+    onReserve: (kind) => metrics.rateLimitReservations.labels(kind).inc(),
   });
   // Decision log: ring buffer + log line + span per decision; its Redis stream on a connection of
   // its own that fails fast (a slow append never delays a decision-cache read).

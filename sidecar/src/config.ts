@@ -198,14 +198,17 @@ const envObject = z.object({
      * Request rate limits (stages/rate-limit.ts; docs/CONTRACTS.md, "Rate limits"): the defaults per
      * client IP, per subject and per publisher (`<requests>/<window>`, e.g. `600/min`, or `off`;
      * a route rule's `rate_limit` overrides them), the Redis key prefix, the command timeout of the
-     * limits' own Redis connection (ms; slower → counted in process), and the proxies whose
-     * X-Forwarded-For names the client (addresses or CIDR blocks; none = the TCP peer is the client).
+     * limits' own Redis connection (ms; slower → counted in process), the largest lease of
+     * requests reserved in Redis with one command (stages/rate-limit-leases.ts; 1 = one command per
+     * request), and the proxies whose X-Forwarded-For names the client (addresses or CIDR blocks;
+     * none = the TCP peer is the client).
      */
     RATE_LIMIT_IP: rateLimitText.prefault('30000/min'),
     RATE_LIMIT_SUBJECT: rateLimitText.prefault('6000/min'),
     RATE_LIMIT_PUBLISHER: rateLimitText.prefault('60000/min'),
     RATE_LIMIT_KEY_PREFIX: z.string().regex(/^[A-Za-z0-9:_-]{1,64}$/).default('rate-limit'),
     RATE_LIMIT_COMMAND_TIMEOUT_MS: positive(25),
+    RATE_LIMIT_LEASE_MAX: z.coerce.number().int().min(1).max(10_000).default(64),
     /**
      * Decision log (decision-log.ts; docs/CONTRACTS.md, "Decision log"): the probability (0..1) that
      * an allowed decision is recorded (denies always are), the in-process ring buffer's size
@@ -315,6 +318,7 @@ function toConfig(e: z.output<typeof envObject>, issuers: TrustedIssuer[], redis
       defaults: { ip: e.RATE_LIMIT_IP, subject: e.RATE_LIMIT_SUBJECT, publisher: e.RATE_LIMIT_PUBLISHER },
       prefix: e.RATE_LIMIT_KEY_PREFIX,
       commandTimeoutMs: e.RATE_LIMIT_COMMAND_TIMEOUT_MS,
+      maxLease: e.RATE_LIMIT_LEASE_MAX,
       trustedProxies: e.TRUSTED_PROXIES as string[],
     },
   };

@@ -25,6 +25,8 @@ export type SidecarMetrics = {
   rateLimited: Counter<'kind'>;
   /** `sidecar_rate_limit_local_total{kind}`: requests counted in process because Redis failed or was too slow. */
   rateLimitLocal: Counter<'kind'>;
+  /** `sidecar_rate_limit_reservations_total{kind}`: leases reserved in Redis (one command each; stages/rate-limit-leases.ts). */
+  rateLimitReservations: Counter<'kind'>;
   /** `sidecar_pdp_coalesced_total`: decisions that waited for an identical miss already in flight instead of asking Redis/OpenFGA themselves (pdp/decision-cache.ts). */
   pdpCoalesced: Counter;
   /**
@@ -126,6 +128,7 @@ export function createMetrics(): SidecarMetrics {
   const byKind = (name: string, help: string) => labelledCounter(registry, name, help, 'kind', ['ip', 'subject', 'publisher']) as Counter<'kind'>;
   const rateLimited = byKind('sidecar_rate_limited_total', 'Requests refused with 429 by a rate limit, by key kind (ip, subject, publisher)');
   const rateLimitLocal = byKind('sidecar_rate_limit_local_total', 'Requests counted against a rate limit in process because Redis failed or was too slow, by key kind');
+  const rateLimitReservations = byKind('sidecar_rate_limit_reservations_total', 'Rate-limit leases reserved in Redis (one command each, for up to RATE_LIMIT_LEASE_MAX requests), by key kind');
   return {
     registry,
     decisions,
@@ -135,6 +138,7 @@ export function createMetrics(): SidecarMetrics {
     upstream: upstreamMetrics(registry),
     rateLimited,
     rateLimitLocal,
+    rateLimitReservations,
     pdpCoalesced: new Counter({ name: 'sidecar_pdp_coalesced_total', help: 'Decisions that shared an identical cache miss (Redis GET + OpenFGA Check) already in flight', registers: [registry] }),
     epochView: epochViewMetrics(registry),
     decisionLog: {

@@ -19,7 +19,10 @@
  * request, not to its own route. rate-limiter-flexible is a plain `consume(key)` that fits a stage.
  *
  * Redis (its own ioredis connection, app.ts: no offline queue, a short command timeout) holds the
- * counters shared by every sidecar. When Redis is down (not ready) or slower than the command
+ * counters shared by every sidecar. A sidecar reserves a busy key's requests in leases
+ * (rate-limit-leases.ts: up to RATE_LIMIT_LEASE_MAX with one command, smaller near the limit, one
+ * by one in the last LEASE_DIVISOR requests), so the sidecars together never admit more than the
+ * limit and a busy key costs one round trip per lease, not per request. When Redis is down (not ready) or slower than the command
  * timeout, the request is counted in this process by the insurance limiter with the same limit —
  * limits become per process (looser by the number of sidecars), never absent — and for the next
  * {@link LOCAL_HOLD_MS} ms every request is counted locally without asking Redis, so a slow Redis
@@ -38,6 +41,7 @@ import type { RedisClient } from '../../../policies/src/redis.ts';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { rateLimitKey, ruleBucket, type RateLimitKind, type RateLimitSetting } from '../../../policies/src/rate-limits.ts';
 import { ProblemError } from '../problem.ts';
+import { TokenLeases, type Reservation } from './rate-limit-leases.ts';
 import type { Identity } from './authenticate.ts';
 import type { RouteMatch, RouteRule } from './route.ts';
 
@@ -59,14 +63,21 @@ export type RateLimitsOptions = {
    * peer is the client (the sidecar is the edge).
    */
   trustedProxies: readonly string[];
+  /**
+   * Largest lease (requests reserved in Redis with one command and spent in process,
+   * rate-limit-leases.ts; RATE_LIMIT_LEASE_MAX); 1 (the default here) = one Redis command per request.
+   */
+  maxLease?: number;
   /** Called for every request over a limit (metrics). */
   onLimited?: (kind: RateLimitKind) => void;
   /** Called for every request counted in process because Redis failed (metrics). */
   onLocal?: (kind: RateLimitKind) => void;
+  /** Called for every lease reserved (one Redis command, or the insurance when Redis failed; metrics). */
+  onReserve?: (kind: RateLimitKind) => void;
 };
 
 /** The limits of one kind and bucket: the shared counters and their in-process insurance. */
-type Limiter = { kind: RateLimitKind; points: number; bucket: string; remote: RateLimiterRedis; local: Insurance };
+type Limiter = { kind: RateLimitKind; points: number; bucket: string; remote: RateLimiterRedis; local: Insurance; leases: TokenLeases };
 
 /** The built limits (app.ts, once per process); what {@link rateLimitStage} takes. */
 export type RateLimits = {
@@ -83,6 +94,7 @@ export type RateLimits = {
   clientAddress(peer: string | undefined, headers: Record<string, string | string[] | undefined>): string | undefined;
   onLimited: (kind: RateLimitKind) => void;
   onLocal: (kind: RateLimitKind) => void;
+  onReserve: (kind: RateLimitKind) => void;
 };
 
 /** What one limit said: its size, what is left and when the window resets (ms from now). */
@@ -157,6 +169,7 @@ export function createRateLimits(opts: RateLimitsOptions): RateLimits {
     prefix: opts.prefix,
     onLimited: opts.onLimited ?? (() => undefined),
     onLocal: opts.onLocal ?? (() => undefined),
+    onReserve: opts.onReserve ?? (() => undefined),
     limiterFor(rule, kind) {
       let entry = perRule.get(rule);
       if (!entry) perRule.set(rule, (entry = {}));
@@ -186,7 +199,7 @@ export function createRateLimits(opts: RateLimitsOptions): RateLimits {
             inMemoryBlockOnConsumed: setting.points + 1,
             insuranceLimiter: local,
           });
-          limiter = { kind, points: setting.points, bucket, remote, local };
+          limiter = { kind, points: setting.points, bucket, remote, local, leases: new TokenLeases({ maxLease: opts.maxLease ?? 1 }) };
           shared.set(id, limiter);
         }
       }
@@ -240,6 +253,24 @@ function headersOf(v: RateLimitVerdict): Record<string, string> {
 }
 
 /**
+ * Reserve `n` requests of `key`'s window in Redis (rate-limiter-flexible's script: the counter
+ * grows by `n` even past the limit, as for a single request) — or in the insurance limiter when
+ * Redis fails. Over the limit, the part of `n` still under it is granted.
+ * @throws what the limiter throws other than its refusal (RateLimiterRes)
+ */
+async function reserve(limiter: Limiter, key: string, n: number): Promise<Reservation> {
+  try {
+    const res = await limiter.remote.consume(key, n);
+    return { granted: n, consumed: res.consumedPoints, resetMs: res.msBeforeNext };
+  } catch (err) {
+    if (!(err instanceof RateLimiterRes)) throw err;
+    // consumedPoints 0: refused by the library's in-memory block of an over key, Redis not asked
+    const granted = err.consumedPoints > 0 ? Math.max(0, Math.min(n, limiter.points - (err.consumedPoints - n))) : 0;
+    return { granted, consumed: err.consumedPoints || limiter.points, resetMs: err.msBeforeNext };
+  }
+}
+
+/**
  * Count one request against the limit of `target.kind` for the matched rule.
  * @param previous the most restrictive verdict of the earlier rate-limit stages of this request
  * @param setResponseHeader sets the RateLimit fields when this limit is the most restrictive so far
@@ -260,26 +291,34 @@ export async function rateLimitStage(
   const value = target.kind === 'publisher' ? publisherOf(match, target.contextPublisher) : keyValue(limits, target);
   if (value === undefined) return previous;
   const key = rateLimitKey(limits.prefix, target.kind, value, limiter.bucket);
-  let res: RateLimiterRes;
-  let over = false;
-  try {
-    if (Date.now() < limits.localUntil) {
-      limits.onLocal(target.kind);
+  let verdict: RateLimitVerdict;
+  let over: boolean;
+  if (Date.now() < limits.localUntil) {
+    limits.onLocal(target.kind);
+    let res: RateLimiterRes;
+    over = false;
+    try {
       res = await limiter.local.direct(key);
-    } else {
-      res = await limiter.remote.consume(key);
+    } catch (err) {
+      if (!(err instanceof RateLimiterRes)) throw err;
+      res = err;
+      over = true;
     }
-  } catch (err) {
-    if (!(err instanceof RateLimiterRes)) throw err;
-    res = err;
-    over = true;
+    verdict = { limit: limiter.points, remaining: over ? 0 : res.remainingPoints, resetMs: res.msBeforeNext };
+  } else {
+    const pending = limiter.leases.take(key, limiter.points, (n) => {
+      limits.onReserve(target.kind);
+      return reserve(limiter, key, n);
+    });
+    const took = pending instanceof Promise ? await pending : pending;
+    over = !took.allowed;
+    verdict = { limit: limiter.points, remaining: took.remaining, resetMs: took.resetMs };
   }
-  const verdict: RateLimitVerdict = { limit: limiter.points, remaining: over ? 0 : res.remainingPoints, resetMs: res.msBeforeNext };
   if (over) {
     limits.onLimited(target.kind);
-    const retryAfter = Math.max(1, Math.ceil(res.msBeforeNext / 1000));
+    const retryAfter = Math.max(1, Math.ceil(verdict.resetMs / 1000));
     throw new ProblemError(429, 'too-many-requests', `Too many requests for this ${target.kind === 'ip' ? 'client address' : target.kind}: at most ${limiter.points} per window; retry in ${retryAfter} s.`, {
-      headers: { ...headersOf({ ...verdict, resetMs: retryAfter * 1000 }), 'retry-after': String(retryAfter) },
+      headers: { ...headersOf({ ...verdict, remaining: 0, resetMs: retryAfter * 1000 }), 'retry-after': String(retryAfter) },
     });
   }
   const tighter = !previous || verdict.remaining < previous.remaining || (verdict.remaining === previous.remaining && verdict.resetMs > previous.resetMs);
