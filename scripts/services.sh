@@ -106,9 +106,11 @@ ensure_openfga() {
     || { cat "$DATA/openfga-migrate.log" >&2; exit 1; }
   log "starting OpenFGA on $OPENFGA_API_URL"
   # Datastore pool (issue 8): max idle = max open, so a burst never closes and re-forks PostgreSQL
-  # backends (each new backend costs PostgreSQL CPU). OpenFGA's check query / iterator caches stay
-  # off: a stale allow they serve after a revocation would be re-cached by the sidecars beyond the
-  # 1 s bound (docs/CONTRACTS.md, "Several OpenFGA instances"; `npm run bench -- openfga`).
+  # backends (each new backend costs PostgreSQL CPU). Check query and iterator caches on, TTL 10 s,
+  # request timeout 3 s — the values of policies/src/openfga-caches.ts: the sidecars bypass the
+  # caches for OPENFGA_CACHE_BYPASS_MS [13000] after a decision's epochs change.
+  OPENFGA_CHECK_QUERY_CACHE_ENABLED=true OPENFGA_CHECK_QUERY_CACHE_TTL=10s \
+  OPENFGA_CHECK_ITERATOR_CACHE_ENABLED=true OPENFGA_CHECK_ITERATOR_CACHE_TTL=10s OPENFGA_REQUEST_TIMEOUT=3s \
   OPENFGA_DATASTORE_MAX_OPEN_CONNS="${OPENFGA_DATASTORE_MAX_OPEN_CONNS:-30}" OPENFGA_DATASTORE_MAX_IDLE_CONNS="${OPENFGA_DATASTORE_MAX_IDLE_CONNS:-30}" \
   OPENFGA_HTTP_ADDR="127.0.0.1:${OPENFGA_HTTP_PORT:-8080}" OPENFGA_GRPC_ADDR="127.0.0.1:${OPENFGA_GRPC_PORT:-8081}" \
     nohup "$bin" run --datastore-engine postgres --datastore-uri "$OPENFGA_DATASTORE_URI" \

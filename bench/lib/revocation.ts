@@ -66,7 +66,11 @@ export async function measureRevocations(o: {
   const pause = () => (o.probeGapMs ? new Promise((r) => setTimeout(r, o.probeGapMs)) : undefined);
   for (let i = 0; i < o.rounds; i++) {
     await o.writer.write({ writes: [o.tuple] });
-    const before = [await o.probe()];
+    // The grant reaches the sidecar by the same push as a removal does (not by the time the writer
+    // returns): wait for it, within the timeout, before measuring the removal.
+    let granted = await o.probe();
+    for (const until = performance.now() + timeoutMs; granted !== 200 && performance.now() < until; granted = await o.probe()) await new Promise((r) => setTimeout(r, 5));
+    const before = [granted];
     const p0 = performance.now();
     before.push(await o.probe());
     probeMs.push(performance.now() - p0);

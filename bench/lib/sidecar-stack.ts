@@ -7,6 +7,7 @@
  * Needs the real OpenFGA (OPENFGA_API_URL), Redis (REDIS_URL) and, for the private OpenFGA,
  * OPENFGA_DATASTORE_URI and PG_ADMIN_URL — what scripts/bench.sh and scripts/test.sh export.
  */
+import { OPENFGA_CACHE_ENV } from '../../policies/src/openfga-caches.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -193,7 +194,7 @@ export type PrivateOpenFga = ServerProcess & { applicationName: string };
  * reads them, https://openfga.dev/docs/getting-started/setup-openfga/configuration).
  * @throws when OPENFGA_DATASTORE_URI is unset or /healthz does not answer within 30 s
  */
-export async function startPrivateOpenFga(opts: { cpus?: string; applicationName?: string } = {}): Promise<PrivateOpenFga> {
+export async function startPrivateOpenFga(opts: { cpus?: string; applicationName?: string; env?: Record<string, string> } = {}): Promise<PrivateOpenFga> {
   const uri = process.env.OPENFGA_DATASTORE_URI;
   if (!uri) throw new Error('OPENFGA_DATASTORE_URI is not set (the private OpenFGA needs the PostgreSQL datastore)');
   const applicationName = opts.applicationName ?? `bench-openfga-${process.pid}`;
@@ -208,7 +209,8 @@ export async function startPrivateOpenFga(opts: { cpus?: string; applicationName
     opts.cpus,
   );
   let out = '';
-  const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // OpenFGA's check caches as scripts/services.sh runs them, unless the caller's environment says otherwise (bench/openfga.bench.ts variants)
+  const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...OPENFGA_CACHE_ENV, ...process.env, ...opts.env } });
   proc.stdout!.on('data', (d) => (out = (out + d).slice(-10_000)));
   proc.stderr!.on('data', (d) => (out = (out + d).slice(-10_000)));
   const url = `http://127.0.0.1:${httpPort}`;

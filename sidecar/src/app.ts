@@ -208,20 +208,22 @@ export async function buildSidecar(
   const pdp = createOpenFgaPdp({ apiUrls: config.openfga.apiUrls, storeId, modelId: model, timeoutMs: config.openfga.timeoutMs, healthIntervalMs: config.openfga.healthIntervalMs, metrics: metrics.openfga });
   // Epochs held in process, kept current by pushed bumps (own subscriber connection); stale beyond
   // EPOCH_STALENESS_MS → per-request MGET (pdp/epoch-view.ts). EPOCH_STALENESS_MS=0: no view.
+  // Without the decision cache it still tells when OpenFGA's caches may be used (decision-cache.ts).
   const epochView =
-    config.cache.epochStalenessMs > 0 && config.cache.ttlMs > 0
+    config.cache.epochStalenessMs > 0 && (config.cache.ttlMs > 0 || config.openfga.cacheBypassMs > 0)
       ? createEpochView({
           redis,
           subscriber: opts.epochSubscriber ?? createRedisSubscriber(config.redis, { lazyConnect: true, connectTimeout: 1000, retryStrategy: (times) => Math.min(times * 200, 2000) }, redis),
           storeId,
           maxEntries: config.cache.maxEntries,
           stalenessMs: config.cache.epochStalenessMs,
+          recentMs: config.openfga.cacheBypassMs,
           log,
         })
       : undefined;
   await epochView?.start();
   if (epochView) metrics.epochView.observe(() => ({ staleSeconds: epochView.staleForMs() / 1000 }));
-  const cache = createDecisionCache({ redis, pdp, storeId, modelId: model, ttlMs: config.cache.ttlMs, maxEntries: config.cache.maxEntries, metrics, log, ...(epochView ? { epochView } : {}) });
+  const cache = createDecisionCache({ redis, pdp, storeId, modelId: model, ttlMs: config.cache.ttlMs, maxEntries: config.cache.maxEntries, metrics, log, cacheBypassMs: config.openfga.cacheBypassMs, ...(epochView ? { epochView } : {}) });
   const signer = await createAssertionSigner({
     keyFile: config.assertion.signingKeyFile,
     issuer: config.assertion.issuer,

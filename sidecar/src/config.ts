@@ -7,6 +7,7 @@ import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { rateLimitText } from '../../policies/src/rate-limits.ts';
+import { DEFAULT_CACHE_BYPASS_MS } from '../../policies/src/openfga-caches.ts';
 import { parseApiUrls } from './pdp/openfga.ts';
 import { redisConnectionFromEnv, type RedisConnectionConfig } from '../../policies/src/redis.ts';
 
@@ -107,6 +108,13 @@ const envObject = z.object({
     OPENFGA_STORE_NAME: z.string().min(1).default('music-publishing'),
     /** Per-Check attempt timeout (ms); at most one retry (pdp/openfga.ts). */
     OPENFGA_TIMEOUT_MS: int(1000),
+    /**
+     * How long after a decision's epochs change its Checks bypass OpenFGA's caches
+     * (HIGHER_CONSISTENCY; pdp/decision-cache.ts): at least OpenFGA's check cache TTL + its
+     * request timeout (ms; policies/src/openfga-caches.ts, what scripts/services.sh runs); 0 =
+     * OpenFGA runs without its check caches.
+     */
+    OPENFGA_CACHE_BYPASS_MS: int(DEFAULT_CACHE_BYPASS_MS),
     /** How often the active model id is re-read from Redis when a push was lost (ms; policies/src/active-model.ts). */
     MODEL_POLL_INTERVAL_MS: positive(1000),
     REDIS_URL: z.string().default('redis://127.0.0.1:6379/0'),
@@ -300,7 +308,7 @@ function toConfig(e: z.output<typeof envObject>, issuers: TrustedIssuer[], redis
       cacheMaxEntries: e.JWT_CACHE_MAX_ENTRIES,
     },
     revocations: { maxStalenessMs: e.REVOCATION_MAX_STALENESS_MS, resyncMs: e.REVOCATION_RESYNC_INTERVAL_MS },
-    openfga: { apiUrl: (e.OPENFGA_API_URLS ?? e.OPENFGA_API_URL)[0]!, apiUrls: e.OPENFGA_API_URLS ?? e.OPENFGA_API_URL, healthIntervalMs: e.OPENFGA_HEALTH_INTERVAL_MS, storeName: e.OPENFGA_STORE_NAME, timeoutMs: e.OPENFGA_TIMEOUT_MS, modelFile: undefined as string | undefined, modelPollMs: e.MODEL_POLL_INTERVAL_MS },
+    openfga: { apiUrl: (e.OPENFGA_API_URLS ?? e.OPENFGA_API_URL)[0]!, apiUrls: e.OPENFGA_API_URLS ?? e.OPENFGA_API_URL, healthIntervalMs: e.OPENFGA_HEALTH_INTERVAL_MS, storeName: e.OPENFGA_STORE_NAME, timeoutMs: e.OPENFGA_TIMEOUT_MS, cacheBypassMs: e.OPENFGA_CACHE_BYPASS_MS, modelFile: undefined as string | undefined, modelPollMs: e.MODEL_POLL_INTERVAL_MS },
     redis: { ...redis, commandTimeoutMs: e.REDIS_COMMAND_TIMEOUT_MS },
     routesFile: e.ROUTES_FILE,
     cache: { ttlMs: e.DECISION_CACHE_TTL_MS, maxEntries: e.DECISION_CACHE_MAX_ENTRIES, conditionTimeBucketMs: e.CONDITION_TIME_BUCKET_MS, epochStalenessMs: e.EPOCH_STALENESS_MS },

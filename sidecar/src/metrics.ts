@@ -27,6 +27,8 @@ export type SidecarMetrics = {
   rateLimitLocal: Counter<'kind'>;
   /** `sidecar_rate_limit_reservations_total{kind}`: leases reserved in Redis (one command each; stages/rate-limit-leases.ts). */
   rateLimitReservations: Counter<'kind'>;
+  /** Count one Check by consistency (`sidecar_openfga_check_consistency_total{consistency}`): true = HIGHER_CONSISTENCY (pdp/decision-cache.ts). */
+  pdpConsistency(higher: boolean): void;
   /** `sidecar_pdp_coalesced_total`: decisions that waited for an identical miss already in flight instead of asking Redis/OpenFGA themselves (pdp/decision-cache.ts). */
   pdpCoalesced: Counter;
   /**
@@ -129,6 +131,9 @@ export function createMetrics(): SidecarMetrics {
   const rateLimited = byKind('sidecar_rate_limited_total', 'Requests refused with 429 by a rate limit, by key kind (ip, subject, publisher)');
   const rateLimitLocal = byKind('sidecar_rate_limit_local_total', 'Requests counted against a rate limit in process because Redis failed or was too slow, by key kind');
   const rateLimitReservations = byKind('sidecar_rate_limit_reservations_total', 'Rate-limit leases reserved in Redis (one command each, for up to RATE_LIMIT_LEASE_MAX requests), by key kind');
+  const consistency = labelledCounter(registry, 'sidecar_openfga_check_consistency_total', 'OpenFGA Checks by consistency preference: higher_consistency (epochs changed recently or unknown: OpenFGA caches bypassed) or minimize_latency', 'consistency', ['higher_consistency', 'minimize_latency']) as Counter<'consistency'>;
+  const higherConsistency = consistency.labels('higher_consistency');
+  const minimizeLatency = consistency.labels('minimize_latency');
   return {
     registry,
     decisions,
@@ -139,6 +144,7 @@ export function createMetrics(): SidecarMetrics {
     rateLimited,
     rateLimitLocal,
     rateLimitReservations,
+    pdpConsistency: (higher) => (higher ? higherConsistency : minimizeLatency).inc(),
     pdpCoalesced: new Counter({ name: 'sidecar_pdp_coalesced_total', help: 'Decisions that shared an identical cache miss (Redis GET + OpenFGA Check) already in flight', registers: [registry] }),
     epochView: epochViewMetrics(registry),
     decisionLog: {

@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import type { InjectOptions } from 'fastify';
 import { Redis } from 'ioredis';
-import { OpenFgaClient } from '@openfga/sdk';
+import { ConsistencyPreference, OpenFgaClient } from '@openfga/sdk';
 import { deployModel } from '../../policies/src/model.ts';
 import { RelationshipWriter } from '../../policies/src/relationships.ts';
 import { checkContext, EXPIRY_CONDITION, OFFICE_NETWORK_CONDITION } from '../../policies/src/conditions.ts';
@@ -59,7 +59,7 @@ const deliver = async (t: Test) => {
 const tuples = async (object: string, relation: string, user?: string) =>
   (await fga.read({ object, relation, ...(user ? { user } : {}) })).tuples.map(({ key: { condition, ...k } }) => (condition ? { ...k, condition } : k));
 const can = async (user: string, relation: string, object: string, at: number, ip: string) =>
-  (await fga.check({ user: `user:${user}`, relation, object, context: checkContext(at, ip) })).allowed;
+  (await fga.check({ user: `user:${user}`, relation, object, context: checkContext(at, ip) }, { consistency: ConsistencyPreference.HigherConsistency })).allowed;
 
 t.test('office_networks: validated, written as the off_network tuple, honoured by Checks, cleared again', async (t) => {
   const url = `/api/v1/publishers/${DMP}/settings`;

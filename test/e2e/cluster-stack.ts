@@ -21,6 +21,7 @@ import { waitHttp } from '../support/http.ts';
 import { startRedisCluster, type RedisCluster } from '../support/redis-cluster.ts';
 import { startReaper } from '../support/reaper.ts';
 import { env, prepareStack, startCommand, startProcess, useSidecar, type Proc } from './stack.ts';
+import { OPENFGA_CACHE_ENV } from '../../policies/src/openfga-caches.ts';
 
 /** The running scaled-out stack. */
 export type ClusterStack = {
@@ -115,7 +116,7 @@ export async function startClusterStack(opts: { sidecarEnv?: Record<string, stri
         'run', '--datastore-engine', 'postgres', '--datastore-uri', env('OPENFGA_DATASTORE_URI'),
         '--datastore-max-open-conns', '4', '--datastore-max-idle-conns', '2', '--http-addr', `127.0.0.1:${http}`, '--grpc-addr', `127.0.0.1:${grpc}`,
         '--playground-enabled=false', '--metrics-enabled=false', '--log-format', 'json', '--log-level', 'warn',
-      ], {}, `http://127.0.0.1:${http}`);
+      ], { ...OPENFGA_CACHE_ENV }, `http://127.0.0.1:${http}`);
       procs.push(proc);
       openfga.push(proc);
     }

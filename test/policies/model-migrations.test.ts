@@ -3,6 +3,7 @@
  * files, rewriting tuples in the real OpenFGA (renamed relation, userset users), re-runs, the
  * outbox relay's translation, and the refusal of a candidate that drops a used relation.
  */
+import { ConsistencyPreference } from '@openfga/sdk';
 import t from 'tap';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -99,7 +100,7 @@ t.test('a rename deploy: tuples rewritten, Check answers the same under the new 
   t.ok(tuples.includes(`publisher:${P}#reader@user:${V}`), 'renamed tuple written');
   t.notOk(tuples.includes(`publisher:${P}#viewer@user:${V}`), 'old tuple deleted');
   t.ok(tuples.includes(`department:${D}#viewer@user:${V}`), 'department#viewer untouched');
-  const check = async (relation: string, object: string) => (await fga.check({ user: `user:${V}`, relation, object }, { authorizationModelId: res.modelId })).allowed;
+  const check = async (relation: string, object: string) => (await fga.check({ user: `user:${V}`, relation, object }, { authorizationModelId: res.modelId, consistency: ConsistencyPreference.HigherConsistency })).allowed;
   t.equal(await check('works_read', `publisher:${P}`), true);
   t.equal(await check('can_read', `work:${W}`), true);
   t.equal(await check('reader', `publisher:${P}`), true);

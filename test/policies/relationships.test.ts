@@ -1,4 +1,5 @@
 import t from 'tap';
+import { ConsistencyPreference } from '@openfga/sdk';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { deployModel, fgaClient } from '../../policies/src/model.ts';
@@ -20,7 +21,7 @@ t.teardown(async () => {
 
 const epoch = async (suffix: string) => Number((await redis.get(`authz:{${storeId}}:epoch:${suffix}`)) ?? 0);
 const check = async (user: string, relation: string, object: string) =>
-  (await fga.check({ user, relation, object }, { authorizationModelId: modelId })).allowed;
+  (await fga.check({ user, relation, object }, { authorizationModelId: modelId, consistency: ConsistencyPreference.HigherConsistency })).allowed;
 
 t.test('tuples land, epochs increment per the bump rules', async (t) => {
   const [p, u, w] = [randomUUID(), randomUUID(), randomUUID()];

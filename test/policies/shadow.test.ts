@@ -3,6 +3,7 @@
  * `shadow` / `deploy`) against the real OpenFGA and Redis: a live store with the project's model and
  * a few members; recorded decisions (contract A) replayed against candidates in scratch stores.
  */
+import { ConsistencyPreference } from '@openfga/sdk';
 import t from 'tap';
 import { randomUUID } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
@@ -158,7 +159,7 @@ t.test('deploy refuses a model that changes decisions and writes nothing; --acce
   t.ok(id, accepted.out);
   t.equal((await modelIds())[0], id, 'the candidate is the newest model');
   t.equal(await redis.get(activeModelKey(storeId)), id, 'and the published active model');
-  t.equal((await fga.check({ user: `user:${V}`, relation: 'works_read', object: `publisher:${P}` })).allowed, false);
+  t.equal((await fga.check({ user: `user:${V}`, relation: 'works_read', object: `publisher:${P}` }, { consistency: ConsistencyPreference.HigherConsistency })).allowed, false);
 
   // the shadow command on a file of decisions: the deployed model vs model.fga → the reverse change
   const jsonl = join(dir, 'decisions.jsonl');

@@ -18,6 +18,7 @@ import { Redis } from 'ioredis';
 import { OpenFgaClient, type TupleKey } from '@openfga/sdk';
 import type { Test } from 'tap';
 import { deployModel } from '../../policies/src/model.ts';
+import { OPENFGA_CACHE_ENV } from '../../policies/src/openfga-caches.ts';
 import { RelationshipWriter } from '../../policies/src/relationships.ts';
 import { buildSidecar, type SidecarInstance } from '../../sidecar/src/app.ts';
 import { loadConfig } from '../../sidecar/src/config.ts';
@@ -352,8 +353,11 @@ function spawnChild(cmd: string, args: string[], env: NodeJS.ProcessEnv = proces
   };
 }
 
-/** Start a private OpenFGA on `httpPort` against the shared PostgreSQL datastore (not memory). */
-export async function startPrivateOpenFga(httpPort: number): Promise<Child> {
+/**
+ * Start a private OpenFGA on `httpPort` against the shared PostgreSQL datastore (not memory), with
+ * the check caches as scripts/services.sh runs them (policies/src/openfga-caches.ts), `env` over them.
+ */
+export async function startPrivateOpenFga(httpPort: number, env: Record<string, string> = {}): Promise<Child> {
   const grpcPort = await freePort();
   const child = spawnChild(OPENFGA_BIN, [
     'run',
@@ -374,7 +378,7 @@ export async function startPrivateOpenFga(httpPort: number): Promise<Child> {
     '--metrics-enabled=false',
     '--log-level',
     'warn',
-  ]);
+  ], { ...process.env, ...OPENFGA_CACHE_ENV, ...env });
   try {
     await waitHttp(`http://127.0.0.1:${httpPort}/healthz`, 30_000);
   } catch (err) {

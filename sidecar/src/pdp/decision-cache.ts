@@ -20,6 +20,17 @@
  * while its Redis GET or Check was in flight, the decision is made again under the new key (at
  * most twice; then the PDP's answer, which is newer than the bump, is used).
  *
+ * OpenFGA's own caches (check query and iterator caches, scripts/services.sh) may answer from
+ * before a tuple change for up to their TTL. A decision made right after a bump would then cache a
+ * stale answer under the new epochs. So while `cacheBypassMs` > 0 (OPENFGA_CACHE_BYPASS_MS ≥
+ * OpenFGA's cache TTL + its request timeout), a Check is sent with consistency HIGHER_CONSISTENCY
+ * (OpenFGA reads its datastore, not its caches; docs: "Query Consistency Modes") whenever one of
+ * the decision's epochs changed, or was first seen, within that time (epoch-view.ts
+ * `recentlyChanged`), and whenever the epochs are not known from a fresh view (no view, a stale
+ * one, Redis down). Every other Check may be answered from OpenFGA's caches: its epochs have not
+ * moved for longer than any cached entry older than the latest change can live.
+ * `sidecar_openfga_check_consistency_total{consistency}` counts both kinds.
+ *
  * Redis is only a cache: when it fails (down, slow beyond `commandTimeout`, offline queue disabled)
  * the epochs are unknown, so the decision is made by the PDP directly, bypassing the LRU too (a
  * revocation could not be seen). The outage is logged once, and its end once.
@@ -78,8 +89,17 @@ export function createDecisionCache(opts: {
   metrics: SidecarMetrics;
   log: Log;
   epochView?: EpochView;
+  /** OPENFGA_CACHE_BYPASS_MS: how long after an epoch change Checks bypass OpenFGA's caches (ms); 0 = OpenFGA has none. */
+  cacheBypassMs?: number;
 }): DecisionCache {
   const { redis, pdp, storeId, ttlMs, metrics, log, epochView: view } = opts;
+  const bypass = (opts.cacheBypassMs ?? 0) > 0;
+  /** Ask the PDP; `fresh` = HIGHER_CONSISTENCY (see the module doc). @throws PdpUnavailableError */
+  const check = (q: CheckQuery, fresh: boolean): Promise<boolean> => {
+    const higher = bypass && fresh;
+    metrics.pdpConsistency(higher);
+    return pdp.check(higher ? { ...q, consistency: 'HIGHER_CONSISTENCY' } : q);
+  };
   const model: ModelRef = typeof opts.modelId === 'string' ? { current: opts.modelId } : opts.modelId;
   const lru = new LRUCache<string, boolean>({ max: Math.max(1, opts.maxEntries), ttl: Math.max(1, ttlMs) });
   let down = false;
@@ -118,7 +138,7 @@ export function createDecisionCache(opts: {
     return { epochs: await redis.mget(...keys), viewed: false };
   };
   /** Redis GET, else the PDP; the answer is stored in both. @throws PdpUnavailableError */
-  const miss = async (key: string, q: CheckQuery): Promise<{ allowed: boolean; source: DecisionSource }> => {
+  const miss = async (key: string, q: CheckQuery, fresh: boolean): Promise<{ allowed: boolean; source: DecisionSource }> => {
     try {
       // GET + PTTL in one round trip: the LRU copy keeps the remaining TTL, so a decision never
       // outlives DECISION_CACHE_TTL_MS in total.
@@ -134,10 +154,24 @@ export function createDecisionCache(opts: {
     } catch (err) {
       redisFailed(err, 'get');
     }
-    const allowed = await pdp.check(q); // throws on PDP failure: nothing is cached
+    const allowed = await check(q, fresh); // throws on PDP failure: nothing is cached
     lru.set(key, allowed);
     redis.set(key, allowed ? '1' : '0', 'PX', ttlMs).then(redisOk, (err: unknown) => redisFailed(err, 'set'));
     return { allowed, source: 'pdp' };
+  };
+  /**
+   * Without the decision cache (DECISION_CACHE_TTL_MS=0) the epochs still tell whether OpenFGA's
+   * caches can be trusted: from a fresh view that holds them (a key not held yet is read in the
+   * background for the next time); otherwise HIGHER_CONSISTENCY.
+   */
+  const uncachedNeedsFresh = (keys: [string, string, string]): boolean => {
+    if (!bypass) return false;
+    if (!view?.fresh()) return true;
+    if (view.peek(keys) === undefined) {
+      view.load(keys).catch(() => undefined);
+      return true;
+    }
+    return view.recentlyChanged(keys);
   };
   const sameEpochs = (keys: [string, string, string], used: (string | number | null)[]) => {
     const now = view!.peek(keys);
@@ -153,8 +187,8 @@ export function createDecisionCache(opts: {
       const modelId = model.current; // once: a switch during this decision does not mix models
       const q = { ...question, modelId };
       // DECISION_CACHE_TTL_MS=0 turns the cache off (benchmarks, debugging): every request asks the PDP.
-      if (ttlMs <= 0) return record(await pdp.check(q), 'pdp', modelId);
       const keys = epochKeys(storeId, q.user, q.object);
+      if (ttlMs <= 0) return record(await check(q, uncachedNeedsFresh(keys)), 'pdp', modelId);
       const ctxKey = q.contextKey ?? (q.context ? contextHash(q.context) : '');
       for (let attempt = 0; ; attempt++) {
         // the fast path: every epoch held by a fresh view — no Redis round trip
@@ -170,7 +204,7 @@ export function createDecisionCache(opts: {
             if (!read.viewed) redisOk();
           } catch (err) {
             redisFailed(err, 'mget');
-            return record(await pdp.check(q), 'pdp', modelId);
+            return record(await check(q, true), 'pdp', modelId);
           }
         }
         const key = decisionKey({ storeId, modelId, user: q.user, relation: q.relation, object: q.object, contextHash: ctxKey, epochs: read.epochs });
@@ -179,7 +213,7 @@ export function createDecisionCache(opts: {
         let pending = inflight.get(key);
         if (pending) metrics.pdpCoalesced.inc();
         else {
-          pending = miss(key, q).finally(() => inflight.delete(key));
+          pending = miss(key, q, !read.viewed || view!.recentlyChanged(keys)).finally(() => inflight.delete(key));
           inflight.set(key, pending);
         }
         const { allowed, source } = await pending;

@@ -21,6 +21,11 @@
  *   used for its own decision only (like a per-request MGET) and not kept.
  * - {@link EpochView.generation} grows with every change of a held value, so a caller can tell
  *   that epochs it used may have moved while it waited (decision-cache.ts re-decides then).
+ * - {@link EpochView.recentlyChanged}: whether a key's value changed (push, resync, `apply`) or was
+ *   first read within the last `recentMs`. The decision cache asks OpenFGA with
+ *   HIGHER_CONSISTENCY (no OpenFGA cache) for such keys: OpenFGA's own caches may still hold an
+ *   answer from before the change. A key is forgotten by the view (held) whenever its change time
+ *   would be pushed out of that LRU, so a change is never forgotten while it is recent.
  */
 import { LRUCache } from 'lru-cache';
 import type { Cluster, Redis } from 'ioredis';
@@ -45,6 +50,11 @@ export type EpochView = {
   apply(bumps: readonly EpochBump[]): void;
   /** Grows with every change of a held value (pushes, resyncs, `apply`). */
   generation(): number;
+  /**
+   * True when one of `keys` changed, or was first read, within the last `recentMs` — or is not
+   * held (unknown history). No I/O.
+   */
+  recentlyChanged(keys: readonly string[]): boolean;
   /** Milliseconds since the view was last known complete (0 while fresh; Infinity before the first sync). */
   staleForMs(): number;
   /** Connect the subscriber, subscribe and start the heartbeat; resolves once fresh, or after 1 s (Redis down: per-request reads until fresh). */
@@ -66,6 +76,8 @@ export type EpochViewOptions = {
   heartbeatMs?: number;
   /** re-read every held key this often even while fresh, repairing a bump made without a push (default 30000) */
   resyncMs?: number;
+  /** how long a change counts as recent (OPENFGA_CACHE_BYPASS_MS; 0 = never: {@link EpochView.recentlyChanged} is false) */
+  recentMs?: number;
   log: Log;
 };
 
@@ -78,6 +90,13 @@ export function createEpochView(o: EpochViewOptions): EpochView {
   const now = Date.now;
   const channel = epochChannel(o.storeId);
   const held = new LRUCache<string, number>({ max: Math.max(1, o.maxEntries) });
+  const recentMs = o.recentMs ?? 0;
+  /** key → when its value last changed or was first read, for `recentMs`; pushed out → the key is dropped from `held` too */
+  const changed =
+    recentMs > 0
+      ? new LRUCache<string, number>({ max: Math.max(1, o.maxEntries), ttl: recentMs, dispose: (_at, key, reason) => reason === 'evict' && held.delete(key) })
+      : undefined;
+  const touch = (key: string) => changed?.set(key, now());
   /** keys being read → the largest value pushed meanwhile (-1: none); `n` reads in flight */
   const inflight = new Map<string, { pushed: number; n: number }>();
   let gen = 0;
@@ -96,6 +115,7 @@ export function createEpochView(o: EpochViewOptions): EpochView {
     const cur = held.peek(key);
     if (cur !== undefined && value > cur) {
       held.set(key, value, { noUpdateTTL: true });
+      touch(key);
       gen++;
     }
   };
@@ -145,7 +165,10 @@ export function createEpochView(o: EpochViewOptions): EpochView {
         if (at !== session) return;
         // replace (not max): after a Redis restart the epochs may have started over
         chunk.forEach((k, j) => {
-          if (held.peek(k) !== values[j]) gen++;
+          if (held.peek(k) !== values[j]) {
+            gen++;
+            touch(k);
+          }
           held.set(k, values[j]!);
         });
       }
@@ -254,6 +277,7 @@ export function createEpochView(o: EpochViewOptions): EpochView {
           const cur = held.peek(k);
           if (cur === undefined || values[i]! > cur) {
             held.set(k, values[i]!);
+            touch(k);
             gen++;
           }
           // a held value above the read one came from a push that landed after the read: keep it
@@ -264,6 +288,11 @@ export function createEpochView(o: EpochViewOptions): EpochView {
     },
     apply: onBumps,
     generation: () => gen,
+    recentlyChanged(keys) {
+      if (!changed) return false;
+      for (const k of keys) if (changed.has(k) || !held.has(k)) return true;
+      return false;
+    },
     staleForMs() {
       if (isFresh()) return 0;
       return completeAt > 0 ? now() - completeAt : Number.POSITIVE_INFINITY;

@@ -45,6 +45,12 @@ export type CheckQuery = {
    */
   context?: Record<string, unknown>;
   contextKey?: string;
+  /**
+   * OpenFGA's consistency preference: HIGHER_CONSISTENCY skips OpenFGA's caches (decision-cache.ts
+   * sends it for decisions whose epochs changed recently); absent = OpenFGA's default
+   * (MINIMIZE_LATENCY: its caches when enabled).
+   */
+  consistency?: 'HIGHER_CONSISTENCY';
 };
 
 /** One OpenFGA instance as the PDP sees it: `url` its origin (the metrics label), `healthy` its state now. */
@@ -246,7 +252,7 @@ export function createOpenFgaPdp(opts: {
 
   return {
     async check(q) {
-      const body = JSON.stringify({ tuple_key: { user: q.user, relation: q.relation, object: q.object }, authorization_model_id: q.modelId ?? model.current, context: q.context });
+      const body = JSON.stringify({ tuple_key: { user: q.user, relation: q.relation, object: q.object }, authorization_model_id: q.modelId ?? model.current, context: q.context, consistency: q.consistency });
       // Each attempt within timeoutMs, both within the Check's deadline of 2 × timeoutMs + 100 ms.
       const deadline = performance.now() + 2 * timeoutMs + 100;
       let inst = pick();

@@ -9,7 +9,7 @@
  * membership, as modules/users reads a user for their publishers' admins); what the caller may see
  * is decided before (scope.ts) and applied here as an explicit publisher filter.
  */
-import type { OpenFgaClient } from '@openfga/sdk';
+import { ConsistencyPreference, type OpenFgaClient } from '@openfga/sdk';
 import { query, type Orm } from '../../db/orm.ts';
 import { problem } from '../../errors.ts';
 import { PERMISSION_NAMES, permissionRelation } from '../../../../policies/src/permissions.ts';
@@ -130,7 +130,7 @@ export async function permissionsOn(fga: OpenFgaClient, modelId: string, userId:
   const checks = publisherIds.flatMap((p, i) => relations.map((relation, j) => ({ user: `user:${userId}`, relation, object: `publisher:${p}`, context, correlationId: `${i}-${j}` })));
   const out: Record<string, string[]> = Object.fromEntries(publisherIds.map((p) => [p, []]));
   if (checks.length === 0) return out;
-  const res = await withFga(() => fga.batchCheck({ checks }, { authorizationModelId: modelId }));
+  const res = await withFga(() => fga.batchCheck({ checks }, { authorizationModelId: modelId, consistency: ConsistencyPreference.HigherConsistency }));
   const held = new Set<string>();
   for (const r of res.result) {
     if (r.error) throw checkError(r.error);
