@@ -2,6 +2,8 @@
  * Benchmark: what the sidecar costs in front of an upstream, measured side by side in one run.
  *
  *   direct      autocannon → upstream
+ *   floor       autocannon → bench/floor-proxy.ts (Fastify + undici, no pipeline) → upstream: what
+ *               any Node proxy hop costs here, the part of the sidecar's cost that is not its pipeline
  *   sidecar     autocannon → sidecar (JWT verify, route rule, cached decision, signed assertion) → upstream,
  *               once with the session-revocation check (the default for the platform's issuer) and
  *               once for an issuer without revocable sessions, to show what the check costs
@@ -25,6 +27,8 @@ import { countsBy, createBenchStore, createIssuer, startSidecar, writeSidecarSig
 import { createUpstreamServer } from './lib/upstream.ts';
 import { cpuSeconds, processTree, rssMiB } from './lib/harness.ts';
 import { randomUUID } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 
 const duration = Number(process.env.BENCH_DURATION_S ?? 10);
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 32);
@@ -70,6 +74,13 @@ const cached = await startBenchSidecar(cachedPort, {});
 const uncached = await startBenchSidecar(uncachedPort, { DECISION_CACHE_TTL_MS: '0' });
 const noRevocation = await startBenchSidecar(noRevocationPort, { JWT_ISSUERS: noSessions });
 const rssAtStart = [rssMiB(cached.pid), rssMiB(uncached.pid)];
+// The floor: the same server and client libraries with no pipeline at all (bench/floor-proxy.ts).
+const floorPort = cachedPort + 3500;
+const floor = spawn(process.execPath, [join(import.meta.dirname, 'floor-proxy.ts'), String(floorPort), upstreamUrl], { stdio: ['ignore', 'pipe', 'inherit'] });
+await new Promise<void>((resolve, reject) => {
+  floor.stdout!.once('data', () => resolve());
+  floor.once('exit', (code) => reject(new Error(`bench/floor-proxy.ts exited with ${code}`)));
+});
 
 type Row = { name: string; rps: number; p50: number; p99: number; non2xx: number; cpuUsPerReq?: number };
 async function run(name: string, url: string, pid?: number): Promise<Row> {
@@ -91,6 +102,7 @@ function heapMiB(text: string): { heapUsed: number; heapTotal: number; external:
 
 const rows = [
   await run('direct upstream', `${upstreamUrl}/api/v1/works`),
+  await run('Fastify + undici hop, no pipeline (the floor)', `http://127.0.0.1:${floorPort}/api/v1/works`, floor.pid),
   await run('sidecar, cached decision, no session check', `http://127.0.0.1:${noRevocationPort}/api/v1/works`, noRevocation.pid),
   await run('sidecar, cached decision + session revocation check', `http://127.0.0.1:${cachedPort}/api/v1/works`, cached.pid),
   await run('sidecar, every request checks OpenFGA', `http://127.0.0.1:${uncachedPort}/api/v1/works`, uncached.pid),
@@ -103,6 +115,10 @@ for (const r of rows) {
   console.log(
     `| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.non2xx} | ${(r.rps / direct.rps).toFixed(2)}× | ${(r.p50 / Math.max(direct.p50, 0.5)).toFixed(1)}× | ${r.cpuUsPerReq === undefined ? '–' : r.cpuUsPerReq.toFixed(0)} |`,
   );
+}
+const floorRow = rows[1]!;
+for (const r of rows.slice(2)) {
+  if (r.cpuUsPerReq !== undefined && floorRow.cpuUsPerReq !== undefined) console.log(`\n${r.name}: ${(r.cpuUsPerReq - floorRow.cpuUsPerReq).toFixed(0)} µs/req above the floor (the pipeline), ${floorRow.cpuUsPerReq.toFixed(0)} µs/req the hop itself`);
 }
 console.log(`\nsidecar RSS after the runs: cached ${rssMiB(cached.pid).toFixed(0)} MiB, uncached ${rssMiB(uncached.pid).toFixed(0)} MiB`);
 console.log(`sidecar RSS after start-up: cached ${rssAtStart[0]!.toFixed(0)} MiB, uncached ${rssAtStart[1]!.toFixed(0)} MiB`);
@@ -121,7 +137,7 @@ for (const [name, port] of [['cached', cachedPort], ['uncached', uncachedPort]] 
 }
 if (cacheLeak) console.log('ERROR: the DECISION_CACHE_TTL_MS=0 sidecar answered from a decision cache');
 
-await Promise.all([cached, uncached, noRevocation].map((c) => new Promise((r) => { c.once('exit', r); c.kill('SIGTERM'); })));
+await Promise.all([cached, uncached, noRevocation, floor].map((c) => new Promise((r) => { c.once('exit', r); c.kill('SIGTERM'); })));
 upstream.close();
 issuer.close();
 await store.remove();

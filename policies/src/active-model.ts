@@ -274,6 +274,9 @@ export function watchActiveModel(o: WatchActiveModelOptions): ActiveModelWatcher
     void want(text);
   });
   // ioredis re-subscribes after a reconnect; messages published meanwhile were lost: re-read.
+  // We (re)subscribe on 'ready' ourselves: ioredis' own re-subscription after a reconnect leaves
+  // its promise unhandled, and a connection closed meanwhile then kills the process (ioredis #2187).
+  o.subscriber.options.autoResubscribe = false;
   o.subscriber.on('ready', () => {
     if (!closed) void o.subscriber.subscribe(channel).then(() => refresh(), () => undefined);
   });

@@ -152,6 +152,8 @@ export function createRedisClient(conn: RedisConnectionConfig, options: RedisOpt
  * @param cluster the caller's Cluster client, whose discovered nodes widen the rotation (optional).
  */
 export function createRedisSubscriber(conn: RedisConnectionConfig, options: RedisOptions = {}, cluster?: RedisClient): Redis {
+  // every subscriber of ours subscribes again on 'ready' itself (ioredis' own re-subscription leaves its promise unhandled: ioredis #2187)
+  options = { autoResubscribe: false, ...options };
   if (redisDeployment(conn) !== 'cluster') return createRedisClient(conn, options) as Redis;
   const seeds = conn.clusterNodes!;
   const known = (): RedisEndpoint[] => {

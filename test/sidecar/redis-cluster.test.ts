@@ -48,6 +48,7 @@ t.before(async () => {
     ROUTES_FILE: tmp.routesFile,
     JWT_JWKS_URL: issuer.jwksUrl,
     RATE_LIMIT_SUBJECT: '1000/min',
+    RATE_LIMIT_LEASE_MAX: '1', // one count per request: the answers' order shows the one counter (leases: rate-limit-leases.test.ts)
     RATE_LIMIT_COMMAND_TIMEOUT_MS: '1000', // a loaded test machine: counted in the cluster, not in process
     RATE_LIMIT_KEY_PREFIX: `rl-${randomUUID().slice(0, 8)}`,
     METERING_KEY_PREFIX: prefix,

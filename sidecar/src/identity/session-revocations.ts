@@ -107,6 +107,9 @@ export function createSessionRevocations(o: SessionRevocationsOptions): SessionR
       },
       () => undefined,
     );
+  // We (re)subscribe on 'ready' ourselves: ioredis' own re-subscription after a reconnect leaves
+  // its promise unhandled, and a connection closed meanwhile then kills the process (ioredis #2187).
+  o.subscriber.options.autoResubscribe = false;
   o.subscriber.on('ready', () => {
     if (!closed) readyPass = subscribeAndRead();
   });

@@ -208,6 +208,9 @@ export function createEpochView(o: EpochViewOptions): EpochView {
       () => (subscribing = false),
     );
   };
+  // We (re)subscribe on 'ready' ourselves: ioredis' own re-subscription after a reconnect leaves
+  // its promise unhandled, and a connection closed meanwhile then kills the process (ioredis #2187).
+  o.subscriber.options.autoResubscribe = false;
   o.subscriber.on('ready', () => {
     if (!closed) subscribe();
   });

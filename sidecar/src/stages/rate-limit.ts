@@ -231,14 +231,24 @@ function publisherOf(match: RouteMatch, contextPublisher: string | undefined): s
   return param !== undefined && param !== 'publisher' ? match.params[param] : contextPublisher;
 }
 
+/** The subject key of each identity seen (see keyValue). */
+const subjectKeys = new WeakMap<Identity, string>();
+
 function keyValue(limits: RateLimits, target: RateLimitTarget): string | undefined {
   switch (target.kind) {
     case 'ip':
       return ipKey(target.address);
-    case 'subject':
+    case 'subject': {
       // issuer + subject: two issuers' subjects never share a budget; a digest keeps any byte of a
-      // foreign issuer's `sub` (a brace: the hash tag) out of the key
-      return createHash('sha256').update(`${target.identity.issuer}\n${target.identity.subject}`).digest('base64url').slice(0, 22);
+      // foreign issuer's `sub` (a brace: the hash tag) out of the key. Once per identity object
+      // (the verified-token cache hands out the same one for every request with that token).
+      let key = subjectKeys.get(target.identity);
+      if (key === undefined) {
+        key = createHash('sha256').update(`${target.identity.issuer}\n${target.identity.subject}`).digest('base64url').slice(0, 22);
+        subjectKeys.set(target.identity, key);
+      }
+      return key;
+    }
     case 'publisher':
       return undefined; // resolved from the match by the caller
   }
