@@ -62,7 +62,12 @@ await checkDecisions(stack, stack.cached.url, 'sidecar cached');
 await checkDecisions(stack, stack.uncached!.url, 'sidecar uncached');
 const targets = { direct: stack.vegetaTargets(stack.upstream.url), cached: stack.vegetaTargets(stack.cached.url), uncached: stack.vegetaTargets(stack.uncached!.url) };
 
-type Row = { name: string; target: keyof typeof targets; rate: number; achieved: number; requests: number; success: number; p50: number; p90: number; p99: number; max: number; added?: { p50: number; p90: number; p99: number; max: number } };
+type Row = {
+  name: string; target: keyof typeof targets; rate: number; achieved: number; requests: number; success: number; p50: number; p90: number; p99: number; max: number;
+  added?: { p50: number; p90: number; p99: number; max: number };
+  /** the sidecar's major GCs in the row (count, total ms) and its longest event-loop delay (ms) */
+  pauses?: { majorGcs: number; majorGcMs: number; loopMaxMs: number };
+};
 const plans: { name: string; target: keyof typeof targets; rate: number }[] = [
   { name: 'direct', target: 'direct', rate: low },
   { name: 'sidecar cached', target: 'cached', rate: low },
@@ -73,11 +78,30 @@ const plans: { name: string; target: keyof typeof targets; rate: number }[] = [
 ];
 const rows: Row[] = [];
 const ms = (ns: number) => ns / 1e6;
+const admins: Partial<Record<keyof typeof targets, string>> = { cached: stack.cached.adminUrl, uncached: stack.uncached!.adminUrl };
+/**
+ * Where a sidecar's tail comes from: its /metrics (prom-client defaults) read before and after the
+ * row — major GCs (count, total and longest-possible share) and the longest event-loop delay (the
+ * lag histogram restarts at every scrape, so the second read covers the row alone).
+ */
+async function pauses(adminUrl: string | undefined): Promise<{ majorGcs: number; majorGcMs: number; loopMaxMs: number } | undefined> {
+  if (!adminUrl) return undefined;
+  const text = await (await fetch(`${adminUrl}/metrics`)).text();
+  const value = (re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);
+  return {
+    majorGcs: value(/^nodejs_gc_duration_seconds_count\{kind="major"\} (\S+)/m),
+    majorGcMs: value(/^nodejs_gc_duration_seconds_sum\{kind="major"\} (\S+)/m) * 1000,
+    loopMaxMs: value(/^nodejs_eventloop_lag_max_seconds (\S+)/m) * 1000,
+  };
+}
 for (const p of plans) {
   attack(targets[p.target], p.rate, warmupS);
+  const before = await pauses(admins[p.target]);
   const r = attack(targets[p.target], p.rate, durationS);
+  const after = await pauses(admins[p.target]);
   if (r.errors?.length) console.error(`[latency] ${p.name} @ ${p.rate}: ${r.errors.slice(0, 3).join('; ')}`);
   const row: Row = { ...p, achieved: r.rate, requests: r.requests, success: r.success, p50: ms(r.latencies['50th']), p90: ms(r.latencies['90th']), p99: ms(r.latencies['99th']), max: ms(r.latencies.max) };
+  if (before && after) row.pauses = { majorGcs: after.majorGcs - before.majorGcs, majorGcMs: after.majorGcMs - before.majorGcMs, loopMaxMs: after.loopMaxMs };
   const base = rows.find((b) => b.target === 'direct' && b.rate === p.rate);
   if (base && p.target !== 'direct') row.added = { p50: row.p50 - base.p50, p90: row.p90 - base.p90, p99: row.p99 - base.p99, max: row.max - base.max };
   rows.push(row);
@@ -95,8 +119,8 @@ const goals = [
 const header = `open loop (vegeta ${SMOKE ? '' : 'v12.13.0 '}constant rate), ${durationS} s per row after a ${warmupS} s warm-up, servers on CPU ${plan.server ?? 'any'}, vegeta on CPU ${plan.load ?? 'any'}, ` +
   `${stack.stream.length} tokens, ${new Date().toISOString()}, Node ${process.version}${SMOKE ? ' — SMOKE run (200 and 500 req/s, uncached 50), numbers meaningless' : ''}`;
 const table = markdownTable(
-  ['row', 'rate req/s', 'achieved req/s', 'success', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'added p50 ms', 'added p90 ms', 'added p99 ms', 'added max ms'],
-  rows.map((r) => [r.name, r.rate, fmt(r.achieved), fmt(r.success, 3), fmt(r.p50, 2), fmt(r.p90, 2), fmt(r.p99, 2), fmt(r.max, 1), fmt(r.added?.p50, 2), fmt(r.added?.p90, 2), fmt(r.added?.p99, 2), fmt(r.added?.max, 1)]),
+  ['row', 'rate req/s', 'achieved req/s', 'success', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'added p50 ms', 'added p90 ms', 'added p99 ms', 'added max ms', 'sidecar major GCs (total ms)', 'sidecar longest event-loop delay ms'],
+  rows.map((r) => [r.name, r.rate, fmt(r.achieved), fmt(r.success, 3), fmt(r.p50, 2), fmt(r.p90, 2), fmt(r.p99, 2), fmt(r.max, 1), fmt(r.added?.p50, 2), fmt(r.added?.p90, 2), fmt(r.added?.p99, 2), fmt(r.added?.max, 1), r.pauses ? `${r.pauses.majorGcs} (${fmt(r.pauses.majorGcMs, 1)})` : '–', fmt(r.pauses?.loopMaxMs, 1)]),
 );
 const goalTable = markdownTable(
   ['target (added over direct)', 'value ms', 'limit ms', 'met'],

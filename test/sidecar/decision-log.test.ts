@@ -17,6 +17,7 @@ import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '
 import { buildSidecar } from '../../sidecar/src/app.ts';
 import { loadConfig } from '../../sidecar/src/config.ts';
 import { appendDecisions, decisionId, decisionStreamKey, readRecentDecisions, type DecisionRecord } from '../../policies/src/decision-log.ts';
+import { STREAM_CHUNK } from '../../sidecar/src/decision-log.ts';
 import { AUDIENCE, ISSUER, OPENFGA_API_URL, REDIS_URL, TEST_CONDITION_TIME_BUCKET_MS, freePort, raw, startPrivateRedis, useSidecarFixture, type RawResponse } from './helpers.ts';
 
 const viewer = randomUUID();
@@ -270,6 +271,15 @@ t.test('backlog: at most DECISION_LOG_STREAM_MAXLEN records wait for a flush; cl
   await s.close();
   const onStream = (await readRecentDecisions(fx.redis, fx.store.storeId, { count: 1000 })).map((r) => r.request_id);
   t.same(ids.filter((id) => onStream.includes(id)), ids.slice(0, 2), 'the two waiting ones appended at close');
+});
+
+t.test(`a flush of more than ${STREAM_CHUNK} records goes in pipelines of ${STREAM_CHUNK}, every record once and in order`, async (t) => {
+  const s = await start(t, { DECISION_LOG_FLUSH_MS: '600000' });
+  const ids: string[] = [];
+  for (let i = 0; i < 2 * STREAM_CHUNK + 50; i++) ids.push(String((await call(s, i % 2 ? stranger : viewer)).headers['x-request-id']));
+  await s.close(); // the one flush: 250 records
+  const onStream = (await readRecentDecisions(fx.redis, fx.store.storeId, { count: 5000 })).map((r) => r.request_id).filter((id) => ids.includes(id));
+  t.same(onStream, [...ids].reverse(), `all ${ids.length} on the stream once, newest first`);
 });
 
 t.test('Redis down: requests served, stream records dropped with the counter and one warning; back when it returns', async (t) => {
