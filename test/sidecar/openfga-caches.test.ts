@@ -66,15 +66,21 @@ async function revokeAfterCachedAllow(t: Test, s: Sidecar, user: string, label: 
   return call(s, user);
 }
 
-t.test('after a revocation the decision bypasses OpenFGA’s caches: denied, not the cached allow', async (t) => {
-  const s = await sidecar({ DECISION_CACHE_TTL_MS: '500' });
-  const control = await sidecar({ DECISION_CACHE_TTL_MS: '500', OPENFGA_CACHE_BYPASS_MS: '0' });
+/** A sidecar and a control with the bypass off (`ttl`: DECISION_CACHE_TTL_MS), each through one revocation. */
+async function sidecarAndControl(t: Test, ttl: string) {
+  const s = await sidecar({ DECISION_CACHE_TTL_MS: ttl });
+  const control = await sidecar({ DECISION_CACHE_TTL_MS: ttl, OPENFGA_CACHE_BYPASS_MS: '0' });
   const [u, v] = [randomUUID(), randomUUID()];
   const [controlAnswer, answer] = await Promise.all([revokeAfterCachedAllow(t, control, v, 'control'), revokeAfterCachedAllow(t, s, u, 'sidecar')]);
   t.equal(controlAnswer, 200, 'control (OPENFGA_CACHE_BYPASS_MS=0): the stale allow from OpenFGA’s cache — the caches are on');
+  t.equal(answer, 403, 'the sidecar: denied right after the revocation');
+  return { s, control, u };
+}
+
+t.test('after a revocation the decision bypasses OpenFGA’s caches: denied, not the cached allow', async (t) => {
+  const { s, control, u } = await sidecarAndControl(t, '500');
   t.equal(await checks(control, 'higher_consistency'), 0, 'control: never HIGHER_CONSISTENCY');
   const higher = await checks(s, 'higher_consistency');
-  t.equal(answer, 403, 'the sidecar: denied right after the revocation');
   t.ok(higher >= 2, `the sidecar asked with HIGHER_CONSISTENCY after the bump (${higher} such Checks: the first decision and the one after the revocation)`);
   await sleep(BYPASS_MS + 300);
   const minimize = await checks(s, 'minimize_latency');
@@ -83,10 +89,5 @@ t.test('after a revocation the decision bypasses OpenFGA’s caches: denied, not
 });
 
 t.test('the same with the decision cache off (every request a Check)', async (t) => {
-  const s = await sidecar({ DECISION_CACHE_TTL_MS: '0' });
-  const control = await sidecar({ DECISION_CACHE_TTL_MS: '0', OPENFGA_CACHE_BYPASS_MS: '0' });
-  const [u, v] = [randomUUID(), randomUUID()];
-  const [controlAnswer, answer] = await Promise.all([revokeAfterCachedAllow(t, control, v, 'control'), revokeAfterCachedAllow(t, s, u, 'sidecar')]);
-  t.equal(controlAnswer, 200, 'control: the stale allow');
-  t.equal(answer, 403, 'the sidecar: denied right after the revocation');
+  await sidecarAndControl(t, '0');
 });
