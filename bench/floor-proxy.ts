@@ -12,11 +12,12 @@ import { Pool } from 'undici';
 
 const [port, upstream] = [Number(process.argv[2]), process.argv[3]!];
 const pool = new Pool(upstream, { keepAliveTimeout: 4_000 });
+const host = new URL(upstream).host;
 const app = Fastify({ logger: false });
 app.removeAllContentTypeParsers();
 app.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
 app.all('/*', async (request, reply) => {
-  const res = await pool.request({ method: request.method as 'GET', path: request.raw.url!, headers: { host: new URL(upstream).host } });
+  const res = await pool.request({ method: request.method as 'GET', path: request.raw.url!, headers: { host } });
   const body = Buffer.from(await res.body.arrayBuffer());
   reply.code(res.statusCode);
   const type = res.headers['content-type'];

@@ -18,7 +18,7 @@
  * check) before a process switches; an unknown id is refused and the current model kept.
  */
 import type { Redis } from 'ioredis';
-import { createRedisClient, type RedisClient, type RedisConnectionConfig } from './redis.ts';
+import { createRedisClient, ownResubscription, type RedisClient, type RedisConnectionConfig } from './redis.ts';
 import { OpenFgaClient, type AuthorizationModel } from '@openfga/sdk';
 import { globalEpochKey } from './epochs.ts';
 import { encodeEpochBumps, epochChannel } from './epoch-push.ts';
@@ -274,9 +274,7 @@ export function watchActiveModel(o: WatchActiveModelOptions): ActiveModelWatcher
     void want(text);
   });
   // ioredis re-subscribes after a reconnect; messages published meanwhile were lost: re-read.
-  // We (re)subscribe on 'ready' ourselves: ioredis' own re-subscription after a reconnect leaves
-  // its promise unhandled, and a connection closed meanwhile then kills the process (ioredis #2187).
-  o.subscriber.options.autoResubscribe = false;
+  ownResubscription(o.subscriber); // we subscribe on 'ready' below
   o.subscriber.on('ready', () => {
     if (!closed) void o.subscriber.subscribe(channel).then(() => refresh(), () => undefined);
   });

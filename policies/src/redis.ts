@@ -143,8 +143,20 @@ export function createRedisClient(conn: RedisConnectionConfig, options: RedisOpt
 }
 
 /**
+ * For a subscriber whose owner subscribes again on every 'ready' itself: turn ioredis' own
+ * re-subscription off. That one leaves its SUBSCRIBE's promise unhandled, so a connection closed
+ * again before the answer is an unhandled rejection, which ends a Node process (ioredis #2187,
+ * not in a release yet). Applied by the epoch view, the revoked-session view and the active-model
+ * watcher to whatever subscriber they are given.
+ */
+export function ownResubscription(subscriber: Redis): void {
+  subscriber.options.autoResubscribe = false;
+}
+
+/**
  * A connection for SUBSCRIBE (a subscribed connection can do nothing else), always a plain ioredis
- * `Redis`, so `close`/`ready` events, auto re-subscription and PING behave the same everywhere:
+ * `Redis`, so `close`/`ready` events and PING behave the same everywhere (its users subscribe again
+ * on 'ready' themselves: {@link ownResubscription}):
  * single and sentinel — like {@link createRedisClient}; cluster — a connection to one node that,
  * before each reconnect, moves on to the next of the seed nodes plus the nodes `cluster` knows
  * now (a failed node's channel messages still reach every other node).
@@ -152,8 +164,6 @@ export function createRedisClient(conn: RedisConnectionConfig, options: RedisOpt
  * @param cluster the caller's Cluster client, whose discovered nodes widen the rotation (optional).
  */
 export function createRedisSubscriber(conn: RedisConnectionConfig, options: RedisOptions = {}, cluster?: RedisClient): Redis {
-  // every subscriber of ours subscribes again on 'ready' itself (ioredis' own re-subscription leaves its promise unhandled: ioredis #2187)
-  options = { autoResubscribe: false, ...options };
   if (redisDeployment(conn) !== 'cluster') return createRedisClient(conn, options) as Redis;
   const seeds = conn.clusterNodes!;
   const known = (): RedisEndpoint[] => {

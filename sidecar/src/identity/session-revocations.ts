@@ -20,7 +20,7 @@
  * the last answered PING, and the subscriber reconnects (test/faults/redis.test.ts).
  */
 import type { Redis } from 'ioredis';
-import type { RedisClient } from '../../../policies/src/redis.ts';
+import { ownResubscription, type RedisClient } from '../../../policies/src/redis.ts';
 import { REVOKED_SESSIONS_KEY, SESSION_REVOKED_CHANNEL, decodeRevocation } from '../../../policies/src/session-revocations.ts';
 
 /** Minimal logger (pino-compatible). */
@@ -107,9 +107,7 @@ export function createSessionRevocations(o: SessionRevocationsOptions): SessionR
       },
       () => undefined,
     );
-  // We (re)subscribe on 'ready' ourselves: ioredis' own re-subscription after a reconnect leaves
-  // its promise unhandled, and a connection closed meanwhile then kills the process (ioredis #2187).
-  o.subscriber.options.autoResubscribe = false;
+  ownResubscription(o.subscriber); // we subscribe on 'ready' below
   o.subscriber.on('ready', () => {
     if (!closed) readyPass = subscribeAndRead();
   });

@@ -29,6 +29,7 @@
  */
 import { LRUCache } from 'lru-cache';
 import type { Cluster, Redis } from 'ioredis';
+import { ownResubscription } from '../../../policies/src/redis.ts';
 import { decodeEpochBumps, epochChannel, type EpochBump } from '../../../policies/src/epoch-push.ts';
 
 /** Minimal logger (pino-compatible). */
@@ -208,9 +209,7 @@ export function createEpochView(o: EpochViewOptions): EpochView {
       () => (subscribing = false),
     );
   };
-  // We (re)subscribe on 'ready' ourselves: ioredis' own re-subscription after a reconnect leaves
-  // its promise unhandled, and a connection closed meanwhile then kills the process (ioredis #2187).
-  o.subscriber.options.autoResubscribe = false;
+  ownResubscription(o.subscriber); // we subscribe on 'ready' below
   o.subscriber.on('ready', () => {
     if (!closed) subscribe();
   });

@@ -60,7 +60,7 @@ export type TokenLeasesOptions = {
  * The leases of one limiter (one kind and bucket, one `points` per window).
  * @example
  *   const leases = new TokenLeases({ maxLease: 64 });
- *   const took = await leases.take(key, 6000, (n) => reserveInRedis(key, n));
+ *   const took = await leases.take(key, 6000, reserveInRedis); // reserveInRedis(key, n)
  */
 export class TokenLeases {
   readonly #maxLease: number;
@@ -83,13 +83,14 @@ export class TokenLeases {
    * Spend one request of `key`'s budget: from this process's lease when it has tokens (no await),
    * else after one reservation of a new lease (shared with concurrent requests of the key).
    * @param points the limit per window
-   * @param reserve reserves `n` requests in the shared counter (rate-limit.ts: RateLimiterRedis
-   *   `consume(key, n)`); rejects only on a store failure
+   * @param reserve reserves `n` requests of `key` in the shared counter (rate-limit.ts: RateLimiterRedis
+   *   `consume(key, n)`); rejects only on a store failure. One function per limiter: nothing is
+   *   allocated for a request its lease serves
    * @returns allowed, with `remaining` = the limit − the shared counter at the latest reservation +
    *   this process's unspent tokens, and `resetMs` until the window ends; or refused (remaining 0)
    * @throws what `reserve` throws (not remembered: the next request reserves again)
    */
-  take(key: string, points: number, reserve: (n: number) => Promise<Reservation>): LeaseTake | Promise<LeaseTake> {
+  take(key: string, points: number, reserve: (key: string, n: number) => Promise<Reservation>): LeaseTake | Promise<LeaseTake> {
     const now = this.#now();
     let st = this.#states.get(key);
     if (st && st.expiresAt <= now && !st.pending) {
@@ -104,7 +105,7 @@ export class TokenLeases {
     if (!st?.pending) {
       const state: LeaseState = st ?? { left: 0, consumed: 0, expiresAt: 0, over: false };
       const n = this.leaseSize(points - state.consumed);
-      state.pending = reserve(n).then(
+      state.pending = reserve(key, n).then(
         (r) => {
           const at = this.#now();
           if (state.expiresAt <= at) state.left = 0; // an earlier window's tokens

@@ -77,7 +77,16 @@ export type RateLimitsOptions = {
 };
 
 /** The limits of one kind and bucket: the shared counters and their in-process insurance. */
-type Limiter = { kind: RateLimitKind; points: number; bucket: string; remote: RateLimiterRedis; local: Insurance; leases: TokenLeases };
+type Limiter = {
+  kind: RateLimitKind;
+  points: number;
+  bucket: string;
+  remote: RateLimiterRedis;
+  local: Insurance;
+  leases: TokenLeases;
+  /** Reserve `n` requests of `key` (see {@link reserve}), counted by `onReserve`. */
+  reserve: (key: string, n: number) => Promise<Reservation>;
+};
 
 /** The built limits (app.ts, once per process); what {@link rateLimitStage} takes. */
 export type RateLimits = {
@@ -199,7 +208,19 @@ export function createRateLimits(opts: RateLimitsOptions): RateLimits {
             inMemoryBlockOnConsumed: setting.points + 1,
             insuranceLimiter: local,
           });
-          limiter = { kind, points: setting.points, bucket, remote, local, leases: new TokenLeases({ maxLease: opts.maxLease ?? 1 }) };
+          const l: Limiter = {
+            kind,
+            points: setting.points,
+            bucket,
+            remote,
+            local,
+            leases: new TokenLeases({ maxLease: opts.maxLease ?? 1 }),
+            reserve: (key, n) => {
+              limits.onReserve(kind);
+              return reserve(l, key, n);
+            },
+          };
+          limiter = l;
           shared.set(id, limiter);
         }
       }
@@ -316,10 +337,7 @@ export async function rateLimitStage(
     }
     verdict = { limit: limiter.points, remaining: over ? 0 : res.remainingPoints, resetMs: res.msBeforeNext };
   } else {
-    const pending = limiter.leases.take(key, limiter.points, (n) => {
-      limits.onReserve(target.kind);
-      return reserve(limiter, key, n);
-    });
+    const pending = limiter.leases.take(key, limiter.points, limiter.reserve);
     const took = pending instanceof Promise ? await pending : pending;
     over = !took.allowed;
     verdict = { limit: limiter.points, remaining: took.remaining, resetMs: took.resetMs };
