@@ -10,7 +10,8 @@
  *
  * at 1,000 and 5,000 req/s, 10 s each (BENCH_LATENCY_DURATION_S), after a 2 s warm-up at the same
  * rate. Servers pinned to CPU 0, vegeta to CPU 1 (bench/lib/harness.ts cpuPlan). Reports p50, p90,
- * p99 and max (ms) and the latency each sidecar row adds over direct at the same rate, against the
+ * p99 and max (ms), the latency each sidecar row adds over direct at the same rate, and the CPU µs
+ * per request of the sidecar and the upstream at that rate (/proc), against the
  * targets: 1,000 req/s added p50 ≤ 0.3 ms and p99 ≤ 1 ms; 5,000 req/s added p99 ≤ 2 ms.
  *
  * Prints Markdown tables and writes .data/bench/latency.{json,md} (BENCH_OUT_DIR overrides). Exits 1
@@ -23,7 +24,7 @@ import { randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ROOT, SMOKE, cpuPlan, fmt, markdownTable, pinSelf, pinned, writeReport } from './lib/harness.ts';
+import { ROOT, SMOKE, cpuPlan, cpuWindow, fmt, markdownTable, pinSelf, pinned, processTree, writeReport } from './lib/harness.ts';
 import { checkDecisions, startBenchStack } from './lib/stack.ts';
 
 export const VEGETA_BIN = process.env.VEGETA_BIN ?? join(ROOT, 'tools/cache/bin/vegeta');
@@ -67,6 +68,8 @@ type Row = {
   added?: { p50: number; p90: number; p99: number; max: number };
   /** the sidecar's major GCs in the row (count, total ms) and its longest event-loop delay (ms) */
   pauses?: { majorGcs: number; majorGcMs: number; loopMaxMs: number };
+  /** CPU µs per request of the row's sidecar (its process tree) and of the upstream, from /proc */
+  cpuUs: { sidecar?: number; upstream: number };
 };
 const plans: { name: string; target: keyof typeof targets; rate: number }[] = [
   { name: 'direct', target: 'direct', rate: low },
@@ -79,6 +82,7 @@ const plans: { name: string; target: keyof typeof targets; rate: number }[] = [
 const rows: Row[] = [];
 const ms = (ns: number) => ns / 1e6;
 const admins: Partial<Record<keyof typeof targets, string>> = { cached: stack.cached.adminUrl, uncached: stack.uncached!.adminUrl };
+const sidecarPids: Partial<Record<keyof typeof targets, number>> = { cached: stack.cached.pid, uncached: stack.uncached!.pid };
 /**
  * Where a sidecar's tail comes from: its /metrics (prom-client defaults) read before and after the
  * row — major GCs (count, total and longest-possible share) and the longest event-loop delay (the
@@ -97,10 +101,14 @@ async function pauses(adminUrl: string | undefined): Promise<{ majorGcs: number;
 for (const p of plans) {
   attack(targets[p.target], p.rate, warmupS);
   const before = await pauses(admins[p.target]);
+  const sidecarPid = sidecarPids[p.target];
+  const cpu = await cpuWindow([{ name: 'upstream', pids: () => [stack.upstream.pid] }, ...(sidecarPid ? [{ name: 'sidecar', pids: () => processTree(sidecarPid) }] : [])]);
   const r = attack(targets[p.target], p.rate, durationS);
+  const cpuS = await cpu();
   const after = await pauses(admins[p.target]);
   if (r.errors?.length) console.error(`[latency] ${p.name} @ ${p.rate}: ${r.errors.slice(0, 3).join('; ')}`);
-  const row: Row = { ...p, achieved: r.rate, requests: r.requests, success: r.success, p50: ms(r.latencies['50th']), p90: ms(r.latencies['90th']), p99: ms(r.latencies['99th']), max: ms(r.latencies.max) };
+  const row: Row = { ...p, achieved: r.rate, requests: r.requests, success: r.success, p50: ms(r.latencies['50th']), p90: ms(r.latencies['90th']), p99: ms(r.latencies['99th']), max: ms(r.latencies.max),
+    cpuUs: { upstream: (cpuS.upstream! * 1e6) / r.requests, sidecar: cpuS.sidecar === undefined ? undefined : (cpuS.sidecar * 1e6) / r.requests } };
   if (before && after) row.pauses = { majorGcs: after.majorGcs - before.majorGcs, majorGcMs: after.majorGcMs - before.majorGcMs, loopMaxMs: after.loopMaxMs };
   const base = rows.find((b) => b.target === 'direct' && b.rate === p.rate);
   if (base && p.target !== 'direct') row.added = { p50: row.p50 - base.p50, p90: row.p90 - base.p90, p99: row.p99 - base.p99, max: row.max - base.max };
@@ -119,8 +127,8 @@ const goals = [
 const header = `open loop (vegeta ${SMOKE ? '' : 'v12.13.0 '}constant rate), ${durationS} s per row after a ${warmupS} s warm-up, servers on CPU ${plan.server ?? 'any'}, vegeta on CPU ${plan.load ?? 'any'}, ` +
   `${stack.stream.length} tokens, ${new Date().toISOString()}, Node ${process.version}${SMOKE ? ' — SMOKE run (200 and 500 req/s, uncached 50), numbers meaningless' : ''}`;
 const table = markdownTable(
-  ['row', 'rate req/s', 'achieved req/s', 'success', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'added p50 ms', 'added p90 ms', 'added p99 ms', 'added max ms', 'sidecar major GCs (total ms)', 'sidecar longest event-loop delay ms'],
-  rows.map((r) => [r.name, r.rate, fmt(r.achieved), fmt(r.success, 3), fmt(r.p50, 2), fmt(r.p90, 2), fmt(r.p99, 2), fmt(r.max, 1), fmt(r.added?.p50, 2), fmt(r.added?.p90, 2), fmt(r.added?.p99, 2), fmt(r.added?.max, 1), r.pauses ? `${r.pauses.majorGcs} (${fmt(r.pauses.majorGcMs, 1)})` : '–', fmt(r.pauses?.loopMaxMs, 1)]),
+  ['row', 'rate req/s', 'achieved req/s', 'success', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'added p50 ms', 'added p90 ms', 'added p99 ms', 'added max ms', 'sidecar major GCs (total ms)', 'sidecar longest event-loop delay ms', 'sidecar CPU µs/req', 'upstream CPU µs/req'],
+  rows.map((r) => [r.name, r.rate, fmt(r.achieved), fmt(r.success, 3), fmt(r.p50, 2), fmt(r.p90, 2), fmt(r.p99, 2), fmt(r.max, 1), fmt(r.added?.p50, 2), fmt(r.added?.p90, 2), fmt(r.added?.p99, 2), fmt(r.added?.max, 1), r.pauses ? `${r.pauses.majorGcs} (${fmt(r.pauses.majorGcMs, 1)})` : '–', fmt(r.pauses?.loopMaxMs, 1), fmt(r.cpuUs.sidecar), fmt(r.cpuUs.upstream)]),
 );
 const goalTable = markdownTable(
   ['target (added over direct)', 'value ms', 'limit ms', 'met'],

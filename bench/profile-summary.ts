@@ -5,7 +5,12 @@
  * `(garbage collector)`, `(program)`, `(idle)`) and by function, largest first, as Markdown tables.
  * Idle time is left out of the percentages, so they are shares of the CPU the process actually used.
  *
- *   node bench/profile-summary.ts <file.cpuprofile | directory> [--top N]
+ *   node bench/profile-summary.ts <file.cpuprofile | directory> [--top N] [--stalls MS]
+ *
+ * `--stalls MS` lists instead every stretch of at least MS ms in which the main thread never went
+ * idle (what an event-loop delay of that size was made of): its start, length, the functions with
+ * the most self time in it and the stack of its first sample. A gap between two samples of at
+ * least MS ms is listed too: the thread was not running (descheduled), whatever it was doing.
  *
  * With a directory every `.cpuprofile` in it is summarised on its own (one per process).
  * Usage with the sidecar bench: `BENCH_SIDECAR_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'
@@ -63,6 +68,58 @@ export function selfTimes(p: CpuProfile): { busyUs: number; wallUs: number; byMo
   return { busyUs, wallUs: p.endTime - p.startTime, byModule, byFunction };
 }
 
+/** A busy stretch of one profile: offset from the profile's start and length (ms), what filled it. */
+export type Stall = { atMs: number; ms: number; kind: 'busy' | 'gap'; top: [string, number][]; firstStack: string[] };
+
+/**
+ * The stretches of at least `minMs` ms without an idle sample, and the gaps between samples of at
+ * least `minMs` ms, in time order (see the module comment).
+ */
+export function stalls(p: CpuProfile, minMs: number): Stall[] {
+  const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const name = (id: number) => {
+    const f = byId.get(id)!.callFrame;
+    return `${f.functionName || '(anonymous)'} ${moduleOf(f)}${f.url ? `:${f.lineNumber + 1}` : ''}`;
+  };
+  const stack = (id: number) => {
+    const out: string[] = [];
+    for (let at: number | undefined = id; at !== undefined && out.length < 12; at = parent.get(at)) out.push(name(at));
+    return out;
+  };
+  const found: Stall[] = [];
+  let t = 0;
+  let start = -1;
+  let first = 0;
+  let self = new Map<string, number>();
+  const close = (end: number) => {
+    if (start >= 0 && end - start >= minMs * 1000) {
+      found.push({ atMs: start / 1000, ms: (end - start) / 1000, kind: 'busy', top: [...self].sort((a, b) => b[1] - a[1]).slice(0, 6).map(([k, us]) => [k, us / 1000]), firstStack: stack(first) });
+    }
+    start = -1;
+    self = new Map();
+  };
+  for (let i = 0; i < p.samples.length; i++) {
+    const delta = p.timeDeltas[i] ?? 0;
+    const id = p.samples[i]!;
+    if (delta >= minMs * 1000) found.push({ atMs: t / 1000, ms: delta / 1000, kind: 'gap', top: [[name(id), delta / 1000]], firstStack: stack(id) });
+    t += delta;
+    if (byId.get(id)!.callFrame.functionName === '(idle)') {
+      close(t);
+      continue;
+    }
+    if (start < 0) {
+      start = t - delta;
+      first = id;
+    }
+    const k = name(id);
+    self.set(k, (self.get(k) ?? 0) + delta);
+  }
+  close(t);
+  return found;
+}
+
 function table(title: string, m: Map<string, number>, busyUs: number, top: number): string {
   const rows = [...m].sort((a, b) => b[1] - a[1]).slice(0, top);
   return [`| ${title} | self ms | share of busy |`, '| --- | ---: | ---: |', ...rows.map(([k, us]) => `| ${k.replaceAll('|', '\\|')} | ${(us / 1000).toFixed(0)} | ${((100 * us) / busyUs).toFixed(1)} % |`)].join('\n');
@@ -86,12 +143,23 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   const args = process.argv.slice(2);
   const topAt = args.indexOf('--top');
   const top = topAt >= 0 ? Number(args.splice(topAt, 2)[1]) : 25;
+  const stallsAt = args.indexOf('--stalls');
+  const stallMs = stallsAt >= 0 ? Number(args.splice(stallsAt, 2)[1]) : undefined;
   if (args.length === 0) {
     process.stderr.write('usage: node bench/profile-summary.ts <file.cpuprofile | directory> [--top N]\n');
     process.exit(2);
   }
   for (const a of args) {
     const files = statSync(a).isDirectory() ? readdirSync(a).filter((f) => f.endsWith('.cpuprofile')).sort().map((f) => join(a, f)) : [a];
-    for (const f of files) process.stdout.write(`${summarise(f, top)}\n`);
+    for (const f of files) {
+      if (stallMs === undefined) {
+        process.stdout.write(`${summarise(f, top)}\n`);
+        continue;
+      }
+      process.stdout.write(`### ${f}: stretches of ≥ ${stallMs} ms\n\n`);
+      for (const st of stalls(JSON.parse(readFileSync(f, 'utf8')) as CpuProfile, stallMs)) {
+        process.stdout.write(`- ${st.kind} at ${st.atMs.toFixed(0)} ms for ${st.ms.toFixed(1)} ms: ${st.top.map(([k, v]) => `${k} ${v.toFixed(1)}`).join('; ')}\n    first: ${st.firstStack.join(' < ')}\n`);
+      }
+    }
   }
 }

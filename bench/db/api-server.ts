@@ -17,11 +17,13 @@ import type { SigningKey } from '../../test/catalog-api/helpers.ts';
 export type ApiServer = { url: string; key: SigningKey; pid: number; close: () => Promise<void> };
 
 /**
- * Fork this file as the API process on database `dbName` (extra environment `env`).
+ * Fork this file as the API process on database `dbName` (extra environment `env`; more Node flags
+ * in BENCH_API_NODE_ARGS, space separated, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`).
  * @throws when the child exits before it listens
  */
 export async function startApiServer(dbName: string, env: Record<string, string> = {}): Promise<ApiServer> {
-  const child: ChildProcess = fork(fileURLToPath(import.meta.url), [], { env: { ...process.env, ...env, BENCH_DB_NAME: dbName }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const execArgv = [...process.execArgv, ...(process.env.BENCH_API_NODE_ARGS ?? '').split(' ').filter(Boolean)];
+  const child: ChildProcess = fork(fileURLToPath(import.meta.url), [], { env: { ...process.env, ...env, BENCH_DB_NAME: dbName }, execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const hello = await new Promise<{ url: string; jwk: JWK & { kid: string } }>((resolve, reject) => {
     child.once('message', (m) => resolve(m as { url: string; jwk: JWK & { kid: string } }));
     child.once('exit', (code) => reject(new Error(`the API process exited with ${code} before listening`)));

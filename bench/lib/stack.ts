@@ -68,6 +68,8 @@ export type BenchStack = {
  * @param opts.uncached start the DECISION_CACHE_TTL_MS=0 sidecar and its private OpenFGA (default true)
  * @param opts.uncachedEnv more settings of that sidecar (a smoke run raises OPENFGA_TIMEOUT_MS: on a busy
  *   machine one pinned OpenFGA's queue can pass the default 1 s)
+ * Every sidecar gets the Node flags in BENCH_SIDECAR_NODE_ARGS (space separated, e.g. `--cpu-prof
+ * --cpu-prof-dir=/tmp/prof`; bench/profile-summary.ts reads the profiles).
  * @throws when a process does not start (see the sidecar-stack functions)
  */
 export async function startBenchStack(opts: { serverCpus?: string; users?: number; otherMemberships?: number; uncached?: boolean; uncachedEnv?: Record<string, string> } = {}): Promise<BenchStack> {
@@ -75,12 +77,13 @@ export async function startBenchStack(opts: { serverCpus?: string; users?: numbe
   const members = Array.from({ length: opts.users ?? 16 }, (_, i) => ({ user: randomUUID(), relation: ROLES[i % ROLES.length]!, publisher }));
   const others = Array.from({ length: opts.otherMemberships ?? 1000 }, (_, i) => ({ user: randomUUID(), relation: ROLES[i % ROLES.length]!, publisher: `00000000-0000-4000-8000-${String(i % 100).padStart(12, '0')}` }));
   const cpus = opts.serverCpus;
+  const nodeArgs = (process.env.BENCH_SIDECAR_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const [upstream, store, issuer, signingKeyFile] = await Promise.all([startUpstreamProcess(cpus), createBenchStore([...members, ...others]), createIssuer(), writeSidecarSigningKey()]);
   const stream = await Promise.all(members.map(async (m) => ({ headers: { authorization: `Bearer ${await issuer.token(m.user)}`, 'x-publisher-id': publisher } })));
   const outsiderToken = await issuer.token(randomUUID());
   const started: { stop(): Promise<void> }[] = [upstream];
   const sidecar = async (env: Record<string, string>, pin = cpus) => {
-    const s = await startSidecar({ upstreamUrl: upstream.url, storeName: store.storeName, signingKeyFile, issuer, cpus: pin, env: { SIDECAR_WORKERS: '1', ...env } });
+    const s = await startSidecar({ upstreamUrl: upstream.url, storeName: store.storeName, signingKeyFile, issuer, cpus: pin, env: { SIDECAR_WORKERS: '1', ...env }, nodeArgs });
     started.push(s);
     return s;
   };

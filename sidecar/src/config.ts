@@ -181,8 +181,13 @@ const envObject = z.object({
      * 0 = none; keep it above UPSTREAM_HEADERS_TIMEOUT_MS + UPSTREAM_QUEUE_TIMEOUT_MS, as the
      * client's socket is idle while the upstream works). KEEP_ALIVE_TIMEOUT_MS: idle time of a
      * kept-alive connection (Fastify `keepAliveTimeout`; above a load balancer's idle timeout).
+     * LISTEN_BACKLOG: the kernel's queue of connections not yet accepted (listen(2) backlog, capped
+     * by net.core.somaxconn). Node's default, 511, overflows under a burst of new connections — an
+     * open-loop client falling behind opens thousands — and every dropped handshake costs its
+     * client a SYN retransmission (1 s, then 3 s, 7 s …): README "Benchmarks", open loop.
      */
     REQUEST_TIMEOUT_MS: positive(30_000),
+    LISTEN_BACKLOG: positive(4096),
     CONNECTION_TIMEOUT_MS: int(60_000),
     KEEP_ALIVE_TIMEOUT_MS: positive(72_000),
     /**
@@ -283,7 +288,7 @@ function toConfig(e: z.output<typeof envObject>, issuers: TrustedIssuer[], redis
     port: e.SIDECAR_PORT,
     workers: e.SIDECAR_WORKERS,
     admin: { host: e.ADMIN_HOST, port: e.ADMIN_PORT },
-    server: { requestTimeoutMs: e.REQUEST_TIMEOUT_MS, connectionTimeoutMs: e.CONNECTION_TIMEOUT_MS, keepAliveTimeoutMs: e.KEEP_ALIVE_TIMEOUT_MS },
+    server: { requestTimeoutMs: e.REQUEST_TIMEOUT_MS, connectionTimeoutMs: e.CONNECTION_TIMEOUT_MS, keepAliveTimeoutMs: e.KEEP_ALIVE_TIMEOUT_MS, listenBacklog: e.LISTEN_BACKLOG },
     upstream: {
       url: e.UPSTREAM_URL,
       audience: e.UPSTREAM_AUDIENCE,

@@ -38,7 +38,7 @@ async function serve(config: SidecarConfig, worker: boolean): Promise<void> {
   try {
     app = await buildSidecar(config);
     if (worker) (await import('./workers.ts')).serveWorker(app);
-    const url = await app.listen({ host: config.host, port: config.port });
+    const url = await app.listen({ host: config.host, port: config.port, backlog: config.server.listenBacklog });
     if (!worker) {
       const adminUrl = await app.admin.listen();
       process.stdout.write(`sidecar listening on ${url} (admin: ${adminUrl}/metrics)\n`);

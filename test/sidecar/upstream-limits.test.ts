@@ -73,7 +73,7 @@ const occupy = (s: Sidecar, ms: number) => [raw(s.port, 'GET', `/slow/${ms}?a`),
 
 t.test('config: new timeouts have documented defaults and reach the server', async (t) => {
   const c = loadConfig({});
-  t.same(c.server, { requestTimeoutMs: 30_000, connectionTimeoutMs: 60_000, keepAliveTimeoutMs: 72_000 });
+  t.same(c.server, { requestTimeoutMs: 30_000, connectionTimeoutMs: 60_000, keepAliveTimeoutMs: 72_000, listenBacklog: 4096 });
   t.equal(c.upstream.queueTimeoutMs, 5_000);
   t.throws(() => loadConfig({ REQUEST_TIMEOUT_MS: '0' }), /REQUEST_TIMEOUT_MS/, 'a request timeout is mandatory');
   const s = await sidecarWith({ REQUEST_TIMEOUT_MS: '1234', CONNECTION_TIMEOUT_MS: '5678', KEEP_ALIVE_TIMEOUT_MS: '9012' });

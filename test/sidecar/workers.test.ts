@@ -1,13 +1,13 @@
 /**
  * SIDECAR_WORKERS (sidecar/src/main.ts, sidecar/src/workers.ts) against real OpenFGA and Redis:
  * main.ts with SIDECAR_WORKERS=2 is a node:cluster primary whose two workers share the port and
- * both serve requests (the aggregated /metrics shows each worker's count, with its pid, and the
+ * both serve requests on a listener with LISTEN_BACKLOG as its backlog (the aggregated /metrics shows each worker's count, with its pid, and the
  * decisions of both summed); /healthz and /decisions (both workers' rings merged) on the primary's
  * admin listener; a worker killed is replaced; SIGTERM stops the workers and exits 0 with both
  * ports closed and no worker left. A worker that cannot start fails the start (exit 1).
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { connect } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -60,7 +60,9 @@ function perWorker(text: string): Map<number, number> {
 
 t.test('SIDECAR_WORKERS=2: two workers share the port, the primary aggregates, SIGTERM stops all', async (t) => {
   const [port, adminPort] = [await freePort(), await freePort()];
-  const main = await startMain({ SIDECAR_WORKERS: '2', SIDECAR_PORT: String(port), ADMIN_PORT: String(adminPort) });
+  const main = await startMain({ SIDECAR_WORKERS: '2', SIDECAR_PORT: String(port), ADMIN_PORT: String(adminPort), LISTEN_BACKLOG: '1234' });
+  // a listening socket's Send-Q in ss(8) is its backlog: the primary's shared listener has the workers' LISTEN_BACKLOG
+  t.match(spawnSync('ss', ['-Hltn', `( sport = :${port} )`], { encoding: 'utf8' }).stdout, /^LISTEN\s+\d+\s+1234\s/, 'LISTEN_BACKLOG is the listen backlog');
   t.match(main.output(), new RegExp(`sidecar listening on http://127\\.0\\.0\\.1:${port} \\(admin: http://127\\.0\\.0\\.1:${adminPort}/metrics\\)\\nsidecar workers: 2`), main.output());
 
   const headers = { authorization: `Bearer ${await fx.issuer.token(viewer)}`, 'x-publisher-id': publisher };
