@@ -106,7 +106,7 @@ export function stalls(p: CpuProfile, minMs: number): Stall[] {
     if (delta >= minMs * 1000) found.push({ atMs: t / 1000, ms: delta / 1000, kind: 'gap', top: [[name(id), delta / 1000]], firstStack: stack(id) });
     t += delta;
     if (byId.get(id)!.callFrame.functionName === '(idle)') {
-      close(t);
+      close(t - delta); // a sample owns the delta before it (as in selfTimes): the stretch ended at the last busy one
       continue;
     }
     if (start < 0) {
