@@ -228,7 +228,9 @@ export function catalogResource<Row extends CatalogRow, Body extends OwnedBody, 
       async (request) =>
         inRequestTx(deps, request, async (tx) => {
           const { limit, cursor } = request.query;
-          const page = await tx.em.findByCursor(entity, { where: scopeHint(tx) as never, first: limit, after: afterCursor(cursor), includeCount: false, orderBy: KEYSET_ORDER as never });
+          // read-only: the page's entities stay out of the transaction's identity map, so the
+          // commit has nothing to change-set check
+          const page = await tx.em.findByCursor(entity, { where: scopeHint(tx) as never, first: limit, after: afterCursor(cursor), includeCount: false, orderBy: KEYSET_ORDER as never, disableIdentityMap: true });
           return { items: await spec.present(tx, page.items as Row[]), next_cursor: page.hasNextPage ? page.endCursor : null };
         }),
     );
@@ -304,8 +306,8 @@ export function catalogResource<Row extends CatalogRow, Body extends OwnedBody, 
             const id = pathId(request.params.id);
             const found = await tx.em.findOne(entity, { id } as never);
             if (!found) throw notFound();
-            // the audit row's "before"; then forget what presenting it loaded (a work's splits), so
-            // that afterWrite can replace rows with the same keys
+            // the audit row's "before"; then start from an empty identity map, so that afterWrite
+            // can replace rows with the same keys
             const [before] = await spec.present(tx, [found as Row]);
             tx.em.clear();
             const row = (await tx.em.findOne(entity, { id } as never))!;
