@@ -54,8 +54,8 @@ type WorkItem = z.infer<typeof workSchema>;
 /**
  * Works → items, with their splits (one query) and ISWCs rendered dotted. The splits are read with
  * the QueryBuilder as plain rows, not entities: a page of 50 works has ~100 of them, and hydrating,
- * tracking and (at commit) change-set checking them was a quarter of a list request's CPU in the
- * API (README "The database at scale"). Nothing here writes them.
+ * tracking and (at commit) change-set checking them was about a sixth of a list request's CPU in
+ * the API (README "The database at scale"). Nothing here writes them.
  */
 async function present(tx: RequestTx, works: Work[]): Promise<WorkItem[]> {
   if (works.length === 0) return [];
