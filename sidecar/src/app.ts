@@ -38,7 +38,7 @@ import { runPipeline, type PipelineDeps, type PipelineResult } from './pipeline.
 import { ProblemError, kindForStatus, problemBody, sendProblem } from './problem.ts';
 import { createJwtAuthenticator } from './stages/authenticate.ts';
 import { createSessionRevocations } from './identity/session-revocations.ts';
-import { checkCanonicalPath } from './stages/canonical-path.ts';
+import { checkCanonicalPath, type CanonicalTarget } from './stages/canonical-path.ts';
 import { EXT_AUTHZ, extAuthzTarget } from './stages/ext-authz-target.ts';
 import { createForwarder, hasBody } from './stages/forward.ts';
 import { requestIdFrom } from './stages/mutate-headers.ts';
@@ -50,6 +50,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     sidecarRequestId: string;
     pipeline: PipelineResult | null;
+    /** The request target checked and split by the onRequest hook (canonical-path stage). */
+    canonicalTarget: CanonicalTarget | null;
   }
 }
 
@@ -307,10 +309,11 @@ export async function buildSidecar(
   // --- every request: request id + canonical target --------------------------------------------
   app.decorateRequest('sidecarRequestId', '');
   app.decorateRequest('pipeline', null);
+  app.decorateRequest('canonicalTarget', null);
   app.addHook('onRequest', async (request, reply) => {
     request.sidecarRequestId = request.id;
     reply.header('x-request-id', request.id);
-    checkCanonicalPath(request.raw.url);
+    request.canonicalTarget = checkCanonicalPath(request.raw.url);
   });
   const accessLogged = { written: metrics.accessLog.labels('written'), sampled_out: metrics.accessLog.labels('sampled_out'), capped: metrics.accessLog.labels('capped') };
   const accessLog = createAccessLog({ ...config.accessLog, enabled: ['info', 'debug', 'trace'].includes(config.logLevel), count: (o) => accessLogged[o].inc() });
@@ -323,6 +326,8 @@ export async function buildSidecar(
     runPipeline(deps, {
       method,
       rawTarget,
+      // the proxy's target was checked by the onRequest hook; ext_authz's original URI was not
+      canonical: rawTarget === request.raw.url ? (request.canonicalTarget ?? undefined) : undefined,
       htuPrefix,
       headers: request.headers,
       rawHeaders: request.raw.rawHeaders,

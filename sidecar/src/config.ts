@@ -187,9 +187,9 @@ const envObject = z.object({
      * client a SYN retransmission (1 s, then 3 s, 7 s …): README "Benchmarks", open loop.
      */
     REQUEST_TIMEOUT_MS: positive(30_000),
-    LISTEN_BACKLOG: positive(4096),
     CONNECTION_TIMEOUT_MS: int(60_000),
     KEEP_ALIVE_TIMEOUT_MS: positive(72_000),
+    LISTEN_BACKLOG: positive(4096),
     /**
      * API-call metering (docs/CONTRACTS.md, "Metering"): the Redis key prefix (shared with the
      * catalog API's roll-up), how often the in-process counters are flushed (ms; a crash loses at

@@ -11,7 +11,7 @@ import type { AssertionSigner } from './identity/assertion.ts';
 import type { DecisionCache, Decision } from './pdp/decision-cache.ts';
 import { authenticateStage, type Authenticator, type Identity } from './stages/authenticate.ts';
 import { authorizeStage } from './stages/authorize.ts';
-import { checkCanonicalPath } from './stages/canonical-path.ts';
+import { checkCanonicalPath, type CanonicalTarget } from './stages/canonical-path.ts';
 import { checkRequestHeaders } from './stages/request-headers.ts';
 import { meterStage, type MeteringDeps } from './stages/meter.ts';
 import { mutateHeaders, type HeaderMap } from './stages/mutate-headers.ts';
@@ -42,6 +42,8 @@ export type PipelineInput = {
   method: string;
   /** Raw request target (origin-form) exactly as received. */
   rawTarget: string | undefined;
+  /** `rawTarget` already checked and split by {@link checkCanonicalPath} (the proxy's onRequest hook did); else checked here. */
+  canonical?: CanonicalTarget;
   /**
    * Prepended to the path for the assertion's `htu` so that it equals the path the upstream
    * receives: the upstream base path (UPSTREAM_URL's path) for the proxy; '' for ext_authz, where
@@ -80,7 +82,7 @@ export type PipelineResult = {
  * @throws ProblemError from the first stage that rejects (400/401/403/404/429/503 …).
  */
 export async function runPipeline(deps: PipelineDeps, input: PipelineInput): Promise<PipelineResult> {
-  const { path, query } = checkCanonicalPath(input.rawTarget);
+  const { path, query } = input.canonical ?? checkCanonicalPath(input.rawTarget);
   checkRequestHeaders(input.rawHeaders);
   const match = routeStage(deps.routes, input.method, path);
   const { rule } = match;
