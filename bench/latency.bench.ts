@@ -81,8 +81,8 @@ const plans: { name: string; target: keyof typeof targets; rate: number }[] = [
 ];
 const rows: Row[] = [];
 const ms = (ns: number) => ns / 1e6;
-const admins: Partial<Record<keyof typeof targets, string>> = { cached: stack.cached.adminUrl, uncached: stack.uncached!.adminUrl };
-const sidecarPids: Partial<Record<keyof typeof targets, number>> = { cached: stack.cached.pid, uncached: stack.uncached!.pid };
+/** The sidecar each non-direct row goes through (its /metrics and its pid). */
+const sidecars: Partial<Record<keyof typeof targets, { adminUrl: string; pid: number }>> = { cached: stack.cached, uncached: stack.uncached! };
 /**
  * Where a sidecar's tail comes from: its /metrics (prom-client defaults) read before and after the
  * row — major GCs (count, total and longest-possible share) and the longest event-loop delay (the
@@ -100,12 +100,12 @@ async function pauses(adminUrl: string | undefined): Promise<{ majorGcs: number;
 }
 for (const p of plans) {
   attack(targets[p.target], p.rate, warmupS);
-  const before = await pauses(admins[p.target]);
-  const sidecarPid = sidecarPids[p.target];
-  const cpu = await cpuWindow([{ name: 'upstream', pids: () => [stack.upstream.pid] }, ...(sidecarPid ? [{ name: 'sidecar', pids: () => processTree(sidecarPid) }] : [])]);
+  const sidecar = sidecars[p.target];
+  const before = await pauses(sidecar?.adminUrl);
+  const cpu = await cpuWindow([{ name: 'upstream', pids: () => [stack.upstream.pid] }, ...(sidecar ? [{ name: 'sidecar', pids: () => processTree(sidecar.pid) }] : [])]);
   const r = attack(targets[p.target], p.rate, durationS);
   const cpuS = await cpu();
-  const after = await pauses(admins[p.target]);
+  const after = await pauses(sidecar?.adminUrl);
   if (r.errors?.length) console.error(`[latency] ${p.name} @ ${p.rate}: ${r.errors.slice(0, 3).join('; ')}`);
   const row: Row = { ...p, achieved: r.rate, requests: r.requests, success: r.success, p50: ms(r.latencies['50th']), p90: ms(r.latencies['90th']), p99: ms(r.latencies['99th']), max: ms(r.latencies.max),
     cpuUs: { upstream: (cpuS.upstream! * 1e6) / r.requests, sidecar: cpuS.sidecar === undefined ? undefined : (cpuS.sidecar * 1e6) / r.requests } };

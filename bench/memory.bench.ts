@@ -27,7 +27,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { exportPKCS8, generateKeyPair } from 'jose';
-import { ROOT, SMOKE, cpuSeconds, fmt, markdownTable, rssMiB, writeReport } from './lib/harness.ts';
+import { ROOT, SMOKE, cpuSeconds, fmt, nodeArgsFrom, markdownTable, rssMiB, writeReport } from './lib/harness.ts';
 import { createBenchStore, createIssuer, startSidecar, startUpstreamProcess } from './lib/sidecar-stack.ts';
 import { WORKER_SEMI_SPACE_MIB } from '../sidecar/src/workers.ts';
 
@@ -56,7 +56,7 @@ const sidecar = await startSidecar({
   signingKeyFile,
   issuer,
   // as scripts/start.sh runs it (the workers of SIDECAR_WORKERS > 1 get the same: workers.ts)
-  nodeArgs: [...(process.env.BENCH_SIDECAR_NODE_ARGS ?? `--max-semi-space-size=${WORKER_SEMI_SPACE_MIB}`).split(' ').filter(Boolean), '--expose-gc', `--import=${join(ROOT, 'bench/heap-probe.ts')}`],
+  nodeArgs: [...nodeArgsFrom('BENCH_SIDECAR_NODE_ARGS', `--max-semi-space-size=${WORKER_SEMI_SPACE_MIB}`), '--expose-gc', `--import=${join(ROOT, 'bench/heap-probe.ts')}`],
   env: { SIDECAR_WORKERS: '1', HEAP_PROBE_FILE: probeFile },
   ...(process.env.BENCH_SIDECAR_MAIN ? { main: process.env.BENCH_SIDECAR_MAIN } : {}),
 });

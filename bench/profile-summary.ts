@@ -45,6 +45,11 @@ export function moduleOf(frame: CallFrame): string {
   return path.startsWith(ROOT) ? relative(ROOT, path) : path;
 }
 
+/** A call frame's row name: function, module and (for frames with a file) line. */
+function functionKey(f: CallFrame): string {
+  return `${f.functionName || '(anonymous)'} ${moduleOf(f)}${f.url ? `:${f.lineNumber + 1}` : ''}`;
+}
+
 /**
  * Self time (µs) per module and per function of one profile.
  * @returns totals without idle, and two maps key → µs
@@ -62,13 +67,13 @@ export function selfTimes(p: CpuProfile): { busyUs: number; wallUs: number; byMo
     busyUs += us;
     const mod = moduleOf(f);
     byModule.set(mod, (byModule.get(mod) ?? 0) + us);
-    const fn = `${f.functionName || '(anonymous)'} ${mod}${f.url ? `:${f.lineNumber + 1}` : ''}`;
+    const fn = functionKey(f);
     byFunction.set(fn, (byFunction.get(fn) ?? 0) + us);
   }
   return { busyUs, wallUs: p.endTime - p.startTime, byModule, byFunction };
 }
 
-/** A busy stretch of one profile: offset from the profile's start and length (ms), what filled it. */
+/** A busy stretch or a scheduling gap of one profile: offset from the profile's start and length (ms), what filled it. */
 export type Stall = { atMs: number; ms: number; kind: 'busy' | 'gap'; top: [string, number][]; firstStack: string[] };
 
 /**
@@ -79,10 +84,7 @@ export function stalls(p: CpuProfile, minMs: number): Stall[] {
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
   for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
-  const name = (id: number) => {
-    const f = byId.get(id)!.callFrame;
-    return `${f.functionName || '(anonymous)'} ${moduleOf(f)}${f.url ? `:${f.lineNumber + 1}` : ''}`;
-  };
+  const name = (id: number) => functionKey(byId.get(id)!.callFrame);
   const stack = (id: number) => {
     const out: string[] = [];
     for (let at: number | undefined = id; at !== undefined && out.length < 12; at = parent.get(at)) out.push(name(at));
@@ -146,7 +148,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   const stallsAt = args.indexOf('--stalls');
   const stallMs = stallsAt >= 0 ? Number(args.splice(stallsAt, 2)[1]) : undefined;
   if (args.length === 0) {
-    process.stderr.write('usage: node bench/profile-summary.ts <file.cpuprofile | directory> [--top N]\n');
+    process.stderr.write('usage: node bench/profile-summary.ts <file.cpuprofile | directory> [--top N] [--stalls MS]\n');
     process.exit(2);
   }
   for (const a of args) {

@@ -25,14 +25,14 @@
 import autocannon from 'autocannon';
 import { countsBy, createBenchStore, createIssuer, startSidecar, writeSidecarSigningKey } from './lib/sidecar-stack.ts';
 import { createUpstreamServer } from './lib/upstream.ts';
-import { cpuSeconds, processTree, rssMiB } from './lib/harness.ts';
+import { cpuSeconds, nodeArgsFrom, processTree, rssMiB } from './lib/harness.ts';
 import { randomUUID } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 
 const duration = Number(process.env.BENCH_DURATION_S ?? 10);
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 32);
-const nodeArgs = (process.env.BENCH_SIDECAR_NODE_ARGS ?? '').split(' ').filter(Boolean);
+const nodeArgs = nodeArgsFrom('BENCH_SIDECAR_NODE_ARGS');
 const sidecarMain = process.env.BENCH_SIDECAR_MAIN ?? 'sidecar/src/main.ts';
 
 const upstream = createUpstreamServer();

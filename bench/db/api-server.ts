@@ -12,6 +12,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { exportJWK, importJWK, type JWK, type CryptoKey } from 'jose';
 import type { SigningKey } from '../../test/catalog-api/helpers.ts';
+import { nodeArgsFrom } from '../lib/harness.ts';
 
 /** A running API child: its base URL, the key to sign assertions with, its pid, and how to stop it. */
 export type ApiServer = { url: string; key: SigningKey; pid: number; close: () => Promise<void> };
@@ -22,7 +23,7 @@ export type ApiServer = { url: string; key: SigningKey; pid: number; close: () =
  * @throws when the child exits before it listens
  */
 export async function startApiServer(dbName: string, env: Record<string, string> = {}): Promise<ApiServer> {
-  const execArgv = [...process.execArgv, ...(process.env.BENCH_API_NODE_ARGS ?? '').split(' ').filter(Boolean)];
+  const execArgv = [...process.execArgv, ...nodeArgsFrom('BENCH_API_NODE_ARGS')];
   const child: ChildProcess = fork(fileURLToPath(import.meta.url), [], { env: { ...process.env, ...env, BENCH_DB_NAME: dbName }, execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const hello = await new Promise<{ url: string; jwk: JWK & { kid: string } }>((resolve, reject) => {
     child.once('message', (m) => resolve(m as { url: string; jwk: JWK & { kid: string } }));

@@ -19,6 +19,14 @@ const USER_HZ = 100;
 /** BENCH_SMOKE=1: each mode runs for a few seconds and only checks that it produced numbers. */
 export const SMOKE = process.env.BENCH_SMOKE === '1';
 
+/**
+ * Node flags from environment variable `name` (space separated, e.g. BENCH_SIDECAR_NODE_ARGS =
+ * `--cpu-prof --cpu-prof-dir=/tmp/prof`), or from `fallback` when it is unset.
+ */
+export function nodeArgsFrom(name: string, fallback = ''): string[] {
+  return (process.env[name] ?? fallback).split(' ').filter(Boolean);
+}
+
 /** The fields of /proc/<pid>/stat after the command name (field 3 = index 0). @throws when the pid is gone */
 function statFields(pid: number): string[] {
   const s = readFileSync(`/proc/${pid}/stat`, 'utf8');

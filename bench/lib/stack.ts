@@ -29,7 +29,7 @@ import {
   type ServerProcess,
   type SidecarProcess,
 } from './sidecar-stack.ts';
-import { processTree } from './harness.ts';
+import { nodeArgsFrom, processTree } from './harness.ts';
 
 /** The route every request of the stream asks for. */
 export const BENCH_PATH = '/api/v1/works';
@@ -77,7 +77,7 @@ export async function startBenchStack(opts: { serverCpus?: string; users?: numbe
   const members = Array.from({ length: opts.users ?? 16 }, (_, i) => ({ user: randomUUID(), relation: ROLES[i % ROLES.length]!, publisher }));
   const others = Array.from({ length: opts.otherMemberships ?? 1000 }, (_, i) => ({ user: randomUUID(), relation: ROLES[i % ROLES.length]!, publisher: `00000000-0000-4000-8000-${String(i % 100).padStart(12, '0')}` }));
   const cpus = opts.serverCpus;
-  const nodeArgs = (process.env.BENCH_SIDECAR_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const nodeArgs = nodeArgsFrom('BENCH_SIDECAR_NODE_ARGS');
   const [upstream, store, issuer, signingKeyFile] = await Promise.all([startUpstreamProcess(cpus), createBenchStore([...members, ...others]), createIssuer(), writeSidecarSigningKey()]);
   const stream = await Promise.all(members.map(async (m) => ({ headers: { authorization: `Bearer ${await issuer.token(m.user)}`, 'x-publisher-id': publisher } })));
   const outsiderToken = await issuer.token(randomUUID());
