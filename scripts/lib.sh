@@ -5,7 +5,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="$ROOT/tools/cache"
 DATA="${DATA_DIR:-$ROOT/.data}"
 NODE_VERSION="${NODE_VERSION:-24.21.0}"
-OPENFGA_VERSION="${OPENFGA_VERSION:-v1.18.3}"
+OPENFGA_VERSION="${OPENFGA_VERSION:-v1.22.1}"
 mkdir -p "$CACHE" "$DATA"
 
 # port_open HOST PORT: something accepts TCP connections there.
@@ -51,7 +51,8 @@ go_install() {
   fi
   log "building $1 with go install (a few minutes the first time)"
   mkdir -p "$CACHE/bin"
-  GOBIN="$CACHE/bin" go install "$1"
+  # -w: no DWARF tables (less for the linker to write into binaries of 50–90 MB; symbols stay for perf)
+  GOBIN="$CACHE/bin" go install -ldflags=-w "$1"
 }
 
 # ensure_fga: build the OpenFGA CLI (pinned in tools/fga/go.mod) into tools/cache/bin once.

@@ -10,7 +10,7 @@
  *   `publisher:<p>#off_network@user:*` tuple carries `office_networks` (CIDRs); the Check sends
  *   `client_ip`. It holds (and shuts the publisher's staff out) when the address is in none of them.
  *
- * OpenFGA v1.18.3 answers a Check whose path reaches a conditional tuple without the condition's
+ * OpenFGA (v1.18.3 and v1.22.1) answers a Check whose path reaches a conditional tuple without the condition's
  * parameters with an error (400, "missing context parameters"), not with a deny — so every Check of
  * this model must carry {@link CheckContext}.
  */

@@ -3,7 +3,7 @@
  * so an admin tool says when an answer is cut instead of passing a partial list off as complete.
  *
  * Sources: https://openfga.dev/docs/interacting/relationship-queries and the OpenFGA server flags
- * (`openfga run --help`, v1.18): ListUsers returns at most `--listUsers-max-results` (env
+ * (`openfga run --help`, v1.18–v1.22): ListUsers returns at most `--listUsers-max-results` (env
  * OPENFGA_LIST_USERS_MAX_RESULTS, default 1000) within `--listUsers-deadline` (OPENFGA_LIST_USERS_DEADLINE,
  * default 3s); ListObjects at most `--listObjects-max-results` (OPENFGA_LIST_OBJECTS_MAX_RESULTS,
  * default 1000, non-streaming only) and StreamedListObjects everything found within

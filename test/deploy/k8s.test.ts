@@ -99,7 +99,7 @@ t.test('the checker refuses broken manifests', async (t) => {
   const cases: [string, string, RegExp][] = [
     ['a wrong type', good.replace('replicas: 2', 'replicas: two'), /cannot unmarshal|invalid|replicas/i],
     ['an unknown kind', `${good}---\napiVersion: v1\nkind: Podd\nmetadata:\n  name: x\n`, /no kind "Podd" is registered/],
-    ['an image tagged latest', good.replace('openfga/openfga:v1.18.3', 'openfga/openfga:latest'), /image "openfga\/openfga:latest" is not pinned/],
+    ['an image tagged latest', good.replace('openfga/openfga:v1.22.1', 'openfga/openfga:latest'), /image "openfga\/openfga:latest" is not pinned/],
     ['an untagged image', good.replace(APP_IMAGE, 'registry.example.com/music-publishing/app'), /is not pinned/],
     ['a writable root filesystem', good.replace('readOnlyRootFilesystem: true', 'readOnlyRootFilesystem: false'), /readOnlyRootFilesystem is not true/],
     ['privilege escalation', good.replace('allowPrivilegeEscalation: false', 'allowPrivilegeEscalation: true'), /allowPrivilegeEscalation is not false/],

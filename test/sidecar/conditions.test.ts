@@ -6,7 +6,7 @@
  * IPv4-mapped) only, system admins and unrestricted publishers unaffected; the decision cache keys
  * by client IP (an allow from inside is never served to outside, and a repeat from the same address
  * is a cache hit). Client addresses are simulated with X-Forwarded-For from the trusted loopback
- * peer. Also what OpenFGA v1.18.3 does without the context (an error, the reason every Check sends it).
+ * peer. Also what OpenFGA does without the context (an error, the reason every Check sends it).
  */
 import t from 'tap';
 import { randomUUID } from 'node:crypto';
@@ -51,7 +51,7 @@ t.test('the condition context: time rounded down to the bucket, the client addre
   t.not(conditionContext('198.51.100.7', at, 1000).key, conditionContext('198.51.100.7', at + 1, 1000).key, '… and with the bucket');
 });
 
-t.test('OpenFGA v1.18.3 refuses a Check without the parameters a conditional tuple needs', async (t) => {
+t.test('OpenFGA refuses a Check without the parameters a conditional tuple needs', async (t) => {
   const check = (context?: Record<string, unknown>) =>
     fx.store.fga.check({ user: `user:${U.staff}`, relation: 'works_read', object: `publisher:${P.office}`, context });
   await t.rejects(check(), { message: /missing context parameters|client_ip/ }, 'no context → an error, not a deny');
