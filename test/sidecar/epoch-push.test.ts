@@ -126,8 +126,14 @@ t.test('push channel silenced: revoked within EPOCH_STALENESS_MS + 1 s; healed â
 
   await proxy.set('pass');
   const healing = Date.now();
-  while ((await metric(c, 'sidecar_epoch_view_stale_seconds')) !== 0 && Date.now() - healing < 10_000) await new Promise((r) => setTimeout(r, 50));
-  t.equal(await metric(c, 'sidecar_epoch_view_stale_seconds'), 0, `healed: the view is fresh again after ${Date.now() - healing} ms (resubscribed, resynced)`);
+  // the reading that ended the wait is the proof: a later one may see a PING answered late on a
+  // busy machine (stale for a moment by design, with per-request reads meanwhile)
+  let healed = await metric(c, 'sidecar_epoch_view_stale_seconds');
+  while (healed !== 0 && Date.now() - healing < 10_000) {
+    await new Promise((r) => setTimeout(r, 50));
+    healed = await metric(c, 'sidecar_epoch_view_stale_seconds');
+  }
+  t.equal(healed, 0, `healed: the view is fresh again after ${Date.now() - healing} ms (resubscribed, resynced)`);
   await fx.writer.write({ writes: [member(userId)] });
   // the grant arrives by push, like a removal: within the bound, not by the time the writer returns
   const granting = Date.now();
