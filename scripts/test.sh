@@ -7,16 +7,28 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 # The Go-built tools compile in the background while Node, npm and the Debian packages are set up
 # (minutes saved on a fresh machine); each is built once into tools/cache/bin and reused afterwards.
-GO_TOOLS=(ensure_fga ensure_openfga_bin ensure_goaws_bin ensure_envoy_validate_bin ensure_vegeta_bin ensure_opa_bin ensure_kustomize_bin ensure_k8s_validate_bin)
+# Two chains, one tool after another in each: tools that share packages follow the one that compiled
+# them (fga and the Envoy checker reuse most of OpenFGA's build), where eight builds at once compiled
+# the shared packages several times over. From an empty Go build cache: OpenFGA
+# ready after 339 s instead of 411 s, all eight after 366 s instead of 411 s (2 cores).
+GO_CHAINS=("ensure_openfga_bin ensure_fga ensure_envoy_validate_bin" "ensure_goaws_bin ensure_vegeta_bin ensure_kustomize_bin ensure_k8s_validate_bin ensure_opa_bin")
 go_pids=()
-for tool in "${GO_TOOLS[@]}"; do ("$tool" >/dev/null) & go_pids+=($!); done
+for chain in "${GO_CHAINS[@]}"; do
+  (for tool in $chain; do "$tool" >/dev/null || { log "$tool failed (see above)"; exit 1; }; done) & go_pids+=($!)
+done
 ensure_node
 ensure_deps
 # A real client in front (test/e2e/nginx.test.ts, test/e2e/proxy-configs.test.ts): Debian's nginx.
 NGINX_BIN="$(ensure_nginx)"
 # The access explorer's browser test (test/e2e/explorer.test.ts): Debian's Chromium.
 CHROMIUM_BIN="$(ensure_chromium)"
-for i in "${!go_pids[@]}"; do wait "${go_pids[$i]}" || { log "${GO_TOOLS[$i]} failed (see above)"; exit 1; }; done
+# the type-check and the compose file's check while the Go tools may still be compiling
+log "type-check (tsc)"
+node node_modules/typescript/bin/tsc -p tsconfig.json
+if command -v docker-compose >/dev/null; then
+  log "docker-compose.yml"; docker-compose config -q
+fi
+for pid in "${go_pids[@]}"; do wait "$pid" || exit 1; done
 # The failure suites start and stop private OpenFGA servers, also when a shared one is reused;
 # the Envoy configuration checker (proxy-configs); vegeta and OPA for the benchmarks' smoke runs
 # (test/bench/); kustomize and the manifest checker (test/deploy/k8s.test.ts).
@@ -27,13 +39,6 @@ OPA_BIN="$(ensure_opa_bin)"
 KUSTOMIZE_BIN="$(ensure_kustomize_bin)"
 K8S_VALIDATE_BIN="$(ensure_k8s_validate_bin)"
 export OPENFGA_BIN NGINX_BIN CHROMIUM_BIN ENVOY_VALIDATE_BIN VEGETA_BIN OPA_BIN KUSTOMIZE_BIN K8S_VALIDATE_BIN PATH="$CACHE/bin:$PATH"
-
-log "type-check (tsc)"
-node node_modules/typescript/bin/tsc -p tsconfig.json
-
-if command -v docker-compose >/dev/null; then
-  log "docker-compose.yml"; docker-compose config -q
-fi
 
 use_services --db publishing_test --fresh
 export OPENFGA_STORE_NAME="test-${OPENFGA_STORE_NAME:-music-publishing}"
