@@ -18,7 +18,7 @@
  * check) before a process switches; an unknown id is refused and the current model kept.
  */
 import type { Redis } from 'ioredis';
-import { createRedisClient, ownResubscription, type RedisClient, type RedisConnectionConfig } from './redis.ts';
+import { REDIS_START_WAIT_MS, connectRedis, createRedisClient, ownResubscription, type RedisClient, type RedisConnectionConfig } from './redis.ts';
 import { OpenFgaClient, type AuthorizationModel } from '@openfga/sdk';
 import { globalEpochKey } from './epochs.ts';
 import { encodeEpochBumps, epochChannel } from './epoch-push.ts';
@@ -303,7 +303,8 @@ export function watchActiveModel(o: WatchActiveModelOptions): ActiveModelWatcher
     },
     refresh,
     async start() {
-      if (o.subscriber.status === 'wait') await o.subscriber.connect().catch(() => undefined);
+      // bounded: a partitioned Redis accepts and never answers, and connect() would wait for good
+      if (o.subscriber.status === 'wait') await connectRedis(o.subscriber, REDIS_START_WAIT_MS).catch(() => undefined);
       else if (o.subscriber.status === 'ready') await o.subscriber.subscribe(channel).catch(() => undefined);
       await refresh();
       timer = setInterval(() => {
@@ -324,7 +325,7 @@ export function watchActiveModel(o: WatchActiveModelOptions): ActiveModelWatcher
 /**
  * Open a short-lived Redis client (CLI, API handlers) — a single Redis at `url`, or the cluster or
  * sentinel deployment a {@link RedisConnectionConfig} names (policies/src/redis.ts) — run `fn`,
- * then close it. Fails fast: 2 s to connect, no retries beyond one.
+ * then close it. Fails fast: 2 s to connect, ready within 5 s (connectRedis), no retries beyond one.
  * @throws whatever `fn` throws, or the connection error.
  */
 export async function withRedis<T>(target: string | RedisConnectionConfig, fn: (redis: RedisClient) => Promise<T>): Promise<T> {
@@ -332,7 +333,7 @@ export async function withRedis<T>(target: string | RedisConnectionConfig, fn: (
   const redis = createRedisClient(conn, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 1, retryStrategy: () => null });
   redis.on('error', () => undefined);
   try {
-    await redis.connect();
+    await connectRedis(redis, 5000);
     return await fn(redis);
   } finally {
     redis.disconnect();

@@ -143,6 +143,56 @@ export function createRedisClient(conn: RedisConnectionConfig, options: RedisOpt
 }
 
 /**
+ * The options of every push-channel subscriber ({@link createRedisSubscriber}): it connects
+ * lazily (its owner's `start()` connects it), gets 1 s to connect and 1 s per command, and
+ * reconnects every ≤ 2 s. The command timeout covers the ready check too: ioredis' `connectTimeout`
+ * bounds only the TCP connect, so a connection that a partitioned Redis accepted and never answered
+ * would wait for its ready check for good, and never be retried once Redis is back.
+ */
+export const SUBSCRIBER_OPTIONS: RedisOptions = {
+  lazyConnect: true,
+  connectTimeout: 1000,
+  commandTimeout: 1000,
+  retryStrategy: (times) => Math.min(times * 200, 2000),
+};
+
+/**
+ * How long (ms) a service's start waits for one of its Redis connections to become ready
+ * ({@link connectRedis}): past it the start goes on without it — the sidecar decides through
+ * OpenFGA, the push-channel owners (epoch view, revoked-session view, active-model watcher) start
+ * stale by their own staleness rules — and the connection goes on reconnecting.
+ */
+export const REDIS_START_WAIT_MS = 2000;
+
+/**
+ * Connect a lazily created client (or join a connect already under way) and wait until it is
+ * ready, at most `timeoutMs` (ms). Instead of `await client.connect()`: a Cluster's connect()
+ * promise never settles when the ready check after its slots refresh fails — a CLUSTER INFO past
+ * `commandTimeout` on a busy machine — because the Cluster then reconnects on a promise of its own
+ * and may well become ready, but the first promise is dropped
+ * (https://github.com/redis/ioredis/pull/741). So the client's 'ready' event counts too, and the
+ * wait is bounded. After a failure the client goes on reconnecting per its `retryStrategy`.
+ * @throws Error when the connect attempt fails (ioredis' error) or the client is not ready within
+ *   `timeoutMs` ("Redis not ready within N ms (status …)").
+ */
+export async function connectRedis(client: RedisClient, timeoutMs: number): Promise<void> {
+  if (client.status === 'ready') return;
+  await new Promise<void>((resolve, reject) => {
+    const settle = (err?: Error) => {
+      clearTimeout(timer);
+      client.off('ready', onReady);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onReady = () => settle();
+    const timer = setTimeout(() => settle(new Error(`Redis not ready within ${timeoutMs} ms (status ${client.status})`)), timeoutMs);
+    client.on('ready', onReady);
+    // 'wait' (lazyConnect) or 'end' (closed): this call connects; otherwise a connect is under way
+    if (client.status === 'wait' || client.status === 'end') client.connect().then(() => settle(), (err: Error) => settle(err));
+  });
+}
+
+/**
  * For a subscriber whose owner subscribes again on every 'ready' itself: turn ioredis' own
  * re-subscription off. That one leaves its SUBSCRIBE's promise unhandled, so a connection closed
  * again before the answer is an unhandled rejection, which ends a Node process (ioredis #2187,

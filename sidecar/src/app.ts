@@ -19,7 +19,7 @@
  */
 import { STATUS_CODES } from 'node:http';
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { createRedisClient, createRedisSubscriber, type RedisClient, type RedisConnectionConfig } from '../../policies/src/redis.ts';
+import { REDIS_START_WAIT_MS, SUBSCRIBER_OPTIONS, connectRedis, createRedisClient, createRedisSubscriber, type RedisClient, type RedisConnectionConfig } from '../../policies/src/redis.ts';
 import { modelContent } from '../../policies/src/model.ts';
 import { resolveActiveModel, watchActiveModel } from '../../policies/src/active-model.ts';
 import { loadRouteRules, loggedRequest, validateRoutesAgainstModel } from '../../policies/src/routes.ts';
@@ -163,7 +163,7 @@ export async function buildSidecar(
 
   // --- dependencies --------------------------------------------------------------------------
   const redis = fastFailRedis(config.redis, config.redis.commandTimeoutMs); // outages: reported by the decision cache / readyz
-  await redis.connect().catch((err: Error) => log.warn({ err: { message: err.message } }, 'redis not reachable at start; deciding without the cache'));
+  await connectRedis(redis, REDIS_START_WAIT_MS).catch((err: Error) => log.warn({ err: { message: err.message } }, 'redis not reachable at start; deciding without the cache'));
   // The active model (policies/src/active-model.ts): the id in Redis, else the store's newest;
   // the local model file is written only into an empty store (a start never overwrites a deploy).
   const active = await resolveActiveModel({
@@ -180,14 +180,14 @@ export async function buildSidecar(
   const routes = compileRoutes(rules);
   // A subscribed connection can do nothing else: the revocation push channel gets its own.
   // (on a cluster: a plain connection to one node, moving to another on reconnect — policies/src/redis.ts)
-  const subscriber = createRedisSubscriber(config.redis, { lazyConnect: true, connectTimeout: 1000, retryStrategy: (times) => Math.min(times * 200, 2000) }, redis);
+  const subscriber = createRedisSubscriber(config.redis, SUBSCRIBER_OPTIONS, redis);
   const revocations = createSessionRevocations({ redis, subscriber, ...config.revocations, log });
   await revocations.start();
 
   const metrics = createMetrics();
   // Hot model switch: pushed ids (own subscriber connection) and a poll every MODEL_POLL_INTERVAL_MS;
   // a model the route rules do not fit is refused, the current one kept.
-  const modelSubscriber = createRedisSubscriber(config.redis, { lazyConnect: true, connectTimeout: 1000, retryStrategy: (times) => Math.min(times * 200, 2000) }, redis);
+  const modelSubscriber = createRedisSubscriber(config.redis, SUBSCRIBER_OPTIONS, redis);
   const model = watchActiveModel({
     redis,
     subscriber: modelSubscriber,
@@ -215,7 +215,7 @@ export async function buildSidecar(
     config.cache.epochStalenessMs > 0 && (config.cache.ttlMs > 0 || config.openfga.cacheBypassMs > 0)
       ? createEpochView({
           redis,
-          subscriber: opts.epochSubscriber ?? createRedisSubscriber(config.redis, { lazyConnect: true, connectTimeout: 1000, retryStrategy: (times) => Math.min(times * 200, 2000) }, redis),
+          subscriber: opts.epochSubscriber ?? createRedisSubscriber(config.redis, SUBSCRIBER_OPTIONS, redis),
           storeId,
           maxEntries: config.cache.maxEntries,
           stalenessMs: config.cache.epochStalenessMs,
@@ -240,7 +240,8 @@ export async function buildSidecar(
   // never delays a decision-cache read); limits re-read from Redis (docs/CONTRACTS.md, "Metering").
   const meter = createMeter({ maxKeys: config.metering.maxKeys, onDrop: () => metrics.metering.dropped.inc() });
   const meteringRedis = fastFailRedis(config.redis, config.metering.commandTimeoutMs); // outages: reported by the flusher
-  await meteringRedis.connect().catch(() => undefined);
+  // the three connections below connect at once; the start waits for them together, at most REDIS_START_WAIT_MS
+  const connecting = [connectRedis(meteringRedis, REDIS_START_WAIT_MS)];
   const flusher = createMeteringFlusher({ meter, redis: meteringRedis, prefix: config.metering.prefix, intervalMs: config.metering.flushIntervalMs, reloadMs: config.metering.reloadMs, metrics: metrics.metering, log });
   for (const path of config.metering.neverBlock) {
     if (!rules.some((r) => r.path === path)) log.warn({ path }, 'METERING_NEVER_BLOCK names a path no route rule has');
@@ -253,7 +254,7 @@ export async function buildSidecar(
   // Rate limits: counters in Redis on a connection of their own that fails fast (no offline queue,
   // a short command timeout), so a slow Redis costs a request at most that long (stages/rate-limit.ts).
   const rateLimitRedis = fastFailRedis(config.redis, config.rateLimits.commandTimeoutMs); // outages: sidecar_rate_limit_local_total
-  await rateLimitRedis.connect().catch(() => undefined);
+  connecting.push(connectRedis(rateLimitRedis, REDIS_START_WAIT_MS));
   const rateLimits = createRateLimits({
     redis: rateLimitRedis,
     ...config.rateLimits,
@@ -264,7 +265,8 @@ export async function buildSidecar(
   // Decision log: ring buffer + log line + span per decision; its Redis stream on a connection of
   // its own that fails fast (a slow append never delays a decision-cache read).
   const decisionLogRedis = fastFailRedis(config.redis, config.metering.commandTimeoutMs); // outages: sidecar_decision_log_dropped_total
-  await decisionLogRedis.connect().catch(() => undefined);
+  connecting.push(connectRedis(decisionLogRedis, REDIS_START_WAIT_MS));
+  await Promise.all(connecting.map((c) => c.catch(() => undefined))); // outages: reported by each user
   const decisionLog = createDecisionLog({ ...config.decisionLog, log, redis: decisionLogRedis, storeId, modelId: () => model.current, metrics: metrics.decisionLog });
   const deps: PipelineDeps = { routes, authenticators, cache, signer, revocations, metering, rateLimits, decisionLog, conditionTimeBucketMs: config.cache.conditionTimeBucketMs };
 

@@ -43,9 +43,14 @@ const randomTarget: MatrixTarget = {
 const su = new pg.Client({ connectionString: env('PG_ADMIN_URL').replace(/\/[^/]*$/, `/${new URL(env('DATABASE_URL')).pathname.slice(1)}`) });
 
 t.before(async () => {
+  // the durations go to the log: a start that fails on a slower machine says how close it came
+  const started = Date.now();
   stack = await startClusterStack();
+  t.comment(`the scaled-out stack started in ${Date.now() - started} ms`);
   await su.connect();
+  const fixturesAt = Date.now();
   fixtures = await matrixFixtures(randomTarget);
+  t.comment(`matrix fixtures made in ${Date.now() - fixturesAt} ms`);
 });
 t.teardown(async () => {
   await su.end().catch(() => undefined);

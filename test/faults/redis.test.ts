@@ -8,6 +8,9 @@
  *   without a restart.
  * - Revoked-session view: partitioned beyond REVOCATION_MAX_STALENESS_MS → 503 for session-bound
  *   tokens (never the token of a session revoked meanwhile); back → 401 for that one, 200 for others.
+ * - Start-up: partitioned before the sidecar starts → the start is bounded (no connection's wait
+ *   hangs it: connectRedis), session tokens get 503 (the revoked-session view never synced), and
+ *   once Redis is back the connections the partition held are retried: allowed, from the cache.
  * Redis stopped outright (the view, the metering counts) is in test/sidecar/sessions.test.ts,
  * test/sidecar/failures.test.ts and test/sidecar/metering.test.ts.
  */
@@ -17,6 +20,7 @@ import { Redis } from 'ioredis';
 import { RelationshipWriter } from '../../policies/src/relationships.ts';
 import { userEpochKey } from '../../policies/src/epochs.ts';
 import { bumpEpochs } from '../../policies/src/epoch-push.ts';
+import { REDIS_START_WAIT_MS } from '../../policies/src/redis.ts';
 import { REVOKED_SESSIONS_KEY, SESSION_REVOKED_CHANNEL, encodeRevocation } from '../../policies/src/session-revocations.ts';
 import { REDIS_URL, decisions, raw, startSidecar, useSidecarFixture, type Sidecar } from '../sidecar/helpers.ts';
 import { SLACK_MS, baselineMs, median, proxyFor, timed, watch } from './helpers.ts';
@@ -121,4 +125,25 @@ t.test('revoked-session view: Redis partitioned → 503 for session tokens after
   const back = await watch(10_000, () => get(s, viewer2, liveToken), (x) => x === 200);
   t.equal(back.at(-1), 200, `Redis back: a live session is allowed again after ${back.length} probes, without a restart`);
   t.equal(await get(s, viewer2, revokedToken), 401, 'the session revoked during the partition is refused');
+});
+
+t.test('Redis partitioned when the sidecar starts: the start is bounded, session tokens fail closed; back → allowed, the cache used', async (t) => {
+  const { proxy, url } = await proxyFor(t, REDIS_URL, 6379);
+  await proxy.set('blackhole');
+  const started = Date.now();
+  const s = await startSidecar({ ...fx.env, REDIS_URL: url, REDIS_COMMAND_TIMEOUT_MS: String(COMMAND_TIMEOUT_MS) });
+  t.teardown(() => s.close());
+  const tookMs = Date.now() - started;
+  // five waits in a row of at most REDIS_START_WAIT_MS each (policies/src/redis.ts) and the epoch view's 1 s
+  t.ok(tookMs < 5 * REDIS_START_WAIT_MS + 1000 + 5000, `started without Redis in ${tookMs} ms`);
+  // the revoked-session view never synced: session tokens fail closed (README "Failure behaviour")
+  const closed = await raw(s.port, 'GET', '/api/v1/works', { authorization: `Bearer ${await fx.issuer.token(viewer2)}`, 'x-publisher-id': publisher });
+  t.equal(closed.status, 503, 'a member: 503 while the revoked-session view never synced');
+  t.equal(closed.json().type, 'https://errors.music-publishing.example/pdp-unavailable');
+  t.equal(await get(s, stranger), 503, 'a stranger is not allowed either');
+  await proxy.set('pass');
+  const lruBefore = await decisions(s.adminUrl, 'lru');
+  const back = await watch(15_000, async () => (await get(s, viewer2)) === 200 && (await decisions(s.adminUrl, 'lru')) > lruBefore, (cached) => cached);
+  t.equal(back.at(-1), true, `Redis back: decisions come from the cache again after ${back.length} probes, without a restart`);
+  t.equal((await raw(s.port, 'GET', '/readyz')).json().checks.redis, 'ok', '/readyz says Redis is ok');
 });

@@ -3,7 +3,8 @@
  * this process's children (Linux /proc, every 250 ms and on `scan()`) and, when this process dies
  * — noticed by the end of its stdin pipe, which the kernel closes on any death, SIGKILL included —
  * SIGKILLs every recorded child still running (same pid and start time, so a reused pid is spared).
- * A clean teardown stops the children itself and then calls `close()`.
+ * A clean teardown stops the children itself and then calls `close()`, which ends the reaper without
+ * killing: its last scan may have recorded a process started since, by the next stack.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 
@@ -21,7 +22,8 @@ const scan = () => {
 };
 const timer = setInterval(scan, 250);
 scan();
-process.stdin.on('data', scan);
+// 'exit': a clean teardown stopped the children itself; a child started since (another stack) is not ours to kill
+process.stdin.on('data', (d) => (String(d).includes('exit') ? process.exit(0) : scan()));
 process.stdin.on('close', () => {
   clearInterval(timer);
   for (const [pid, start] of seen) { const f = startOf(pid); if (f && f[19] === start) { try { process.kill(pid, 'SIGKILL'); } catch {} } }
@@ -33,7 +35,7 @@ process.stdin.resume();
 /**
  * Start the reaper of this process's children.
  * @returns `scan()` (record the children now: call it after starting some) and `close()` (the
- *   reaper kills what is still running and exits — call it after every child has been stopped)
+ *   reaper exits without killing — call it after every child has been stopped)
  */
 export function startReaper(): { scan: () => void; close: () => void } {
   const { NODE_V8_COVERAGE: _, ...rest } = process.env;
@@ -42,6 +44,6 @@ export function startReaper(): { scan: () => void; close: () => void } {
   const stdin = child.stdin!;
   (stdin as unknown as { unref?: () => void }).unref?.();
   stdin.on('error', () => undefined);
-  return { scan: () => stdin.write('\n'), close: () => stdin.end() };
+  return { scan: () => stdin.write('\n'), close: () => stdin.end('exit\n') };
 }
 

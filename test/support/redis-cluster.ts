@@ -51,10 +51,14 @@ async function canBind(port: number): Promise<boolean> {
   });
 }
 
-/** A random port in 16000…31999 whose cluster-bus port (+10000) is free too. */
+/**
+ * A random port in 16000…22767 whose cluster-bus port (+10000, so 26000…32767) is free too: both
+ * below Linux's ephemeral range (32768–60999), where an outgoing connection can take a port checked
+ * free before the node binds it, and clear of the harnesses' 10000–15999 (test/e2e/cluster-stack.ts).
+ */
 async function clusterPort(taken: Set<number>): Promise<number> {
   for (let i = 0; i < 200; i++) {
-    const port = 16000 + Math.floor(Math.random() * 16000);
+    const port = 16000 + Math.floor(Math.random() * 6768);
     if (taken.has(port) || taken.has(port + 10000) || taken.has(port - 10000)) continue;
     if ((await canBind(port)) && (await canBind(port + 10000))) return port;
   }

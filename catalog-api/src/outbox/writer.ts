@@ -2,7 +2,7 @@
  * Construct the production relationship sink: `RelationshipWriter` from policies/src/relationships.ts
  * for the store's active model (policies/src/active-model.ts), which it follows without a restart.
  */
-import { createRedisClient, createRedisSubscriber } from '../../../policies/src/redis.ts';
+import { SUBSCRIBER_OPTIONS, createRedisClient, createRedisSubscriber } from '../../../policies/src/redis.ts';
 import { redisConnectionOf, type RedisSettings } from '../redis.ts';
 import { OpenFgaClient } from '@openfga/sdk';
 import { resolveActiveModel, watchActiveModel } from '../../../policies/src/active-model.ts';
@@ -50,7 +50,7 @@ export async function createRelationshipWriter(
   redis.on('error', () => {
     /* reported by the failing write; avoid unhandled 'error' events */
   });
-  const subscriber = createRedisSubscriber(conn, { lazyConnect: true, connectTimeout: 1000, retryStrategy: (times) => Math.min(times * 200, 2000) }, redis);
+  const subscriber = createRedisSubscriber(conn, SUBSCRIBER_OPTIONS, redis);
   let model: ReturnType<typeof watchActiveModel> | undefined;
   try {
     const active = await resolveActiveModel({ apiUrl: config.OPENFGA_API_URL, storeName: config.OPENFGA_STORE_NAME, redis, log });

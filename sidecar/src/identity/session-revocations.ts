@@ -20,7 +20,7 @@
  * the last answered PING, and the subscriber reconnects (test/faults/redis.test.ts).
  */
 import type { Redis } from 'ioredis';
-import { ownResubscription, type RedisClient } from '../../../policies/src/redis.ts';
+import { REDIS_START_WAIT_MS, connectRedis, ownResubscription, type RedisClient } from '../../../policies/src/redis.ts';
 import { REVOKED_SESSIONS_KEY, SESSION_REVOKED_CHANNEL, decodeRevocation } from '../../../policies/src/session-revocations.ts';
 
 /** Minimal logger (pino-compatible). */
@@ -127,7 +127,15 @@ export function createSessionRevocations(o: SessionRevocationsOptions): SessionR
   let beating = false;
   let lastAnswered = 0; // when the last answered PING was sent
   const heartbeat = async () => {
-    if (!subscribed || beating || closed) return;
+    if (beating || closed) return;
+    if (!subscribed) {
+      // a SUBSCRIBE that failed on a ready connection: try again (a reconnect does it on 'ready')
+      if (o.subscriber.status === 'ready') readyPass = subscribeAndRead();
+      return;
+    }
+    // subscribed, but the read after it failed (e.g. the reading connection was not back yet):
+    // read again now rather than at the next REVOCATION_RESYNC_INTERVAL_MS
+    if (lastFresh < subscribedAt) void resync();
     beating = true;
     const sent = now();
     let timeout: NodeJS.Timeout | undefined;
@@ -156,7 +164,8 @@ export function createSessionRevocations(o: SessionRevocationsOptions): SessionR
       return since > 0 ? now() - since : Number.POSITIVE_INFINITY;
     },
     async start() {
-      if (o.subscriber.status === 'wait') await o.subscriber.connect().catch(() => undefined);
+      // bounded: a partitioned Redis accepts and never answers, and connect() would wait for good
+      if (o.subscriber.status === 'wait') await connectRedis(o.subscriber, REDIS_START_WAIT_MS).catch(() => undefined);
       // 'ready' started the first pass; Redis down → just try the read (the view stays stale)
       await (readyPass ?? resync());
       timer = setInterval(() => void resync(), o.resyncMs);

@@ -29,7 +29,7 @@
  */
 import { LRUCache } from 'lru-cache';
 import type { Cluster, Redis } from 'ioredis';
-import { ownResubscription } from '../../../policies/src/redis.ts';
+import { REDIS_START_WAIT_MS, connectRedis, ownResubscription } from '../../../policies/src/redis.ts';
 import { decodeEpochBumps, epochChannel, type EpochBump } from '../../../policies/src/epoch-push.ts';
 
 /** Minimal logger (pino-compatible). */
@@ -301,7 +301,8 @@ export function createEpochView(o: EpochViewOptions): EpochView {
     },
     async start() {
       const first = new Promise<void>((r) => (onSynced = r));
-      if (o.subscriber.status === 'wait') await o.subscriber.connect().catch(() => undefined);
+      // bounded: a partitioned Redis accepts and never answers, and connect() would wait for good
+      if (o.subscriber.status === 'wait') await connectRedis(o.subscriber, REDIS_START_WAIT_MS).catch(() => undefined);
       else if (o.subscriber.status === 'ready') subscribe();
       beat = setInterval(heartbeat, heartbeatMs);
       beat.unref();
