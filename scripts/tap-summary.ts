@@ -16,7 +16,7 @@ export interface Failure {
 }
 
 /** The diagnostic fields worth a line each in a summary, in this order. */
-const DETAIL_KEYS = ['message', 'found', 'wanted', 'pattern', 'compare', 'at'] as const;
+const DETAIL_KEYS = ['message', 'found', 'wanted', 'pattern', 'diff', 'at'] as const;
 
 /** A parser's own error (a malformed stream, an unfinished test) as opposed to a failed test point. */
 function isTapError(f: Result | { tapError: string }): f is { tapError: string } {
@@ -30,7 +30,10 @@ function detailOf(result: Result | { tapError: string }): string {
   for (const key of DETAIL_KEYS) {
     let value = diag[key];
     if (value === undefined) continue;
-    if (key === 'at' && typeof value === 'object' && value !== null) {
+    if (key === 'diff' && typeof value === 'string') {
+      // tap's unified diff of expected vs actual: its -/+ lines are what matters
+      value = value.split('\n').filter((l) => /^[-+](?![-+]{2} )/.test(l)).join(' ');
+    } else if (key === 'at' && typeof value === 'object' && value !== null) {
       const at = value as { fileName?: string; lineNumber?: number };
       value = `${at.fileName ?? '?'}:${at.lineNumber ?? '?'}`;
     }
